@@ -1,0 +1,1 @@
+//! auditsink-server (being written)

@@ -1,0 +1,1 @@
+//! auditsink-storage (being written)
