@@ -47,7 +47,9 @@ impl std::str::FromStr for Format {
             "auto" => Ok(Format::Auto),
             "cef" => Ok(Format::Cef),
             "json" => Ok(Format::Json),
-            other => Err(format!("unknown format {other:?}: expected auto, cef or json")),
+            other => Err(format!(
+                "unknown format {other:?}: expected auto, cef or json"
+            )),
         }
     }
 }
@@ -76,7 +78,10 @@ impl ParseOptions {
     /// Options for `format` with a year hint of 1970 (callers with a clock
     /// should set the current year).
     pub fn new(format: Format) -> Self {
-        ParseOptions { format, year_hint: 1970 }
+        ParseOptions {
+            format,
+            year_hint: 1970,
+        }
     }
 }
 
