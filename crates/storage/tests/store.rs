@@ -1,0 +1,212 @@
+//! The store on a real sled directory.
+
+use auditsink_parser::{Event, LineFormat, SignatureStatus};
+use auditsink_storage::{AppendSummary, Batch, QuarantinedLine, Store, StoreError};
+
+fn event(raw: &str, sig: Option<&str>) -> Event {
+    Event {
+        format: LineFormat::Cef,
+        timestamp: None,
+        cef_version: Some(0),
+        vendor: Some("V".into()),
+        product: Some("P".into()),
+        product_version: Some("1".into()),
+        event_class_id: Some("c".into()),
+        name: Some("n".into()),
+        severity: serde_json::json!(1),
+        fields: serde_json::Map::new(),
+        origin: None,
+        sig: sig.map(str::to_owned),
+        signature: SignatureStatus::Unverified,
+        warnings: Vec::new(),
+        raw: raw.to_owned(),
+    }
+}
+
+fn batch(events: Vec<Event>, quarantine: Vec<QuarantinedLine>) -> Batch {
+    Batch {
+        source: "test".into(),
+        received_at_ms: 1_700_000_000_123,
+        events,
+        quarantine,
+    }
+}
+
+fn summary(stored: u64, duplicates: u64, quarantined: u64) -> AppendSummary {
+    AppendSummary {
+        stored,
+        duplicates,
+        quarantined,
+    }
+}
+
+#[test]
+fn dedupes_by_sig_then_by_raw_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let first = batch(
+        vec![
+            event("a sig=1", Some("1")),
+            event("b", None),
+            event("b", None),
+            event("a' sig=1", Some("1")),
+        ],
+        vec![],
+    );
+    // Within one batch: the second "b" and the second sig=1 are duplicates.
+    assert_eq!(
+        store.append_blocking(first.clone()).unwrap(),
+        summary(2, 2, 0)
+    );
+    // The same batch three times stores it once.
+    assert_eq!(
+        store.append_blocking(first.clone()).unwrap(),
+        summary(0, 4, 0)
+    );
+    assert_eq!(store.append_blocking(first).unwrap(), summary(0, 4, 0));
+    // A replay overlapping stored events stores only the new ones.
+    let replay = batch(
+        vec![
+            event("b", None),
+            event("c", None),
+            event("d sig=2", Some("2")),
+        ],
+        vec![],
+    );
+    assert_eq!(store.append_blocking(replay).unwrap(), summary(2, 1, 0));
+    let raws: Vec<String> = store.events(None).map(|e| e.unwrap().event.raw).collect();
+    assert_eq!(raws, ["a sig=1", "b", "c", "d sig=2"]);
+}
+
+#[test]
+fn quarantine_keeps_exact_bytes_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bad = QuarantinedLine {
+        raw: vec![b'x', 0xff, 0xfe, b'\n'],
+        reason: "invalid UTF-8 at byte 1".into(),
+    };
+    let text = QuarantinedLine {
+        raw: b"not cef".to_vec(),
+        reason: "no CEF header".into(),
+    };
+    let result = store
+        .append_blocking(batch(vec![event("e", None)], vec![bad.clone(), text]))
+        .unwrap();
+    assert_eq!(result, summary(1, 0, 2));
+    let rows: Vec<_> = store.quarantine(None).map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].raw, bad.raw);
+    assert_eq!(rows[0].reason, bad.reason);
+    assert_eq!(rows[0].source, "test");
+    let json = rows[0].to_json();
+    assert_eq!(json["raw_bytes"], serde_json::json!([120, 255, 254, 10]));
+    assert_eq!(rows[1].to_json()["raw"], "not cef");
+    assert!(rows[1].to_json().get("raw_bytes").is_none());
+}
+
+#[test]
+fn stored_event_json_has_store_keys_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append_blocking(batch(vec![event("e", Some("s"))], vec![]))
+        .unwrap();
+    let stored = store.events(None).next().unwrap().unwrap();
+    let json = stored.to_json();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(&keys[..4], ["id", "received_at", "source", "format"]);
+    assert_eq!(json["received_at"], "2023-11-14T22:13:20.123Z");
+    assert_eq!(json["sig"], "s");
+    assert_eq!(json["raw"], "e");
+    assert_eq!(json["id"].as_str().unwrap().len(), 16);
+}
+
+#[test]
+fn survives_reopen_and_ids_keep_increasing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_ids: Vec<u64> = {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .append_blocking(batch(vec![event("1", None), event("2", None)], vec![]))
+            .unwrap();
+        store.events(None).map(|e| e.unwrap().id).collect()
+    };
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append_blocking(batch(vec![event("3", None), event("1", None)], vec![]))
+        .unwrap();
+    let all: Vec<_> = store.events(None).map(Result::unwrap).collect();
+    assert_eq!(
+        all.len(),
+        3,
+        "the duplicate of a stored event is not stored after reopen"
+    );
+    assert_eq!(all[..2].iter().map(|e| e.id).collect::<Vec<_>>(), first_ids);
+    assert!(all[2].id > all[1].id);
+    let after: Vec<_> = store
+        .events(Some(all[0].id))
+        .map(|e| e.unwrap().event.raw)
+        .collect();
+    assert_eq!(after, ["2", "3"]);
+}
+
+#[test]
+fn second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = Store::open(dir.path()).unwrap();
+    // sled locks the directory per process; a second open in this process
+    // must fail the same way a second process does.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "open_from_child", "--ignored", "--nocapture"])
+        .env("AUDITSINK_TEST_STORE", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(stdout.contains("LOCKED"), "{stdout}");
+}
+
+#[test]
+#[ignore = "helper for second_open_of_the_same_directory_is_refused"]
+fn open_from_child() {
+    let Ok(dir) = std::env::var("AUDITSINK_TEST_STORE") else {
+        return;
+    };
+    match Store::open(std::path::Path::new(&dir)) {
+        Err(StoreError::Locked { .. }) => println!("LOCKED"),
+        Err(other) => println!("OTHER {other}"),
+        Ok(_) => println!("OPENED"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_all_land_and_share_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let events = (0..50)
+                    .map(|i| event(&format!("t{t} e{i}"), None))
+                    .collect();
+                store.append(batch(events, vec![])).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), summary(50, 0, 0));
+    }
+    assert_eq!(store.event_count(), 64 * 50);
+    let (batches, flushes) = store.commit_counts();
+    assert_eq!(batches, 64);
+    assert!(
+        flushes < batches,
+        "concurrent batches share flushes: {flushes} flushes for {batches} batches"
+    );
+}
