@@ -1,1 +1,240 @@
-//! auditsink-server (being written)
+//! # auditsink-server
+//!
+//! The receiving end: a TLS-terminating hyper listener that routes each
+//! `POST` to a configured source, checks its `Authorization` header in
+//! constant time, reads and decompresses the body within limits, parses the
+//! lines, and appends the batch to the store before answering; plus a plain
+//! HTTP admin listener for health, status and store reads.
+//!
+//! [`Server::start`] does everything that can fail at startup (configuration,
+//! first-run token and certificate, store, binding); [`Server::run`] serves
+//! until the shutdown future completes, then drains in-flight requests.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod admin;
+pub mod auth;
+pub mod config;
+pub mod decode;
+pub mod first_run;
+mod ingest;
+mod listener;
+mod response;
+mod state;
+pub mod status;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auditsink_storage::Store;
+
+pub use config::Config;
+use config::{DEFAULT_SOURCE_NAME, DEFAULT_SOURCE_PATH};
+use state::{AppState, RuntimeLimits, Source};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration problem.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A token could not be read or generated.
+    #[error("token: {0}")]
+    Token(std::io::Error),
+    /// A source names an environment variable that is not set.
+    #[error("source {source_name:?}: environment variable {variable} is not set")]
+    MissingEnv {
+        /// The source.
+        source_name: String,
+        /// The variable.
+        variable: String,
+    },
+    /// The self-signed certificate could not be created.
+    #[error("self-signed certificate: {0}")]
+    SelfSigned(#[from] first_run::SelfSignedError),
+    /// The certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] auditsink_storage::StoreError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What startup did that the operator should hear about once.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// The generated token of the default source, when created by this start.
+    pub new_token: Option<String>,
+    /// Path of the default source (when the embedded default is in use).
+    pub default_source_path: Option<String>,
+    /// The generated certificate, when created by this start.
+    pub generated_cert: Option<PathBuf>,
+    /// SHA-256 fingerprint of the serving certificate.
+    pub cert_fingerprint: String,
+    /// Whether the certificate is one auditsink generated (self-signed).
+    pub self_signed: bool,
+}
+
+/// A server that has bound its listeners and is ready to run.
+pub struct Server {
+    data_dir: PathBuf,
+    https: tokio::net::TcpListener,
+    admin: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    state: Arc<AppState>,
+    settings: listener::Settings,
+}
+
+impl Server {
+    /// Resolves the configuration (generating the default token and
+    /// certificate on first run), opens the store and binds both listeners.
+    pub async fn start(config: Config) -> Result<(Server, Startup), StartError> {
+        let mut startup = Startup::default();
+        let sources = resolve_sources(&config, &mut startup)?;
+        let (cert, key) = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ => {
+                let (cert, key, generated) = first_run::ensure_self_signed(&config.data_dir)?;
+                startup.self_signed = true;
+                startup.generated_cert = generated.then(|| cert.clone());
+                (cert, key)
+            }
+        };
+        let loaded = tls::load(&cert, &key)?;
+        startup.cert_fingerprint = loaded.fingerprint;
+        let store = Store::open(&config.data_dir.join("store"))?;
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let https = bind(config.server.listen).await?;
+        let admin = bind(config.admin.listen).await?;
+        let state = Arc::new(AppState::new(
+            store,
+            sources,
+            RuntimeLimits::from(&config.limits),
+            Duration::from_secs(config.admin.inactive_after_secs),
+        ));
+        let server = Server {
+            data_dir: config.data_dir.clone(),
+            https,
+            admin,
+            tls: tokio_rustls::TlsAcceptor::from(loaded.config),
+            state,
+            settings: listener::Settings::from(&config.limits),
+        };
+        Ok((server, startup))
+    }
+
+    /// The bound HTTPS address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.https.local_addr()
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, lets
+    /// in-flight requests finish (up to 30 s), and flushes the store.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), auditsink_storage::StoreError> {
+        let admin_file = admin_addr_file(&self.data_dir);
+        if let Ok(addr) = self.admin.local_addr() {
+            if let Err(e) = std::fs::write(&admin_file, format!("{addr}\n")) {
+                tracing::warn!(error = %e, path = %admin_file.display(), "cannot record the admin address");
+            }
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let https = tokio::spawn(listener::serve_https(
+            self.https,
+            self.tls,
+            self.state.clone(),
+            self.settings.clone(),
+            stopped.clone(),
+        ));
+        let admin = tokio::spawn(listener::serve_admin(
+            self.admin,
+            self.state.clone(),
+            self.settings,
+            stopped,
+        ));
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        let _ = stop.send(true);
+        let _ = https.await;
+        let _ = admin.await;
+        self.state.store.flush()?;
+        let _ = std::fs::remove_file(&admin_file);
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+}
+
+/// Where a running server records its bound admin address, so that CLI
+/// commands can reach it (the store is locked while it runs) even when the
+/// configured port is 0.
+pub fn admin_addr_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("admin.addr")
+}
+
+fn resolve_sources(config: &Config, startup: &mut Startup) -> Result<Vec<Source>, StartError> {
+    if config.sources.is_empty() {
+        let (token, new) =
+            first_run::load_or_generate_token(&config.data_dir).map_err(StartError::Token)?;
+        startup.new_token = new.map(|t| t.0);
+        startup.default_source_path = Some(DEFAULT_SOURCE_PATH.to_owned());
+        return Ok(vec![Source {
+            name: DEFAULT_SOURCE_NAME.to_owned(),
+            path: DEFAULT_SOURCE_PATH.to_owned(),
+            authorizer: auth::Authorizer::new([token.as_str()]),
+            format: auditsink_parser::Format::Auto,
+            status: Default::default(),
+        }]);
+    }
+    config
+        .sources
+        .iter()
+        .map(|source| {
+            let token = match (&source.authorization, &source.authorization_env) {
+                (Some(value), _) => value.clone(),
+                (None, Some(variable)) => {
+                    std::env::var(variable).map_err(|_| StartError::MissingEnv {
+                        source_name: source.name.clone(),
+                        variable: variable.clone(),
+                    })?
+                }
+                (None, None) => {
+                    return Err(config::ConfigError::Invalid(format!(
+                        "source {:?} has no authorization",
+                        source.name
+                    ))
+                    .into())
+                }
+            };
+            Ok(Source {
+                name: source.name.clone(),
+                path: source.path.clone(),
+                authorizer: auth::Authorizer::new([token.as_str()]),
+                format: source.format,
+                status: Default::default(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,343 @@
+//! Configuration: the TOML file (`config/auditsink.toml` documents every key)
+//! and the embedded default used when no file is given.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use auditsink_parser::Format;
+use serde::Deserialize;
+
+/// Path of the one source of the embedded default configuration.
+pub const DEFAULT_SOURCE_PATH: &str = "/audit-logs";
+/// Name of the one source of the embedded default configuration.
+pub const DEFAULT_SOURCE_NAME: &str = "konnect";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the store, the generated certificate and token live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The HTTPS listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The plain-HTTP admin listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Size, count and time limits on what clients control.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Webhook endpoints. Empty means the embedded default source.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain. With `tls_key`; absent: a self-signed
+    /// certificate generated in `data_dir/tls/`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener (plain HTTP; keep it on loopback).
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Seconds without a delivery after which a source is `inactive`.
+    #[serde(default = "default_inactive_after")]
+    pub inactive_after_secs: u64,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body as sent (compressed), in bytes: 413 beyond.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Largest body after decompression, in bytes: 413 beyond.
+    #[serde(default = "default_max_decompressed")]
+    pub max_decompressed_bytes: u64,
+    /// Most lines in one request: 413 beyond.
+    #[serde(default = "default_max_lines")]
+    pub max_lines_per_request: usize,
+    /// Most simultaneous connections; further ones wait in the accept queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client has to send a request head (also the keep-alive idle limit).
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a whole body.
+    #[serde(default = "default_body_timeout")]
+    pub body_read_timeout_secs: u64,
+}
+
+/// One `[[source]]`: a webhook endpoint with its own path and token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Name in `/status`, logs and the `source` of stored events.
+    pub name: String,
+    /// URL path Konnect posts to, e.g. `/audit-logs/us`.
+    pub path: String,
+    /// The exact `Authorization` header value Konnect sends (any scheme).
+    pub authorization: Option<String>,
+    /// Name of an environment variable holding that value instead.
+    pub authorization_env: Option<String>,
+    /// `auto`, `cef` or `json`.
+    #[serde(default, deserialize_with = "deserialize_format")]
+    pub format: Format,
+}
+
+fn deserialize_format<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./auditsink-data")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_inactive_after() -> u64 {
+    3600
+}
+fn default_max_body() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_max_decompressed() -> u64 {
+    128 * 1024 * 1024
+}
+fn default_max_lines() -> usize {
+    100_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_header_timeout() -> u64 {
+    30
+}
+fn default_body_timeout() -> u64 {
+    60
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+            inactive_after_secs: default_inactive_after(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: default_max_body(),
+            max_decompressed_bytes: default_max_decompressed(),
+            max_lines_per_request: default_max_lines(),
+            max_connections: default_max_connections(),
+            tls_handshake_timeout_secs: default_handshake_timeout(),
+            header_read_timeout_secs: default_header_timeout(),
+            body_read_timeout_secs: default_body_timeout(),
+        }
+    }
+}
+
+impl Default for Config {
+    /// The embedded default: everything default, no sources (so the
+    /// generated-token default source is used).
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            server: ServerConfig::default(),
+            admin: AdminConfig::default(),
+            limits: Limits::default(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// A configuration problem, reported to the operator at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// TOML parser's message (with line and column).
+        message: String,
+    },
+    /// The file parses but says something impossible.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a configuration file. Relative paths in it are
+    /// taken relative to the current directory, like the embedded default.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return invalid(
+                "[server] tls_cert and tls_key go together: set both or neither".into(),
+            );
+        }
+        let mut paths = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for source in &self.sources {
+            if !source.path.starts_with('/') {
+                return invalid(format!(
+                    "source {:?}: path must start with '/'",
+                    source.name
+                ));
+            }
+            if !paths.insert(source.path.as_str()) {
+                return invalid(format!("two sources use the path {:?}", source.path));
+            }
+            if source.name.is_empty() || !names.insert(source.name.as_str()) {
+                return invalid(format!(
+                    "source names must be unique and non-empty: {:?}",
+                    source.name
+                ));
+            }
+            if source.authorization.is_some() == source.authorization_env.is_some() {
+                return invalid(format!(
+                    "source {:?}: set exactly one of authorization or authorization_env",
+                    source.name
+                ));
+            }
+        }
+        let limits = &self.limits;
+        if limits.max_body_bytes == 0
+            || limits.max_decompressed_bytes == 0
+            || limits.max_connections == 0
+        {
+            return invalid("[limits] sizes and max_connections must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_example_parses_with_defaults_shown() {
+        let config = Config::from_toml(include_str!("../../../config/auditsink.toml")).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.data_dir, defaults.data_dir);
+        assert_eq!(config.server.listen, defaults.server.listen);
+        assert_eq!(config.admin.listen, defaults.admin.listen);
+        assert_eq!(config.limits.max_body_bytes, defaults.limits.max_body_bytes);
+        assert_eq!(
+            config.limits.max_decompressed_bytes,
+            defaults.limits.max_decompressed_bytes
+        );
+        assert_eq!(
+            config.limits.body_read_timeout_secs,
+            defaults.limits.body_read_timeout_secs
+        );
+        assert_eq!(config.sources.len(), 2);
+        assert_eq!(config.sources[1].format, Format::Json);
+    }
+
+    #[test]
+    fn rejects_what_cannot_work() {
+        let source = |extra: &str| format!("[[source]]\nname = \"a\"\npath = \"/a\"\n{extra}");
+        for (text, needle) in [
+            (source(""), "exactly one of authorization"),
+            (
+                source("authorization = \"x\"\nauthorization_env = \"Y\""),
+                "exactly one",
+            ),
+            (
+                format!(
+                    "{}\n{}",
+                    source("authorization = \"x\""),
+                    source("authorization = \"y\"")
+                ),
+                "path",
+            ),
+            ("[server]\ntls_cert = \"c.pem\"".into(), "go together"),
+            (
+                source("authorization = \"x\"\nformat = \"xml\""),
+                "unknown format",
+            ),
+            ("[server]\nlisten = \"nonsense\"".into(), "listen"),
+            ("unknown_key = 1".into(), "unknown field"),
+            (
+                source("authorization = \"x\"").replace("\"/a\"", "\"a\""),
+                "start with '/'",
+            ),
+        ] {
+            let error = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(error.contains(needle), "{text:?}: {error}");
+        }
+    }
+}

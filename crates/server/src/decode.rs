@@ -1,0 +1,195 @@
+//! Request body decompression by `Content-Encoding`, with a limit on the
+//! decompressed size so a small bomb cannot exhaust memory.
+
+use std::io::Read;
+
+/// A body encoding auditsink understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// No compression.
+    Identity,
+    /// gzip, whatever the label: `gzip`, `x-gzip`, or Konnect's documented
+    /// `application/gzip`.
+    Gzip,
+    /// HTTP `deflate`: zlib-wrapped per RFC 9110, raw deflate tolerated.
+    Deflate,
+}
+
+impl Encoding {
+    /// Reads a `Content-Encoding` header value. `None` for an encoding we do
+    /// not support (answered 415). Labels are case-insensitive.
+    pub fn from_header(value: Option<&[u8]>) -> Option<Encoding> {
+        let Some(value) = value else {
+            return Some(Encoding::Identity);
+        };
+        let value = std::str::from_utf8(value).ok()?.trim().to_ascii_lowercase();
+        match value.as_str() {
+            "" | "identity" => Some(Encoding::Identity),
+            "gzip" | "x-gzip" | "application/gzip" | "application/x-gzip" => Some(Encoding::Gzip),
+            "deflate" => Some(Encoding::Deflate),
+            _ => None,
+        }
+    }
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// It inflates past the limit.
+    #[error("decompressed body exceeds {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The compressed stream is corrupt or truncated.
+    #[error("corrupt {encoding} body: {reason}")]
+    Corrupt {
+        /// `gzip` or `deflate`.
+        encoding: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// Decodes `body`, refusing to produce more than `limit` bytes.
+pub fn decode(encoding: Encoding, body: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
+    match encoding {
+        Encoding::Identity if body.len() as u64 > limit => Err(DecodeError::TooLarge { limit }),
+        Encoding::Identity => Ok(body.to_vec()),
+        Encoding::Gzip => read_limited(
+            flate2::read::MultiGzDecoder::new(body),
+            "gzip",
+            body.len(),
+            limit,
+        ),
+        Encoding::Deflate => {
+            // RFC 9110 says zlib; some senders send raw deflate. A zlib
+            // stream starts with a header whose 16-bit value is a multiple of 31.
+            let zlib = body.len() >= 2
+                && body[0] & 0x0f == 8
+                && u16::from_be_bytes([body[0], body[1]]) % 31 == 0;
+            if zlib {
+                read_limited(
+                    flate2::read::ZlibDecoder::new(body),
+                    "deflate",
+                    body.len(),
+                    limit,
+                )
+            } else {
+                read_limited(
+                    flate2::read::DeflateDecoder::new(body),
+                    "deflate",
+                    body.len(),
+                    limit,
+                )
+            }
+        }
+    }
+}
+
+fn read_limited(
+    reader: impl Read,
+    encoding: &'static str,
+    compressed_len: usize,
+    limit: u64,
+) -> Result<Vec<u8>, DecodeError> {
+    // Start from a plausible ratio, never past the limit: the buffer grows
+    // only as real output arrives.
+    let guess = (compressed_len as u64).saturating_mul(8).min(limit) as usize;
+    let mut out = Vec::with_capacity(guess);
+    let read = reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| DecodeError::Corrupt {
+            encoding,
+            reason: e.to_string(),
+        })?;
+    if read as u64 > limit {
+        return Err(DecodeError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn labels() {
+        for label in ["gzip", "x-gzip", "application/gzip", "GZIP", " gzip "] {
+            assert_eq!(
+                Encoding::from_header(Some(label.as_bytes())),
+                Some(Encoding::Gzip),
+                "{label}"
+            );
+        }
+        assert_eq!(Encoding::from_header(None), Some(Encoding::Identity));
+        assert_eq!(
+            Encoding::from_header(Some(b"identity")),
+            Some(Encoding::Identity)
+        );
+        assert_eq!(
+            Encoding::from_header(Some(b"deflate")),
+            Some(Encoding::Deflate)
+        );
+        assert_eq!(Encoding::from_header(Some(b"br")), None);
+        assert_eq!(Encoding::from_header(Some(b"gzip, br")), None);
+    }
+
+    #[test]
+    fn gzip_round_trip_and_multi_member() {
+        let mut body = gzip(b"a\n");
+        body.extend(gzip(b"b\n"));
+        assert_eq!(decode(Encoding::Gzip, &body, 100).unwrap(), b"a\nb\n");
+    }
+
+    #[test]
+    fn deflate_zlib_and_raw() {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(b"line\n").unwrap();
+        assert_eq!(
+            decode(Encoding::Deflate, &z.finish().unwrap(), 100).unwrap(),
+            b"line\n"
+        );
+        let mut r = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        r.write_all(b"line\n").unwrap();
+        assert_eq!(
+            decode(Encoding::Deflate, &r.finish().unwrap(), 100).unwrap(),
+            b"line\n"
+        );
+    }
+
+    #[test]
+    fn limits_and_corruption() {
+        let bomb = gzip(&vec![b'a'; 1_000_000]);
+        assert!(bomb.len() < 10_000);
+        assert_eq!(
+            decode(Encoding::Gzip, &bomb, 999_999),
+            Err(DecodeError::TooLarge { limit: 999_999 })
+        );
+        assert_eq!(
+            decode(Encoding::Gzip, &bomb, 1_000_000).unwrap().len(),
+            1_000_000
+        );
+        assert!(matches!(
+            decode(Encoding::Gzip, b"not gzip", 100),
+            Err(DecodeError::Corrupt { .. })
+        ));
+        let truncated = &bomb[..bomb.len() / 2];
+        assert!(matches!(
+            decode(Encoding::Gzip, truncated, 10_000_000),
+            Err(DecodeError::Corrupt { .. })
+        ));
+        assert_eq!(
+            decode(Encoding::Identity, b"abc", 2),
+            Err(DecodeError::TooLarge { limit: 2 })
+        );
+    }
+}

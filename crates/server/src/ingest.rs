@@ -1,0 +1,298 @@
+//! One delivery: route, authorize, read, decode, parse, store, answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auditsink_parser::{lines, parse_line, Format, ParseOptions};
+use auditsink_storage::{AppendSummary, Batch, QuarantinedLine};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::decode::{decode, DecodeError, Encoding};
+use crate::response::{error_response, json_response};
+use crate::state::{now_ms, AppState, Source};
+use crate::status::Outcome;
+
+/// A request refused before anything was stored.
+struct Rejection {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Rejection {
+        Rejection {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Handles a request on the HTTPS listener.
+pub async fn handle(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let Some(source) = state.source_for(request.uri().path()) else {
+        tracing::debug!(%peer, path = request.uri().path(), "no source at this path");
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "no webhook is configured at this path",
+        );
+    };
+    let result = deliver(&state, source, request).await;
+    let now = now_ms();
+    let response = match result {
+        Ok((received, summary)) => {
+            source.status.record(
+                now,
+                Outcome::Accepted {
+                    stored: summary.stored,
+                    duplicates: summary.duplicates,
+                    quarantined: summary.quarantined,
+                },
+            );
+            tracing::info!(
+                source = %source.name, %peer, status = 200, received,
+                stored = summary.stored, duplicates = summary.duplicates,
+                quarantined = summary.quarantined,
+                duration_ms = started.elapsed().as_millis() as u64, "delivery"
+            );
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "received": received,
+                    "stored": summary.stored,
+                    "duplicates": summary.duplicates,
+                    "quarantined": summary.quarantined,
+                }),
+            )
+        }
+        Err(rejection) => {
+            source.status.record(
+                now,
+                Outcome::Rejected {
+                    status: rejection.status.as_u16(),
+                    reason: rejection.reason,
+                },
+            );
+            tracing::warn!(
+                source = %source.name, %peer, status = rejection.status.as_u16(),
+                reason = rejection.reason, message = %rejection.message,
+                duration_ms = started.elapsed().as_millis() as u64, "delivery rejected"
+            );
+            let mut response = error_response(rejection.status, &rejection.message);
+            if rejection.status == StatusCode::METHOD_NOT_ALLOWED {
+                response
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("POST"));
+            }
+            response
+        }
+    };
+    response
+}
+
+async fn deliver(
+    state: &AppState,
+    source: &Arc<Source>,
+    request: Request<Incoming>,
+) -> Result<(u64, AppendSummary), Rejection> {
+    if request.method() != Method::POST {
+        return Err(Rejection::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method",
+            "use POST",
+        ));
+    }
+    let headers = request.headers();
+    if !source
+        .authorizer
+        .allows(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))
+    {
+        return Err(Rejection::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong or missing Authorization",
+        ));
+    }
+    let encoding = Encoding::from_header(headers.get(CONTENT_ENCODING).map(HeaderValue::as_bytes))
+        .ok_or_else(|| {
+            Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            "unsupported Content-Encoding: use gzip, x-gzip, application/gzip, deflate or identity",
+        )
+        })?;
+    let limits = &state.limits;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes) {
+        return Err(too_large(limits.max_body_bytes));
+    }
+    let body = read_body(
+        request.into_body(),
+        limits.max_body_bytes,
+        limits.body_read_timeout,
+    )
+    .await?;
+    let received_at_ms = now_ms();
+
+    let work = Prepare {
+        source: source.name.clone(),
+        format: source.format,
+        encoding,
+        max_decompressed: limits.max_decompressed_bytes,
+        max_lines: limits.max_lines_per_request,
+        received_at_ms,
+    };
+    let prepared = tokio::task::spawn_blocking(move || work.run(&body))
+        .await
+        .map_err(|e| {
+            Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("batch preparation failed: {e}"),
+            )
+        })?;
+    match prepared {
+        Prepared::Batch { received, batch } => {
+            let summary = state.store.append(batch).await.map_err(storage_failure)?;
+            Ok((received, summary))
+        }
+        Prepared::TooLarge(message) => Err(Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            message,
+        )),
+        Prepared::Corrupt { batch, message } => {
+            // Konnect does not retry a 400: keep the body so nothing is lost.
+            state.store.append(batch).await.map_err(storage_failure)?;
+            Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "corrupt_body",
+                format!("{message}; the raw body was kept in quarantine"),
+            ))
+        }
+    }
+}
+
+async fn read_body(body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, Rejection> {
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match tokio::time::timeout(timeout, Limited::new(body, limit_usize).collect()).await {
+        Err(_) => Err(Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "request body not received in time",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Ok(Err(e)) => Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "body_read",
+            format!("error reading body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+fn too_large(limit: u64) -> Rejection {
+    Rejection::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("request body exceeds {limit} bytes"),
+    )
+}
+
+fn storage_failure(e: auditsink_storage::StoreError) -> Rejection {
+    tracing::error!(error = %e, "store append failed");
+    // 500: Konnect retries it.
+    Rejection::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage",
+        "storage failure; retry later",
+    )
+}
+
+/// The CPU-bound part of a delivery, run off the async workers.
+struct Prepare {
+    source: String,
+    format: Format,
+    encoding: Encoding,
+    max_decompressed: u64,
+    max_lines: usize,
+    received_at_ms: i64,
+}
+
+enum Prepared {
+    Batch { received: u64, batch: Batch },
+    TooLarge(String),
+    Corrupt { batch: Batch, message: String },
+}
+
+impl Prepare {
+    fn run(self, body: &[u8]) -> Prepared {
+        let text = match decode(self.encoding, body, self.max_decompressed) {
+            Ok(text) => text,
+            Err(e @ DecodeError::TooLarge { .. }) => return Prepared::TooLarge(e.to_string()),
+            Err(e @ DecodeError::Corrupt { .. }) => {
+                let message = e.to_string();
+                let batch = self.batch(
+                    Vec::new(),
+                    vec![QuarantinedLine {
+                        raw: body.to_vec(),
+                        reason: format!("undecodable request body: {message}"),
+                    }],
+                );
+                return Prepared::Corrupt { batch, message };
+            }
+        };
+        let options = ParseOptions {
+            format: self.format,
+            year_hint: time::OffsetDateTime::now_utc().year(),
+        };
+        let mut events = Vec::new();
+        let mut quarantine = Vec::new();
+        for (count, line) in lines(&text).enumerate() {
+            if count >= self.max_lines {
+                return Prepared::TooLarge(format!(
+                    "request has more than {} lines",
+                    self.max_lines
+                ));
+            }
+            match parse_line(line, &options) {
+                Ok(event) => events.push(event),
+                Err(e) => quarantine.push(QuarantinedLine {
+                    raw: line.to_vec(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let received = (events.len() + quarantine.len()) as u64;
+        Prepared::Batch {
+            received,
+            batch: self.batch(events, quarantine),
+        }
+    }
+
+    fn batch(
+        &self,
+        events: Vec<auditsink_parser::Event>,
+        quarantine: Vec<QuarantinedLine>,
+    ) -> Batch {
+        Batch {
+            source: self.source.clone(),
+            received_at_ms: self.received_at_ms,
+            events,
+            quarantine,
+        }
+    }
+}
