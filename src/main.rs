@@ -1,1 +1,59 @@
-fn main() {}
+//! `auditsink`: the command line. Thin wiring over the library crates; one
+//! module per subcommand.
+#![forbid(unsafe_code)]
+
+mod admin_client;
+mod logging;
+mod parse;
+mod query;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Self-hosted receiver for security audit-log webhooks (Kong Konnect, CEF, JSON).
+#[derive(Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the receiver (HTTPS webhook listener + admin listener).
+    Serve(serve::Args),
+    /// Parse lines (CEF or JSON) and print normalized events as NDJSON.
+    Parse(parse::Args),
+    /// Print stored events as NDJSON.
+    Query(query::Args),
+}
+
+/// Where the store is: a config file's `data_dir`, or a directory given directly.
+#[derive(clap::Args, Debug, Clone)]
+struct StoreLocation {
+    /// Configuration file (its data_dir and admin address are used).
+    #[arg(long, short, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    /// Data directory (default: ./auditsink-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Parse(args) => parse::run(args),
+        Command::Query(args) => query::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("auditsink: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

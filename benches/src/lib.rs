@@ -1,0 +1,1 @@
+//! Benchmarks for auditsink; see benches/.
