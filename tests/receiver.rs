@@ -147,6 +147,59 @@ fn konnect_samples_over_tls_with_generated_cert_and_token() {
         query(&["--data-dir", data_dir.to_str().unwrap(), "--limit", "7"]).len(),
         7
     );
+
+    // The token is shown on first run only.
+    let again = TestServer::start(dir.path(), &config);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !again.stdout_now().contains(&token[7..]),
+        "token printed again: {}",
+        again.stdout_now()
+    );
+    assert_eq!(again.token(), token, "the saved token is reused");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_0() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path(), &config_with_token(dir.path()));
+    let body = common::gzip(inline_events().join("\n").as_bytes());
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut tls = common::tls_connect(server.addr, &server.data_dir().join("tls/cert.pem"));
+    let head = common::request_head(
+        "POST",
+        "/audit-logs",
+        &[("Authorization", TOKEN), ("Content-Encoding", "gzip")],
+        body.len(),
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(first).unwrap();
+    tls.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    server.terminate();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !server.exited(),
+        "the server waits for the request in flight"
+    );
+    assert!(
+        std::net::TcpStream::connect(server.addr).is_err(),
+        "listener closed after SIGTERM"
+    );
+
+    tls.write_all(rest).unwrap();
+    tls.flush().unwrap();
+    let response = common::read_response(&mut tls);
+    assert_eq!(
+        counts(&response)["stored"],
+        3,
+        "the in-flight batch is stored and acknowledged"
+    );
+    assert!(server.stop().success(), "exit 0 after draining");
+    let data_dir = dir.path().join("data");
+    assert_eq!(query(&["--data-dir", data_dir.to_str().unwrap()]).len(), 3);
 }
 
 #[test]

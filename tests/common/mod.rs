@@ -131,6 +131,11 @@ impl TestServer {
             .to_owned()
     }
 
+    /// What the server printed on stdout so far.
+    pub fn stdout_now(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
     /// What the server printed on stdout so far, once it contains `needle`
     /// (or after 5 s): the pipe is read by another thread.
     pub fn stdout_containing(&self, needle: &str) -> String {
@@ -191,14 +196,24 @@ impl TestServer {
         serde_json::from_str(&body).unwrap()
     }
 
-    /// Sends SIGTERM and waits for the exit.
-    pub fn stop(mut self) -> ExitStatus {
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.terminate();
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -240,16 +255,12 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 request over rustls, verifying the server certificate
-/// against `ca` for the name `localhost`.
-pub fn https_request(
+/// A TLS connection to `addr`, verifying the server certificate against
+/// `ca` for the name `localhost`.
+pub fn tls_connect(
     addr: SocketAddr,
     ca: &Path,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HttpResponse {
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).unwrap();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -265,19 +276,44 @@ pub fn https_request(
     let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut tls = rustls::StreamOwned::new(connection, tcp);
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+/// The head of an HTTP/1.1 request with `Connection: close`.
+pub fn request_head(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_length: usize,
+) -> String {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {content_length}\r\n"
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    tls.write_all(head.as_bytes()).unwrap();
+    head
+}
+
+/// One HTTP/1.1 request over rustls.
+pub fn https_request(
+    addr: SocketAddr,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut tls = tls_connect(addr, ca);
+    tls.write_all(request_head(method, path, headers, body.len()).as_bytes())
+        .unwrap();
     tls.write_all(body).unwrap();
     tls.flush().unwrap();
     read_response(&mut tls)
 }
 
-fn read_response(stream: &mut impl Read) -> HttpResponse {
+pub fn read_response(stream: &mut impl Read) -> HttpResponse {
     let mut raw = Vec::new();
     // The server closes after the response (Connection: close); a TLS peer
     // that closes without close_notify is reported as an error after the data.
