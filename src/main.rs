@@ -3,10 +3,12 @@
 #![forbid(unsafe_code)]
 
 mod admin_client;
+mod keygen;
 mod logging;
 mod parse;
 mod query;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,10 @@ enum Command {
     Parse(parse::Args),
     /// Print stored events as NDJSON.
     Query(query::Args),
+    /// Verify Konnect ED25519 signatures of lines, or of stored events.
+    Verify(verify::Args),
+    /// Write an ED25519 key pair and its JWKS.
+    Keygen(keygen::Args),
 }
 
 /// Where the store is: a config file's `data_dir`, or a directory given directly.
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Parse(args) => parse::run(args),
         Command::Query(args) => query::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Keygen(args) => keygen::run(args),
     };
     match result {
         Ok(code) => code,

@@ -101,6 +101,45 @@ pub struct SourceConfig {
     /// `auto`, `cef` or `json`.
     #[serde(default, deserialize_with = "deserialize_format")]
     pub format: Format,
+    /// Konnect's public keys: a JWKS file path, or an `https://` URL fetched
+    /// at start and refreshed (last good copy kept in `data_dir/jwks/`).
+    pub jwks: Option<String>,
+    /// What to do with signatures. Default: `tag` with `jwks`, else `off`.
+    pub signatures: Option<SignaturePolicy>,
+    /// Seconds between refreshes of a `jwks` URL.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    /// Extra PEM CA to trust when fetching a `jwks` URL (besides the public
+    /// web roots), for a key server with a private certificate.
+    pub jwks_ca: Option<PathBuf>,
+}
+
+/// `signatures = "off" | "tag" | "enforce"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignaturePolicy {
+    /// Do not verify: events carry `"signature": "unverified"`.
+    Off,
+    /// Verify and record the outcome in each event's `signature`.
+    Tag,
+    /// Verify; quarantine invalid and missing signatures with the reason
+    /// (still answering 200, so Konnect does not retry a forgery forever).
+    Enforce,
+}
+
+impl SourceConfig {
+    /// The effective policy.
+    pub fn signature_policy(&self) -> SignaturePolicy {
+        match (self.signatures, &self.jwks) {
+            (Some(policy), _) => policy,
+            (None, Some(_)) => SignaturePolicy::Tag,
+            (None, None) => SignaturePolicy::Off,
+        }
+    }
+}
+
+fn default_jwks_refresh() -> u64 {
+    3600
 }
 
 fn deserialize_format<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
@@ -265,6 +304,26 @@ impl Config {
                     source.name
                 ));
             }
+            if source.signature_policy() != SignaturePolicy::Off && source.jwks.is_none() {
+                return invalid(format!(
+                    "source {:?}: signatures = tag or enforce needs jwks (a file or an https:// URL)",
+                    source.name
+                ));
+            }
+            if let Some(jwks) = &source.jwks {
+                if jwks.contains("://") && !jwks.starts_with("https://") {
+                    return invalid(format!(
+                        "source {:?}: a jwks URL must be https://",
+                        source.name
+                    ));
+                }
+            }
+            if source.jwks_refresh_secs == 0 {
+                return invalid(format!(
+                    "source {:?}: jwks_refresh_secs must be > 0",
+                    source.name
+                ));
+            }
             if source.authorization.is_some() == source.authorization_env.is_some() {
                 return invalid(format!(
                     "source {:?}: set exactly one of authorization or authorization_env",
@@ -328,6 +387,22 @@ mod tests {
             (
                 source("authorization = \"x\"\nformat = \"xml\""),
                 "unknown format",
+            ),
+            (
+                source("authorization = \"x\"\nsignatures = \"enforce\""),
+                "needs jwks",
+            ),
+            (
+                source("authorization = \"x\"\njwks = \"http://k/jwks.json\""),
+                "must be https",
+            ),
+            (
+                source("authorization = \"x\"\nsignatures = \"maybe\""),
+                "unknown variant",
+            ),
+            (
+                source("authorization = \"x\"\njwks = \"k.json\"\njwks_refresh_secs = 0"),
+                "> 0",
             ),
             ("[server]\nlisten = \"nonsense\"".into(), "listen"),
             ("unknown_key = 1".into(), "unknown field"),

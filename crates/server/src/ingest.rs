@@ -4,13 +4,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auditsink_parser::{lines, parse_line, Format, ParseOptions};
+use auditsink_parser::signature::KeySet;
+use auditsink_parser::{lines, parse_line, Event, Format, ParseOptions, SignatureStatus};
 use auditsink_storage::{AppendSummary, Batch, QuarantinedLine};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::config::SignaturePolicy;
 use crate::decode::{decode, DecodeError, Encoding};
 use crate::response::{error_response, json_response};
 use crate::state::{now_ms, AppState, Source};
@@ -154,6 +156,10 @@ async fn deliver(
         max_decompressed: limits.max_decompressed_bytes,
         max_lines: limits.max_lines_per_request,
         received_at_ms,
+        signatures: source
+            .signatures
+            .as_ref()
+            .map(|check| (check.policy, check.keys.get())),
     };
     let prepared = tokio::task::spawn_blocking(move || work.run(&body))
         .await
@@ -230,6 +236,7 @@ struct Prepare {
     max_decompressed: u64,
     max_lines: usize,
     received_at_ms: i64,
+    signatures: Option<(SignaturePolicy, Arc<KeySet>)>,
 }
 
 enum Prepared {
@@ -277,6 +284,9 @@ impl Prepare {
             }
         }
         let received = (events.len() + quarantine.len()) as u64;
+        if let Some((policy, keys)) = &self.signatures {
+            events = check_signatures(events, keys, *policy, &mut quarantine);
+        }
         Prepared::Batch {
             received,
             batch: self.batch(events, quarantine),
@@ -295,4 +305,40 @@ impl Prepare {
             quarantine,
         }
     }
+}
+
+/// Verifies every event's signature (one batch verification for the whole
+/// request) and records the outcome; under `enforce`, moves events whose
+/// signature is invalid or missing to quarantine with the reason.
+fn check_signatures(
+    events: Vec<Event>,
+    keys: &KeySet,
+    policy: SignaturePolicy,
+    quarantine: &mut Vec<QuarantinedLine>,
+) -> Vec<Event> {
+    let lines: Vec<_> = events
+        .iter()
+        .map(|e| (e.raw.as_bytes(), e.format))
+        .collect();
+    let statuses = keys.verify_lines(&lines);
+    let mut kept = Vec::with_capacity(events.len());
+    for (mut event, status) in events.into_iter().zip(statuses) {
+        event.signature = status;
+        let reason = match status {
+            SignatureStatus::Invalid => {
+                "signature invalid: it verifies against none of the source's keys"
+            }
+            SignatureStatus::Missing => "signature missing",
+            SignatureStatus::Valid | SignatureStatus::Unverified => "",
+        };
+        if policy == SignaturePolicy::Enforce && !reason.is_empty() {
+            quarantine.push(QuarantinedLine {
+                raw: event.raw.into_bytes(),
+                reason: reason.to_owned(),
+            });
+        } else {
+            kept.push(event);
+        }
+    }
+    kept
 }

@@ -16,8 +16,10 @@ mod admin;
 pub mod auth;
 pub mod config;
 pub mod decode;
+pub mod fetch;
 pub mod first_run;
 mod ingest;
+pub mod keys;
 mod listener;
 mod response;
 mod state;
@@ -59,6 +61,9 @@ pub enum StartError {
     /// The certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// A source's signature keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] auditsink_storage::StoreError),
@@ -95,6 +100,7 @@ pub struct Server {
     tls: tokio_rustls::TlsAcceptor,
     state: Arc<AppState>,
     settings: listener::Settings,
+    key_refreshers: Vec<(String, keys::JwksSource, Arc<keys::SourceKeys>)>,
 }
 
 impl Server {
@@ -102,7 +108,7 @@ impl Server {
     /// certificate on first run), opens the store and binds both listeners.
     pub async fn start(config: Config) -> Result<(Server, Startup), StartError> {
         let mut startup = Startup::default();
-        let sources = resolve_sources(&config, &mut startup)?;
+        let (sources, key_refreshers) = resolve_sources(&config, &mut startup).await?;
         let (cert, key) = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => (cert.clone(), key.clone()),
             _ => {
@@ -135,6 +141,7 @@ impl Server {
             tls: tokio_rustls::TlsAcceptor::from(loaded.config),
             state,
             settings: listener::Settings::from(&config.limits),
+            key_refreshers,
         };
         Ok((server, startup))
     }
@@ -162,6 +169,9 @@ impl Server {
             }
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        for (source, jwks, keys) in self.key_refreshers {
+            tokio::spawn(jwks.refresh_until(source, keys, stopped.clone()));
+        }
         let https = tokio::spawn(listener::serve_https(
             self.https,
             self.tls,
@@ -194,47 +204,74 @@ pub fn admin_addr_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("admin.addr")
 }
 
-fn resolve_sources(config: &Config, startup: &mut Startup) -> Result<Vec<Source>, StartError> {
+type KeyRefresher = (String, keys::JwksSource, Arc<keys::SourceKeys>);
+
+async fn resolve_sources(
+    config: &Config,
+    startup: &mut Startup,
+) -> Result<(Vec<Source>, Vec<KeyRefresher>), StartError> {
     if config.sources.is_empty() {
         let (token, new) =
             first_run::load_or_generate_token(&config.data_dir).map_err(StartError::Token)?;
         startup.new_token = new.map(|t| t.0);
         startup.default_source_path = Some(DEFAULT_SOURCE_PATH.to_owned());
-        return Ok(vec![Source {
+        let source = Source {
             name: DEFAULT_SOURCE_NAME.to_owned(),
             path: DEFAULT_SOURCE_PATH.to_owned(),
             authorizer: auth::Authorizer::new([token.as_str()]),
             format: auditsink_parser::Format::Auto,
+            signatures: None,
             status: Default::default(),
-        }]);
+        };
+        return Ok((vec![source], Vec::new()));
     }
-    config
-        .sources
-        .iter()
-        .map(|source| {
-            let token = match (&source.authorization, &source.authorization_env) {
-                (Some(value), _) => value.clone(),
-                (None, Some(variable)) => {
-                    std::env::var(variable).map_err(|_| StartError::MissingEnv {
-                        source_name: source.name.clone(),
-                        variable: variable.clone(),
-                    })?
-                }
-                (None, None) => {
-                    return Err(config::ConfigError::Invalid(format!(
-                        "source {:?} has no authorization",
-                        source.name
-                    ))
-                    .into())
-                }
-            };
-            Ok(Source {
-                name: source.name.clone(),
-                path: source.path.clone(),
-                authorizer: auth::Authorizer::new([token.as_str()]),
-                format: source.format,
-                status: Default::default(),
-            })
-        })
-        .collect()
+    let mut sources = Vec::new();
+    let mut refreshers = Vec::new();
+    for source in &config.sources {
+        let token = match (&source.authorization, &source.authorization_env) {
+            (Some(value), _) => value.clone(),
+            (None, Some(variable)) => {
+                std::env::var(variable).map_err(|_| StartError::MissingEnv {
+                    source_name: source.name.clone(),
+                    variable: variable.clone(),
+                })?
+            }
+            (None, None) => {
+                return Err(config::ConfigError::Invalid(format!(
+                    "source {:?} has no authorization",
+                    source.name
+                ))
+                .into())
+            }
+        };
+        let policy = source.signature_policy();
+        let signatures = match (&source.jwks, policy) {
+            (Some(setting), config::SignaturePolicy::Tag | config::SignaturePolicy::Enforce) => {
+                let jwks = keys::JwksSource::from_setting(
+                    setting,
+                    source.jwks_ca.clone(),
+                    &config.data_dir,
+                    &source.name,
+                    Duration::from_secs(source.jwks_refresh_secs),
+                );
+                let loaded = Arc::new(jwks.load().await?);
+                tracing::info!(source = %source.name, keys = loaded.get().len(), policy = ?policy, "signature keys loaded");
+                refreshers.push((source.name.clone(), jwks, loaded.clone()));
+                Some(state::SignatureCheck {
+                    policy,
+                    keys: loaded,
+                })
+            }
+            _ => None,
+        };
+        sources.push(Source {
+            name: source.name.clone(),
+            path: source.path.clone(),
+            authorizer: auth::Authorizer::new([token.as_str()]),
+            format: source.format,
+            signatures,
+            status: Default::default(),
+        });
+    }
+    Ok((sources, refreshers))
 }

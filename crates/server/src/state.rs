@@ -8,7 +8,8 @@ use auditsink_parser::Format;
 use auditsink_storage::Store;
 
 use crate::auth::Authorizer;
-use crate::config::Limits;
+use crate::config::{Limits, SignaturePolicy};
+use crate::keys::SourceKeys;
 use crate::status::SourceStatus;
 
 /// A configured webhook endpoint, resolved (tokens loaded).
@@ -22,8 +23,19 @@ pub struct Source {
     pub authorizer: Authorizer,
     /// Grammar of its lines.
     pub format: Format,
+    /// Signature checking, when the source has keys and a policy other than off.
+    pub signatures: Option<SignatureCheck>,
     /// What it has seen.
     pub status: SourceStatus,
+}
+
+/// How a source checks signatures.
+#[derive(Debug, Clone)]
+pub struct SignatureCheck {
+    /// `tag` or `enforce`.
+    pub policy: SignaturePolicy,
+    /// The current keys (refreshed in place for a URL).
+    pub keys: Arc<SourceKeys>,
 }
 
 /// Limits in the form handlers use.
