@@ -29,10 +29,39 @@ pub async fn handle(
     let query = request.uri().query().unwrap_or("").to_owned();
     match request.uri().path() {
         "/healthz" => response(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => readiness(&state).await,
+        "/metrics" => response(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.render(&state.store),
+        ),
         "/status" => json_response(StatusCode::OK, &status(&state, started)),
         "/api/events" => list(state, &query, Listing::Events).await,
         "/api/quarantine" => list(state, &query, Listing::Quarantine).await,
         _ => error_response(StatusCode::NOT_FOUND, "unknown admin path"),
+    }
+}
+
+/// Ready when the webhook listener accepts and the store takes a write: an
+/// empty batch goes through the writer and its flush.
+async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
+    if !state.is_listening() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhook listener not accepting",
+        );
+    }
+    let probe = auditsink_storage::Batch {
+        source: "readyz".into(),
+        ..Default::default()
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), state.store.append(probe)).await {
+        Ok(Ok(_)) => response(StatusCode::OK, "text/plain", "ready\n"),
+        Ok(Err(e)) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("store not writable: {e}"),
+        ),
+        Err(_) => error_response(StatusCode::SERVICE_UNAVAILABLE, "store write timed out"),
     }
 }
 

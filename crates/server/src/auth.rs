@@ -26,6 +26,25 @@ impl Authorizer {
         }
     }
 
+    /// Also accepts the values whose SHA-256 is one of these (hex, any
+    /// case); `None` if one is not 64 hex digits.
+    pub fn with_sha256<'a>(
+        mut self,
+        hex_digests: impl IntoIterator<Item = &'a str>,
+    ) -> Option<Authorizer> {
+        for hex in hex_digests {
+            let mut digest = [0u8; 32];
+            if hex.len() != 64 {
+                return None;
+            }
+            for (byte, pair) in digest.iter_mut().zip(hex.as_bytes().chunks(2)) {
+                *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+            }
+            self.digests.push(digest);
+        }
+        Some(self)
+    }
+
     /// Whether `header` (the raw header value, if any) is accepted. Every
     /// accepted value is compared, so timing does not tell which one matched.
     pub fn allows(&self, header: Option<&[u8]>) -> bool {
@@ -63,6 +82,25 @@ mod tests {
         assert!(!auth.allows(Some(b"bearer abc")));
         assert!(!auth.allows(Some(b"")));
         assert!(!auth.allows(None));
+    }
+
+    #[test]
+    fn sha256_digests_accept_the_value_they_hash() {
+        // sha256("Bearer abc")
+        let hex = "f4a1a2b5b8a2e2c7b3c8f7d1d3c5b4a6e8f0a1b2c3d4e5f60718293a4b5c6d7e";
+        let real = Sha256::digest(b"Bearer abc")
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<String>();
+        let auth = Authorizer::new([]).with_sha256([real.as_str()]).unwrap();
+        assert!(auth.allows(Some(b"Bearer abc")));
+        assert!(!auth.allows(Some(b"Bearer abd")));
+        let other = Authorizer::new(["x"]).with_sha256([hex]).unwrap();
+        assert!(!other.allows(Some(b"Bearer abc")));
+        assert!(Authorizer::new([]).with_sha256(["zz"]).is_none());
+        assert!(Authorizer::new([])
+            .with_sha256([&"g".repeat(64)[..]])
+            .is_none());
     }
 
     #[test]

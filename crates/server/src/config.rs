@@ -84,6 +84,15 @@ pub struct Limits {
     /// Seconds a client has to send a whole body.
     #[serde(default = "default_body_timeout")]
     pub body_read_timeout_secs: u64,
+    /// Seconds a connection may stay open without a request.
+    #[serde(default = "default_keep_alive_idle")]
+    pub keep_alive_idle_secs: u64,
+    /// Requests handled at once; beyond, 429 with `Retry-After`.
+    #[serde(default = "default_max_inflight_requests")]
+    pub max_inflight_requests: usize,
+    /// Body bytes (as sent) of the requests handled at once; beyond, 429.
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: u64,
 }
 
 /// One `[[source]]`: a webhook endpoint with its own path and token.
@@ -94,10 +103,16 @@ pub struct SourceConfig {
     pub name: String,
     /// URL path Konnect posts to, e.g. `/audit-logs/us`.
     pub path: String,
-    /// The exact `Authorization` header value Konnect sends (any scheme).
-    pub authorization: Option<String>,
-    /// Name of an environment variable holding that value instead.
-    pub authorization_env: Option<String>,
+    /// The exact `Authorization` header value(s) Konnect sends (any scheme);
+    /// a list accepts any of them (token rotation).
+    #[serde(default)]
+    pub authorization: OneOrMany,
+    /// Environment variable(s) holding accepted values instead.
+    #[serde(default)]
+    pub authorization_env: OneOrMany,
+    /// SHA-256 (hex) of accepted values, so the file need not hold a token.
+    #[serde(default)]
+    pub authorization_sha256: OneOrMany,
     /// `auto`, `cef` or `json`.
     #[serde(default, deserialize_with = "deserialize_format")]
     pub format: Format,
@@ -112,6 +127,30 @@ pub struct SourceConfig {
     /// Extra PEM CA to trust when fetching a `jwks` URL (besides the public
     /// web roots), for a key server with a private certificate.
     pub jwks_ca: Option<PathBuf>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// Not set.
+    #[default]
+    None,
+    /// One value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values, in order.
+    pub fn values(&self) -> &[String] {
+        match self {
+            OneOrMany::None => &[],
+            OneOrMany::One(value) => std::slice::from_ref(value),
+            OneOrMany::Many(values) => values,
+        }
+    }
 }
 
 /// `signatures = "off" | "tag" | "enforce"`.
@@ -180,6 +219,15 @@ fn default_header_timeout() -> u64 {
 fn default_body_timeout() -> u64 {
     60
 }
+fn default_keep_alive_idle() -> u64 {
+    60
+}
+fn default_max_inflight_requests() -> usize {
+    256
+}
+fn default_max_inflight_bytes() -> u64 {
+    256 * 1024 * 1024
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -210,6 +258,9 @@ impl Default for Limits {
             tls_handshake_timeout_secs: default_handshake_timeout(),
             header_read_timeout_secs: default_header_timeout(),
             body_read_timeout_secs: default_body_timeout(),
+            keep_alive_idle_secs: default_keep_alive_idle(),
+            max_inflight_requests: default_max_inflight_requests(),
+            max_inflight_bytes: default_max_inflight_bytes(),
         }
     }
 }
@@ -324,19 +375,59 @@ impl Config {
                     source.name
                 ));
             }
-            if source.authorization.is_some() == source.authorization_env.is_some() {
+            let accepted = [
+                &source.authorization,
+                &source.authorization_env,
+                &source.authorization_sha256,
+            ];
+            if accepted.iter().all(|a| a.values().is_empty()) {
                 return invalid(format!(
-                    "source {:?}: set exactly one of authorization or authorization_env",
+                    "source {:?}: set authorization, authorization_env or authorization_sha256",
+                    source.name
+                ));
+            }
+            if accepted
+                .iter()
+                .any(|a| a.values().iter().any(String::is_empty))
+            {
+                return invalid(format!(
+                    "source {:?}: an empty authorization value",
+                    source.name
+                ));
+            }
+            if let Some(bad) = source
+                .authorization_sha256
+                .values()
+                .iter()
+                .find(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return invalid(format!(
+                    "source {:?}: authorization_sha256 {bad:?} is not 64 hex digits",
                     source.name
                 ));
             }
         }
         let limits = &self.limits;
-        if limits.max_body_bytes == 0
-            || limits.max_decompressed_bytes == 0
-            || limits.max_connections == 0
-        {
-            return invalid("[limits] sizes and max_connections must be greater than 0".into());
+        let positive = [
+            ("max_body_bytes", limits.max_body_bytes),
+            ("max_decompressed_bytes", limits.max_decompressed_bytes),
+            ("max_connections", limits.max_connections as u64),
+            ("max_lines_per_request", limits.max_lines_per_request as u64),
+            ("max_inflight_requests", limits.max_inflight_requests as u64),
+            ("max_inflight_bytes", limits.max_inflight_bytes),
+            (
+                "tls_handshake_timeout_secs",
+                limits.tls_handshake_timeout_secs,
+            ),
+            ("header_read_timeout_secs", limits.header_read_timeout_secs),
+            ("body_read_timeout_secs", limits.body_read_timeout_secs),
+            ("keep_alive_idle_secs", limits.keep_alive_idle_secs),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return invalid(format!("[limits] {name} must be greater than 0"));
+        }
+        if limits.max_inflight_bytes < limits.max_body_bytes {
+            return invalid("[limits] max_inflight_bytes must be at least max_body_bytes".into());
         }
         Ok(())
     }
@@ -367,13 +458,36 @@ mod tests {
     }
 
     #[test]
+    fn authorization_forms() {
+        let config = Config::from_toml(
+            "[[source]]\nname = \"a\"\npath = \"/a\"\nauthorization = [\"Bearer new\", \"Bearer old\"]\n\
+             authorization_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.sources[0].authorization.values(),
+            ["Bearer new", "Bearer old"]
+        );
+        assert_eq!(config.sources[0].authorization_sha256.values().len(), 1);
+        assert!(config.sources[0].authorization_env.values().is_empty());
+    }
+
+    #[test]
     fn rejects_what_cannot_work() {
         let source = |extra: &str| format!("[[source]]\nname = \"a\"\npath = \"/a\"\n{extra}");
         for (text, needle) in [
-            (source(""), "exactly one of authorization"),
             (
-                source("authorization = \"x\"\nauthorization_env = \"Y\""),
-                "exactly one",
+                source(""),
+                "set authorization, authorization_env or authorization_sha256",
+            ),
+            (source("authorization = []"), "set authorization"),
+            (
+                source("authorization = [\"a\", \"\"]"),
+                "empty authorization",
+            ),
+            (
+                source("authorization_sha256 = \"abc\""),
+                "not 64 hex digits",
             ),
             (
                 format!(

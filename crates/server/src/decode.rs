@@ -88,26 +88,38 @@ pub fn decode(encoding: Encoding, body: &[u8], limit: u64) -> Result<Vec<u8>, De
 }
 
 fn read_limited(
-    reader: impl Read,
+    mut reader: impl Read,
     encoding: &'static str,
     compressed_len: usize,
     limit: u64,
 ) -> Result<Vec<u8>, DecodeError> {
-    // Start from a plausible ratio, never past the limit: the buffer grows
-    // only as real output arrives.
-    let guess = (compressed_len as u64).saturating_mul(8).min(limit) as usize;
-    let mut out = Vec::with_capacity(guess);
-    let read = reader
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Corrupt {
-            encoding,
-            reason: e.to_string(),
-        })?;
-    if read as u64 > limit {
-        return Err(DecodeError::TooLarge { limit });
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    // Start from a plausible ratio and grow by hand: `read_to_end` doubles
+    // its buffer, which near the limit would cost up to twice the limit.
+    let mut out = Vec::with_capacity(compressed_len.saturating_mul(8).min(limit_usize));
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(DecodeError::Corrupt {
+                    encoding,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let needed = out.len() + n;
+        if needed > limit_usize {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        if needed > out.capacity() {
+            let target = out.capacity().saturating_mul(2).clamp(needed, limit_usize);
+            out.reserve_exact(target - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -164,6 +176,41 @@ mod tests {
             decode(Encoding::Deflate, &r.finish().unwrap(), 100).unwrap(),
             b"line\n"
         );
+    }
+
+    #[test]
+    fn a_bomb_never_costs_more_than_the_limit() {
+        let limit = 10 * 1024 * 1024 + 123;
+        let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
+        let mut out = Vec::new();
+        let error = read_limited(
+            flate2::read::MultiGzDecoder::new(bomb.as_slice()),
+            "gzip",
+            bomb.len(),
+            limit as u64,
+        );
+        assert_eq!(
+            error,
+            Err(DecodeError::TooLarge {
+                limit: limit as u64
+            })
+        );
+        // Just under the limit: the buffer is never larger than the limit.
+        let data = vec![7u8; limit - 1];
+        let ok = read_limited(
+            flate2::read::MultiGzDecoder::new(gzip(&data).as_slice()),
+            "gzip",
+            100,
+            limit as u64,
+        )
+        .unwrap();
+        assert!(
+            ok.capacity() <= limit,
+            "capacity {} > limit {limit}",
+            ok.capacity()
+        );
+        out.extend(ok);
+        assert_eq!(out, data);
     }
 
     #[test]

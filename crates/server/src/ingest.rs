@@ -1,4 +1,5 @@
-//! One delivery: route, authorize, read, decode, parse, store, answer.
+//! One delivery: route, authorize, admit, read, decode, parse, verify,
+//! store, answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,16 +10,23 @@ use auditsink_parser::{lines, parse_line, Event, Format, ParseOptions, Signature
 use auditsink_storage::{AppendSummary, Batch, QuarantinedLine};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH};
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, RETRY_AFTER,
+};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::config::SignaturePolicy;
 use crate::decode::{decode, DecodeError, Encoding};
+use crate::metrics::RequestRecord;
 use crate::response::{error_response, json_response};
 use crate::state::{now_ms, AppState, Source};
 use crate::status::Outcome;
 
-/// A request refused before anything was stored.
+/// What `Retry-After` says on a 429: Konnect waits at least 1 s anyway.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// A request refused; nothing of it was stored (except a corrupt body, kept
+/// in quarantine).
 struct Rejection {
     status: StatusCode,
     reason: &'static str,
@@ -35,6 +43,19 @@ impl Rejection {
     }
 }
 
+/// An accepted request.
+struct Accepted {
+    received: u64,
+    summary: AppendSummary,
+}
+
+/// Body sizes seen, for metrics.
+#[derive(Default)]
+struct Sizes {
+    compressed: u64,
+    decompressed: u64,
+}
+
 /// Handles a request on the HTTPS listener.
 pub async fn handle(
     state: Arc<AppState>,
@@ -42,71 +63,102 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let Some(source) = state.source_for(request.uri().path()) else {
+    let Some(source) = state.source_for(request.uri().path()).cloned() else {
         tracing::debug!(%peer, path = request.uri().path(), "no source at this path");
+        state.metrics.record(RequestRecord {
+            source: "-",
+            status: 404,
+            seconds: started.elapsed().as_secs_f64(),
+            compressed_bytes: 0,
+            decompressed_bytes: 0,
+            lines: None,
+        });
         return error_response(
             StatusCode::NOT_FOUND,
             "no webhook is configured at this path",
         );
     };
-    let result = deliver(&state, source, request).await;
+    let mut sizes = Sizes::default();
+    let result = deliver(&state, &source, request, &mut sizes).await;
     let now = now_ms();
-    let response = match result {
-        Ok((received, summary)) => {
+    let seconds = started.elapsed().as_secs_f64();
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let mut record = RequestRecord {
+        source: &source.name,
+        status: 200,
+        seconds,
+        compressed_bytes: sizes.compressed,
+        decompressed_bytes: sizes.decompressed,
+        lines: None,
+    };
+    match result {
+        Ok(Accepted { received, summary }) => {
+            let AppendSummary {
+                stored,
+                duplicates,
+                quarantined,
+            } = summary;
             source.status.record(
                 now,
                 Outcome::Accepted {
-                    stored: summary.stored,
-                    duplicates: summary.duplicates,
-                    quarantined: summary.quarantined,
+                    stored,
+                    duplicates,
+                    quarantined,
                 },
             );
+            record.lines = Some([received, stored, duplicates, quarantined]);
+            state.metrics.record(record);
             tracing::info!(
-                source = %source.name, %peer, status = 200, received,
-                stored = summary.stored, duplicates = summary.duplicates,
-                quarantined = summary.quarantined,
-                duration_ms = started.elapsed().as_millis() as u64, "delivery"
+                source = %source.name, %peer, status = 200, received, stored, duplicates, quarantined,
+                duration_ms, "delivery"
             );
             json_response(
                 StatusCode::OK,
                 &serde_json::json!({
                     "received": received,
-                    "stored": summary.stored,
-                    "duplicates": summary.duplicates,
-                    "quarantined": summary.quarantined,
+                    "stored": stored,
+                    "duplicates": duplicates,
+                    "quarantined": quarantined,
                 }),
             )
         }
         Err(rejection) => {
+            let status = rejection.status.as_u16();
             source.status.record(
                 now,
                 Outcome::Rejected {
-                    status: rejection.status.as_u16(),
+                    status,
                     reason: rejection.reason,
                 },
             );
+            record.status = status;
+            state.metrics.record(record);
             tracing::warn!(
-                source = %source.name, %peer, status = rejection.status.as_u16(),
-                reason = rejection.reason, message = %rejection.message,
-                duration_ms = started.elapsed().as_millis() as u64, "delivery rejected"
+                source = %source.name, %peer, status, reason = rejection.reason,
+                message = %rejection.message, duration_ms, "delivery rejected"
             );
             let mut response = error_response(rejection.status, &rejection.message);
-            if rejection.status == StatusCode::METHOD_NOT_ALLOWED {
-                response
-                    .headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static("POST"));
+            let headers = response.headers_mut();
+            match rejection.status {
+                StatusCode::METHOD_NOT_ALLOWED => {
+                    headers.insert(ALLOW, HeaderValue::from_static("POST"));
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+                }
+                _ => {}
             }
             response
         }
-    };
-    response
+    }
 }
 
 async fn deliver(
     state: &AppState,
-    source: &Arc<Source>,
+    source: &Source,
     request: Request<Incoming>,
-) -> Result<(u64, AppendSummary), Rejection> {
+    sizes: &mut Sizes,
+) -> Result<Accepted, Rejection> {
     if request.method() != Method::POST {
         return Err(Rejection::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -141,21 +193,32 @@ async fn deliver(
     if declared.is_some_and(|len| len > limits.max_body_bytes) {
         return Err(too_large(limits.max_body_bytes));
     }
+    // Reserve the body's size (the most it may be, when not declared) before
+    // reading it: past the in-flight budget, answer 429 (Konnect retries it)
+    // instead of queueing without bound.
+    let _admitted = state
+        .admit(declared.unwrap_or(limits.max_body_bytes))
+        .ok_or_else(|| {
+            Rejection::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                "too much work in flight; retry shortly",
+            )
+        })?;
     let body = read_body(
         request.into_body(),
         limits.max_body_bytes,
         limits.body_read_timeout,
     )
     .await?;
-    let received_at_ms = now_ms();
-
+    sizes.compressed = body.len() as u64;
     let work = Prepare {
         source: source.name.clone(),
         format: source.format,
         encoding,
         max_decompressed: limits.max_decompressed_bytes,
         max_lines: limits.max_lines_per_request,
-        received_at_ms,
+        received_at_ms: now_ms(),
         signatures: source
             .signatures
             .as_ref()
@@ -171,9 +234,14 @@ async fn deliver(
             )
         })?;
     match prepared {
-        Prepared::Batch { received, batch } => {
+        Prepared::Batch {
+            received,
+            decompressed,
+            batch,
+        } => {
+            sizes.decompressed = decompressed;
             let summary = state.store.append(batch).await.map_err(storage_failure)?;
-            Ok((received, summary))
+            Ok(Accepted { received, summary })
         }
         Prepared::TooLarge(message) => Err(Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -240,9 +308,16 @@ struct Prepare {
 }
 
 enum Prepared {
-    Batch { received: u64, batch: Batch },
+    Batch {
+        received: u64,
+        decompressed: u64,
+        batch: Batch,
+    },
     TooLarge(String),
-    Corrupt { batch: Batch, message: String },
+    Corrupt {
+        batch: Batch,
+        message: String,
+    },
 }
 
 impl Prepare {
@@ -289,6 +364,7 @@ impl Prepare {
         }
         Prepared::Batch {
             received,
+            decompressed: text.len() as u64,
             batch: self.batch(events, quarantine),
         }
     }

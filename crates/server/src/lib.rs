@@ -21,6 +21,7 @@ pub mod first_run;
 mod ingest;
 pub mod keys;
 mod listener;
+mod metrics;
 mod response;
 mod state;
 pub mod status;
@@ -98,6 +99,7 @@ pub struct Server {
     https: tokio::net::TcpListener,
     admin: tokio::net::TcpListener,
     tls: tokio_rustls::TlsAcceptor,
+    certs: Arc<tls::CertStore>,
     state: Arc<AppState>,
     settings: listener::Settings,
     key_refreshers: Vec<(String, keys::JwksSource, Arc<keys::SourceKeys>)>,
@@ -118,8 +120,8 @@ impl Server {
                 (cert, key)
             }
         };
-        let loaded = tls::load(&cert, &key)?;
-        startup.cert_fingerprint = loaded.fingerprint;
+        let certs = tls::CertStore::load(&cert, &key)?;
+        startup.cert_fingerprint = certs.fingerprint();
         let store = Store::open(&config.data_dir.join("store"))?;
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
@@ -138,7 +140,8 @@ impl Server {
             data_dir: config.data_dir.clone(),
             https,
             admin,
-            tls: tokio_rustls::TlsAcceptor::from(loaded.config),
+            tls: tokio_rustls::TlsAcceptor::from(certs.server_config()?),
+            certs,
             state,
             settings: listener::Settings::from(&config.limits),
             key_refreshers,
@@ -172,6 +175,7 @@ impl Server {
         for (source, jwks, keys) in self.key_refreshers {
             tokio::spawn(jwks.refresh_until(source, keys, stopped.clone()));
         }
+        tokio::spawn(reload_certificates(self.certs.clone(), stopped.clone()));
         let https = tokio::spawn(listener::serve_https(
             self.https,
             self.tls,
@@ -194,6 +198,44 @@ impl Server {
         let _ = std::fs::remove_file(&admin_file);
         tracing::info!("store flushed; bye");
         Ok(())
+    }
+}
+
+/// How often the certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(5);
+
+/// Reloads the certificate and key on SIGHUP, or when either file changes.
+/// A broken pair is logged and the one in service stays.
+async fn reload_certificates(
+    certs: Arc<tls::CertStore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let signal = async {
+            match hangup.as_mut() {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signal = std::future::pending::<Option<()>>();
+        let only_if_changed = tokio::select! {
+            _ = stop.changed() => return,
+            _ = signal => false,
+            _ = tokio::time::sleep(CERT_POLL) => true,
+        };
+        match certs.reload(only_if_changed) {
+            Ok(true) => {
+                tracing::info!(fingerprint = %certs.fingerprint(), "TLS certificate reloaded")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate reload failed; keeping the one in service")
+            }
+        }
     }
 }
 
@@ -228,22 +270,27 @@ async fn resolve_sources(
     let mut sources = Vec::new();
     let mut refreshers = Vec::new();
     for source in &config.sources {
-        let token = match (&source.authorization, &source.authorization_env) {
-            (Some(value), _) => value.clone(),
-            (None, Some(variable)) => {
-                std::env::var(variable).map_err(|_| StartError::MissingEnv {
-                    source_name: source.name.clone(),
-                    variable: variable.clone(),
-                })?
-            }
-            (None, None) => {
-                return Err(config::ConfigError::Invalid(format!(
-                    "source {:?} has no authorization",
+        let mut tokens: Vec<String> = source.authorization.values().to_vec();
+        for variable in source.authorization_env.values() {
+            tokens.push(std::env::var(variable).map_err(|_| StartError::MissingEnv {
+                source_name: source.name.clone(),
+                variable: variable.clone(),
+            })?);
+        }
+        let authorizer = auth::Authorizer::new(tokens.iter().map(String::as_str))
+            .with_sha256(
+                source
+                    .authorization_sha256
+                    .values()
+                    .iter()
+                    .map(String::as_str),
+            )
+            .ok_or_else(|| {
+                config::ConfigError::Invalid(format!(
+                    "source {:?}: bad authorization_sha256",
                     source.name
                 ))
-                .into())
-            }
-        };
+            })?;
         let policy = source.signature_policy();
         let signatures = match (&source.jwks, policy) {
             (Some(setting), config::SignaturePolicy::Tag | config::SignaturePolicy::Enforce) => {
@@ -267,7 +314,7 @@ async fn resolve_sources(
         sources.push(Source {
             name: source.name.clone(),
             path: source.path.clone(),
-            authorizer: auth::Authorizer::new([token.as_str()]),
+            authorizer,
             format: source.format,
             signatures,
             status: Default::default(),

@@ -1,8 +1,11 @@
 //! What every request handler shares.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use auditsink_parser::Format;
 use auditsink_storage::Store;
@@ -10,6 +13,7 @@ use auditsink_storage::Store;
 use crate::auth::Authorizer;
 use crate::config::{Limits, SignaturePolicy};
 use crate::keys::SourceKeys;
+use crate::metrics::Metrics;
 use crate::status::SourceStatus;
 
 /// A configured webhook endpoint, resolved (tokens loaded).
@@ -45,6 +49,8 @@ pub struct RuntimeLimits {
     pub max_decompressed_bytes: u64,
     pub max_lines_per_request: usize,
     pub body_read_timeout: Duration,
+    pub max_inflight_requests: usize,
+    pub max_inflight_bytes: u64,
 }
 
 impl From<&Limits> for RuntimeLimits {
@@ -54,6 +60,8 @@ impl From<&Limits> for RuntimeLimits {
             max_decompressed_bytes: l.max_decompressed_bytes,
             max_lines_per_request: l.max_lines_per_request,
             body_read_timeout: Duration::from_secs(l.body_read_timeout_secs),
+            max_inflight_requests: l.max_inflight_requests,
+            max_inflight_bytes: l.max_inflight_bytes,
         }
     }
 }
@@ -65,6 +73,34 @@ pub struct AppState {
     by_path: HashMap<String, Arc<Source>>,
     pub limits: RuntimeLimits,
     pub inactive_after: Duration,
+    pub metrics: Metrics,
+    inflight_requests: Arc<Semaphore>,
+    inflight_bytes: Arc<Semaphore>,
+    listening: AtomicBool,
+}
+
+/// Work admitted past backpressure; releases its share when dropped.
+pub struct Admitted<'a> {
+    _request: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+    bytes: u64,
+    metrics: &'a Metrics,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.metrics.inflight_requests.dec();
+        self.metrics.inflight_bytes.dec_by(self.bytes as i64);
+    }
+}
+
+/// Counts an open connection until dropped.
+pub struct OpenConnection<'a>(&'a Metrics);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
 }
 
 impl AppState {
@@ -79,13 +115,54 @@ impl AppState {
             .iter()
             .map(|s| (s.path.clone(), s.clone()))
             .collect();
+        // Semaphores count bytes in KiB so that any u64 limit fits their u32 permits.
+        let inflight_bytes = Arc::new(Semaphore::new(kib(limits.max_inflight_bytes) as usize));
         AppState {
             store,
             sources,
             by_path,
+            inflight_requests: Arc::new(Semaphore::new(limits.max_inflight_requests)),
+            inflight_bytes,
             limits,
             inactive_after,
+            metrics: Metrics::default(),
+            listening: AtomicBool::new(false),
         }
+    }
+
+    /// Admits a request whose body is at most `body_bytes`, or `None` when
+    /// the requests or bytes in flight are at their limit (answer 429).
+    pub fn admit(&self, body_bytes: u64) -> Option<Admitted<'_>> {
+        let request = self.inflight_requests.clone().try_acquire_owned().ok()?;
+        let bytes = self
+            .inflight_bytes
+            .clone()
+            .try_acquire_many_owned(kib(body_bytes))
+            .ok()?;
+        self.metrics.inflight_requests.inc();
+        self.metrics.inflight_bytes.inc_by(body_bytes as i64);
+        Some(Admitted {
+            _request: request,
+            _bytes: bytes,
+            bytes: body_bytes,
+            metrics: &self.metrics,
+        })
+    }
+
+    /// Counts a connection as open until the guard drops.
+    pub fn connection_opened(&self) -> OpenConnection<'_> {
+        self.metrics.connections_open.inc();
+        OpenConnection(&self.metrics)
+    }
+
+    /// Records whether the webhook listener is accepting.
+    pub fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::Release);
+    }
+
+    /// Whether the webhook listener is accepting.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
     }
 
     /// The source configured at `path`, if any.
@@ -100,4 +177,9 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Bytes to whole KiB, rounded up, saturating at u32 (a semaphore's permits).
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }

@@ -1,10 +1,15 @@
-//! TLS: PEM files to a rustls server configuration (TLS 1.2 and 1.3,
-//! HTTP/2 and HTTP/1.1 by ALPN).
+//! TLS: PEM files to a rustls server configuration (TLS 1.2 and 1.3 only,
+//! HTTP/2 and HTTP/1.1 by ALPN), with the certificate and key reloadable
+//! while the server runs (on SIGHUP, or when the files change).
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 
 /// Failure to load the certificate or key.
@@ -31,29 +36,95 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// A loaded certificate with what the operator may want to see of it.
-pub struct LoadedTls {
-    /// The server configuration.
-    pub config: Arc<rustls::ServerConfig>,
-    /// SHA-256 fingerprint of the leaf certificate, `AA:BB:...`.
-    pub fingerprint: String,
+/// The serving certificate, swappable while connections use it.
+#[derive(Debug)]
+pub struct CertStore {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    fingerprint: RwLock<String>,
+    stamp: Mutex<Option<(SystemTime, SystemTime)>>,
 }
 
-/// Loads a PEM certificate chain and private key.
-pub fn load(cert_path: &Path, key_path: &Path) -> Result<LoadedTls, TlsError> {
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl CertStore {
+    /// Loads the pair; fails if either file is unusable or they do not match.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<CertStore>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (key, fingerprint) = read_pair(cert_path, key_path, &provider)?;
+        Ok(Arc::new(CertStore {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            provider,
+            current: RwLock::new(Arc::new(key)),
+            fingerprint: RwLock::new(fingerprint),
+            stamp: Mutex::new(stamp(cert_path, key_path)),
+        }))
+    }
+
+    /// SHA-256 fingerprint of the leaf certificate being served, `AA:BB:...`.
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reloads the files. With `only_if_changed`, does nothing unless a
+    /// file's modification time moved. Returns whether a new pair is served;
+    /// on error the old pair stays in service.
+    pub fn reload(&self, only_if_changed: bool) -> Result<bool, TlsError> {
+        let now = stamp(&self.cert_path, &self.key_path);
+        let mut seen = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        if only_if_changed && *seen == now {
+            return Ok(false);
+        }
+        // Record the attempt even if it fails, so a broken file is reported
+        // once per change rather than at every poll.
+        *seen = now;
+        drop(seen);
+        let (key, fingerprint) = read_pair(&self.cert_path, &self.key_path, &self.provider)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = fingerprint;
+        Ok(true)
+    }
+
+    /// A rustls server configuration serving this store's certificate.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+fn stamp(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime)> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((modified(cert)?, modified(key)?))
+}
+
+fn read_pair(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &CryptoProvider,
+) -> Result<(CertifiedKey, String), TlsError> {
     let certs = read_certs(cert_path)?;
     let key = read_key(key_path)?;
     let fingerprint = fingerprint(&certs[0]);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(LoadedTls {
-        config: Arc::new(config),
-        fingerprint,
-    })
+    Ok((CertifiedKey::from_der(certs, key, provider)?, fingerprint))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
