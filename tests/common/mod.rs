@@ -59,9 +59,15 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
 impl TestServer {
     /// Starts the binary with `config` and waits for both listeners.
     pub fn start(dir: &Path, config: &Path) -> TestServer {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--config"]).arg(config);
+        TestServer::start_command(dir, config, command)
+    }
+
+    /// Starts `command` (which must run `auditsink serve --config CONFIG`,
+    /// e.g. through a shell that sets limits first, with `exec`).
+    pub fn start_command(dir: &Path, config: &Path, mut command: Command) -> TestServer {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -91,10 +97,10 @@ impl TestServer {
                     )
                 });
             if let Some(rest) = line.split("listening on https://").nth(1) {
-                addr = Some(rest.trim().parse().unwrap());
+                addr = Some(address_prefix(rest));
             }
             if let Some(rest) = line.split("admin on http://").nth(1) {
-                admin = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+                admin = Some(address_prefix(rest));
             }
         }
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -147,6 +153,26 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory of the server process so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.admin_get("/metrics");
+        assert_eq!(code, 200);
+        body
     }
 
     pub fn stderr(&self) -> Vec<String> {
@@ -226,6 +252,44 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The socket address at the start of `text` (pretty or JSON log lines).
+fn address_prefix(text: &str) -> SocketAddr {
+    let end = text
+        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+        .unwrap_or(text.len());
+    text[..end]
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Reads one HTTP/1.1 response without waiting for the connection to close
+/// (keep-alive): head, then `Content-Length` bytes.
+pub fn read_one_response(stream: &mut impl Read) -> HttpResponse {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "connection closed mid-head"
+        );
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    raw.extend(body);
+    read_response(&mut raw.as_slice())
 }
 
 impl Drop for TestServer {
