@@ -568,6 +568,18 @@ fn tls_versions_alpn_and_certificate_reload() {
         .stderr()
         .iter()
         .any(|l| l.contains("TLS certificate reloaded")));
+
+    // Without a signal: a change to the files is picked up by the poll.
+    std::thread::sleep(Duration::from_millis(1100)); // a new mtime second
+    let ca_c = write_pair("c");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while handshake(server.addr, &ca_c, &[&rustls::version::TLS13], vec![]).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "certificate C not picked up from the changed files"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let _ = json!(null);
 }
 
