@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::{
     gzip, query, read_one_response, request_head, tls_connect, write_config, TestServer, BIN,
 };
-use serde_json::json;
 
 const TOKEN: &str = "Bearer hardening";
 
@@ -580,7 +579,6 @@ fn tls_versions_alpn_and_certificate_reload() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = json!(null);
 }
 
 /// A TLS handshake trusting only `ca`; the negotiated ALPN protocol.
