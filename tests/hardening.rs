@@ -197,7 +197,7 @@ fn slow_clients_are_cut_off() {
             .set_read_timeout(Some(Duration::from_millis(10)))
             .unwrap();
         let mut buffer = [0u8; 256];
-        if matches!(tls.read(&mut buffer), Ok(_)) {
+        if tls.read(&mut buffer).is_ok() {
             break; // closed (Ok(0)) or answered with an error
         }
     }
