@@ -145,6 +145,21 @@ fn shared_sample_verifies_in_both_formats() {
     }
 }
 
+/// Runs `serve` with `config`, expecting a startup error (exit 2); its stderr.
+fn serve_fails(config: &Path) -> String {
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "serve should refuse to start"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 fn source_config(dir: &Path, extra: &str) -> PathBuf {
     write_config(
         dir,
@@ -279,26 +294,14 @@ fn malformed_jwks_is_a_clear_startup_error() {
         dir.path(),
         &format!("jwks = {:?}", jwks.display().to_string()),
     );
-    let output = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_fails(&config);
     assert!(
         stderr.contains("bad.json") && stderr.contains("k1"),
         "{stderr}"
     );
 
     std::fs::write(&jwks, "not json").unwrap();
-    let output = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("bad.json"));
+    assert!(serve_fails(&config).contains("bad.json"));
 }
 
 /// Serves `body` over HTTPS on 127.0.0.1 to every request, as a key server
@@ -413,13 +416,7 @@ fn jwks_url_unreachable_without_a_copy_is_a_startup_error() {
         dir.path(),
         &format!("jwks = \"https://localhost:{port}/jwks.json\""),
     );
-    let output = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_fails(&config);
     assert!(
         stderr.contains("fetch failed") && stderr.contains("no earlier copy"),
         "{stderr}"
