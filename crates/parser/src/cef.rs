@@ -27,7 +27,7 @@
 //! - **Escapes** `\=`, `\\`, `\n`, `\r` become `=`, `\`, newline, CR. Any
 //!   other backslash stays as written. In particular `\|` stays `\|`: the
 //!   CEF specification defines `\|` only in the header, and keeping the
-//!   bytes loses nothing (vrl's `parse_cef` unescapes it; Elastic rejects it).
+//!   bytes loses nothing (vrl's `parse_cef` keeps it as written too).
 //!
 //! # Leniency
 //!
@@ -40,7 +40,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use memchr::{memchr, memchr2, memchr_iter, memmem};
+use memchr::{memchr, memchr2, memchr_iter};
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till1, take_while_m_n};
 use nom::character::complete::{char, digit1, one_of, space1};
@@ -142,8 +142,55 @@ pub struct CefRecord<'a> {
 /// `CEF:` in the line, a version that is not digits, a header cut before the
 /// severity, or extension text that holds no `key=`.
 pub fn parse_record(line: &str) -> Result<CefRecord<'_>, ParseError> {
+    let (header, extension) = parse_parts(line)?;
+    let mut extensions = Vec::with_capacity(16);
+    for pair in extension {
+        extensions.push(pair?);
+    }
+    let CefHeader {
+        prefix,
+        version,
+        vendor,
+        product,
+        device_version,
+        signature_id,
+        name,
+        severity,
+        warnings,
+    } = header;
+    Ok(CefRecord {
+        prefix,
+        version,
+        vendor,
+        product,
+        device_version,
+        signature_id,
+        name,
+        severity,
+        extensions,
+        warnings,
+    })
+}
+
+/// Everything of a [`CefRecord`] but the extension pairs.
+pub(crate) struct CefHeader<'a> {
+    pub(crate) prefix: Option<Prefix<'a>>,
+    pub(crate) version: &'a str,
+    pub(crate) vendor: Cow<'a, str>,
+    pub(crate) product: Cow<'a, str>,
+    pub(crate) device_version: Cow<'a, str>,
+    pub(crate) signature_id: Cow<'a, str>,
+    pub(crate) name: Cow<'a, str>,
+    pub(crate) severity: Option<Cow<'a, str>>,
+    pub(crate) warnings: Vec<CefWarning>,
+}
+
+/// Reads the prefix and header of `line` and returns them with an iterator
+/// over the extension pairs, which are read as the iterator is advanced (so
+/// the normalizer needs no intermediate vector).
+pub(crate) fn parse_parts(line: &str) -> Result<(CefHeader<'_>, Extension<'_>), ParseError> {
     let line = strip_line_terminator(line);
-    let cef_at = memmem::find(line.as_bytes(), b"CEF:")
+    let cef_at = find_cef_marker(line.as_bytes())
         .ok_or_else(|| cef_error("no CEF header (\"CEF:\" not found)", 0))?;
     let mut warnings = Vec::new();
     let prefix = syslog_prefix(slice(line, 0, cef_at), &mut warnings);
@@ -167,10 +214,10 @@ pub fn parse_record(line: &str) -> Result<CefRecord<'_>, ParseError> {
         cursor = pipe + 1;
     }
     let (severity, extension_start) = severity_field(line, cursor, &mut warnings)?;
-    let extensions = extension_pairs(line, extension_start)?;
+    let extension = Extension::new(line, extension_start);
 
     let [vendor, product, device_version, signature_id, name] = fields;
-    Ok(CefRecord {
+    let header = CefHeader {
         prefix,
         version,
         vendor,
@@ -179,9 +226,22 @@ pub fn parse_record(line: &str) -> Result<CefRecord<'_>, ParseError> {
         signature_id,
         name,
         severity,
-        extensions,
         warnings,
-    })
+    };
+    Ok((header, extension))
+}
+
+/// The first `CEF:` in the line. Almost always at the start or after a short
+/// syslog prefix, so a `C` scan beats building a substring searcher.
+fn find_cef_marker(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let at = from + memchr(b'C', bytes.get(from..)?)?;
+        if bytes.get(at..at + 4) == Some(b"CEF:") {
+            return Some(at);
+        }
+        from = at + 1;
+    }
 }
 
 fn cef_error(reason: &str, offset: usize) -> ParseError {
@@ -431,42 +491,102 @@ fn severity_field<'a>(
 
 // ------------------------------------------------------------- extension
 
-/// Splits the extension starting at `start` into `(key, value)` pairs.
+/// The extension's `(key, value)` pairs, read lazily in line order.
 ///
 /// Each `=` is a candidate key end; a backward walk over key characters
 /// decides whether a key ends there (see the module documentation). The walk
-/// stops at the previous space, `=` or `\`, so the scan is linear.
-fn extension_pairs(line: &str, start: usize) -> Result<Vec<(&str, Cow<'_, str>)>, ParseError> {
-    let bytes = line.as_bytes();
-    let first = skip_spaces(bytes, start);
-    let rest = bytes.get(first..).unwrap_or_default();
-    if rest.iter().all(|&b| is_value_whitespace(b)) {
-        return Ok(Vec::new());
+/// stops at the previous space, `=` or `\`, so the scan is linear. A value is
+/// only unescaped (copied) when the extension holds a backslash at all, which
+/// one `memchr` over the extension tells up front.
+///
+/// Yields one `Err` (text before the first key, or no `key=` at all) and then
+/// nothing more.
+pub(crate) struct Extension<'a> {
+    line: &'a str,
+    /// Where the first key starts (the extension after leading spaces).
+    first: usize,
+    /// Positions of `=` in `line[first..]`.
+    equals: memchr::Memchr<'a>,
+    /// The key being read and where its value starts.
+    open: Option<(&'a str, usize)>,
+    /// Whether the extension holds a backslash (so values may need unescaping).
+    escapes: bool,
+    finished: bool,
+}
+
+impl<'a> Extension<'a> {
+    fn new(line: &'a str, start: usize) -> Extension<'a> {
+        let bytes = line.as_bytes();
+        let first = skip_spaces(bytes, start);
+        let rest = bytes.get(first..).unwrap_or_default();
+        Extension {
+            line,
+            first,
+            equals: memchr_iter(b'=', rest),
+            open: None,
+            escapes: memchr(b'\\', rest).is_some(),
+            // An extension of only whitespace holds no pairs.
+            finished: rest.iter().all(|&b| is_value_whitespace(b)),
+        }
     }
 
-    let mut pairs = Vec::with_capacity(16);
-    // The key being read and where its value starts.
-    let mut open: Option<(&str, usize)> = None;
-    for eq in memchr_iter(b'=', rest).map(|i| first + i) {
-        let Some(key_start) = key_start_before(bytes, first, eq) else {
-            continue; // an `=` inside a value
-        };
-        match open {
-            None if key_start != first => {
-                return Err(cef_error("text before the first extension key", first));
-            }
-            None => {}
-            // `key_start - 1` is the separator space before the new key.
-            Some((key, value_start)) => {
-                pairs.push((key, extension_value(line, value_start, key_start - 1)));
+    /// The value in `start..end`: trailing whitespace removed, escapes
+    /// replaced.
+    fn value(&self, start: usize, end: usize) -> Cow<'a, str> {
+        let bytes = self.line.as_bytes();
+        // Whitespace bytes are ASCII, never part of a multi-byte character,
+        // so trimming bytes keeps `end` on a character boundary.
+        let mut end = end.max(start);
+        while end > start && bytes.get(end - 1).is_some_and(|&b| is_value_whitespace(b)) {
+            end -= 1;
+        }
+        let raw = slice(self.line, start, end);
+        if self.escapes {
+            unescape_extension(raw)
+        } else {
+            Cow::Borrowed(raw)
+        }
+    }
+
+    fn fail(&mut self, reason: &str) -> Option<Result<(&'a str, Cow<'a, str>), ParseError>> {
+        self.finished = true;
+        Some(Err(cef_error(reason, self.first)))
+    }
+}
+
+impl<'a> Iterator for Extension<'a> {
+    type Item = Result<(&'a str, Cow<'a, str>), ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        let bytes = self.line.as_bytes();
+        for eq in self.equals.by_ref() {
+            let eq = self.first + eq;
+            let Some(key_start) = key_start_before(bytes, self.first, eq) else {
+                continue; // an `=` inside a value
+            };
+            let key = slice(self.line, key_start, eq);
+            match self.open.replace((key, eq + 1)) {
+                None if key_start != self.first => {
+                    return self.fail("text before the first extension key");
+                }
+                None => {}
+                // `key_start - 1` is the separator space before the new key.
+                Some((key, value_start)) => {
+                    return Some(Ok((key, self.value(value_start, key_start - 1))));
+                }
             }
         }
-        open = Some((slice(line, key_start, eq), eq + 1));
+        match self.open.take() {
+            Some((key, value_start)) => {
+                self.finished = true;
+                Some(Ok((key, self.value(value_start, bytes.len()))))
+            }
+            None => self.fail("extension has no key=value pair"),
+        }
     }
-    let (key, value_start) =
-        open.ok_or_else(|| cef_error("extension has no key=value pair", first))?;
-    pairs.push((key, extension_value(line, value_start, bytes.len())));
-    Ok(pairs)
 }
 
 /// Where the key ending at the `=` at `eq` starts, if one does: a non-empty
@@ -494,10 +614,8 @@ fn is_key_byte(b: u8) -> bool {
     !matches!(b, b' ' | b'=' | b'\\')
 }
 
-/// The value in `start..end`: trailing whitespace removed, escapes replaced.
-fn extension_value(line: &str, start: usize, end: usize) -> Cow<'_, str> {
-    let raw = slice(line, start, end.max(start));
-    let raw = raw.trim_end_matches(|c: char| c.is_ascii() && is_value_whitespace(c as u8));
+/// Replaces the extension escapes `\=`, `\\`, `\n` and `\r`.
+fn unescape_extension(raw: &str) -> Cow<'_, str> {
     unescape(raw, |b| match b {
         b'=' => Some('='),
         b'\\' => Some('\\'),

@@ -18,12 +18,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod borrowed;
 pub mod cef;
 mod event;
 pub mod json;
 mod normalize;
 pub mod signature;
 
+pub use borrowed::{BorrowedEvent, BorrowedOrigin, FieldValue, Timestamp};
 pub use event::{Event, LineFormat, Origin, SignatureStatus};
 
 use std::fmt;
@@ -118,6 +120,25 @@ pub enum ParseError {
 /// [`SignatureStatus::Unverified`].
 pub fn parse_line(line: &[u8], options: &ParseOptions) -> Result<Event, ParseError> {
     normalize::parse_line(line, options)
+}
+
+/// Parses one line like [`parse_line`], into a view that borrows from it:
+/// on the common path the only allocation is the vector of fields. Its JSON
+/// rendering is byte for byte that of the [`Event`] `parse_line` returns
+/// ([`BorrowedEvent::into_owned`]).
+///
+/// ```
+/// use auditsink_parser::{parse_borrowed, FieldValue, Format, ParseOptions};
+/// let line = b"CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1681450748406 src=127.0.0.6";
+/// let event = parse_borrowed(line, &ParseOptions::new(Format::Auto)).unwrap();
+/// assert_eq!(event.field("src").and_then(FieldValue::as_str), Some("127.0.0.6"));
+/// assert_eq!(event.timestamp.unwrap().as_str(), "2023-04-14T05:39:08.406Z");
+/// ```
+pub fn parse_borrowed<'a>(
+    line: &'a [u8],
+    options: &ParseOptions,
+) -> Result<BorrowedEvent<'a>, ParseError> {
+    normalize::parse_borrowed(line, options)
 }
 
 /// Splits a batch body into lines: `\n` separated, a trailing `\r` removed,

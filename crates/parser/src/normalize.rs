@@ -22,19 +22,29 @@
 //! - **Duplicate keys** in a CEF extension keep the last value, like JSON
 //!   objects do, with a warning (a repeated key may be an injected one).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::str::FromStr;
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
 use time::{Date, Month, OffsetDateTime, Time, UtcOffset};
 
+use crate::borrowed::{BorrowedEvent, BorrowedOrigin, FieldValue, Timestamp};
 use crate::cef::{self, Prefix, PrefixKind};
-use crate::event::{Event, LineFormat, Origin, SignatureStatus};
+use crate::event::{Event, LineFormat, SignatureStatus};
 use crate::{json, Format, ParseError, ParseOptions};
 
 /// Parses one line; see [`crate::parse_line`].
 pub(crate) fn parse_line(line: &[u8], options: &ParseOptions) -> Result<Event, ParseError> {
+    parse_borrowed(line, options).map(BorrowedEvent::into_owned)
+}
+
+/// Parses one line into a view of it; see [`crate::parse_borrowed`].
+pub(crate) fn parse_borrowed<'a>(
+    line: &'a [u8],
+    options: &ParseOptions,
+) -> Result<BorrowedEvent<'a>, ParseError> {
     let line = strip_terminator(line);
     let text = std::str::from_utf8(line).map_err(|error| ParseError::InvalidUtf8 {
         offset: error.valid_up_to(),
@@ -54,8 +64,8 @@ fn strip_terminator(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn empty_event(format: LineFormat, raw: &str) -> Event {
-    Event {
+fn empty_event(format: LineFormat, raw: &str) -> BorrowedEvent<'_> {
+    BorrowedEvent {
         format,
         timestamp: None,
         cef_version: None,
@@ -64,55 +74,153 @@ fn empty_event(format: LineFormat, raw: &str) -> Event {
         product_version: None,
         event_class_id: None,
         name: None,
-        severity: Value::Null,
-        fields: Map::new(),
+        severity: FieldValue::Null,
+        fields: Vec::new(),
         origin: None,
         sig: None,
         signature: SignatureStatus::Unverified,
         warnings: Vec::new(),
-        raw: raw.to_owned(),
+        raw,
     }
+}
+
+/// The fields of an event under construction: line order, and a repeated
+/// key keeps its first position and takes the new value (as a JSON object
+/// does).
+///
+/// Finding a repeated key must not cost a hash and an allocation per field
+/// on the common path, nor be quadratic on a line with thousands of keys: a
+/// 64-bit filter of the keys seen rules most keys out, a linear scan settles
+/// the rest, and past [`FieldsBuilder::INDEX_AFTER`] fields a hash index
+/// takes over.
+struct FieldsBuilder<'a> {
+    fields: Vec<(Cow<'a, str>, FieldValue<'a>)>,
+    filter: u64,
+    index: Option<HashMap<Cow<'a, str>, usize>>,
+}
+
+impl<'a> FieldsBuilder<'a> {
+    const INDEX_AFTER: usize = 32;
+
+    fn with_capacity(capacity: usize) -> Self {
+        FieldsBuilder {
+            fields: Vec::with_capacity(capacity),
+            filter: 0,
+            index: None,
+        }
+    }
+
+    /// Adds a field; returns whether `key` was already there (its value is
+    /// replaced, its position kept).
+    fn insert(&mut self, key: Cow<'a, str>, value: FieldValue<'a>) -> bool {
+        if let Some(index) = &mut self.index {
+            if let Some(slot) = index.get(&key).and_then(|&i| self.fields.get_mut(i)) {
+                slot.1 = value;
+                return true;
+            }
+            index.insert(key.clone(), self.fields.len());
+            self.fields.push((key, value));
+            return false;
+        }
+        let bit = 1u64 << filter_bit(&key);
+        if self.filter & bit != 0 {
+            if let Some(slot) = self.fields.iter_mut().find(|(k, _)| *k == key) {
+                slot.1 = value;
+                return true;
+            }
+        }
+        self.filter |= bit;
+        self.fields.push((key, value));
+        if self.fields.len() == Self::INDEX_AFTER {
+            let index = self.fields.iter().enumerate();
+            self.index = Some(index.map(|(i, (k, _))| (k.clone(), i)).collect());
+        }
+        false
+    }
+
+    fn finish(self) -> Vec<(Cow<'a, str>, FieldValue<'a>)> {
+        self.fields
+    }
+}
+
+/// One of 64 bits for a key, from its length and its first and last bytes.
+fn filter_bit(key: &str) -> u32 {
+    let bytes = key.as_bytes();
+    let first = u64::from(bytes.first().copied().unwrap_or(0));
+    let last = u64::from(bytes.last().copied().unwrap_or(0));
+    let mixed = (bytes.len() as u64) ^ (first << 8) ^ (last << 16);
+    // The top 6 bits of the product: 0..=63.
+    (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u32
 }
 
 // ------------------------------------------------------------------- CEF
 
-fn from_cef(text: &str, options: &ParseOptions) -> Result<Event, ParseError> {
-    let record = cef::parse_record(text)?;
+fn from_cef<'a>(text: &'a str, options: &ParseOptions) -> Result<BorrowedEvent<'a>, ParseError> {
+    let (header, extension) = cef::parse_parts(text)?;
     let mut event = empty_event(LineFormat::Cef, text);
-    event.cef_version = Some(record.version.parse::<i64>().map_err(|_| ParseError::Cef {
-        reason: "CEF version out of range".to_owned(),
-        offset: offset_in(text, record.version),
-    })?);
-    event.vendor = Some(record.vendor.into_owned());
-    event.product = Some(record.product.into_owned());
-    event.product_version = Some(record.device_version.into_owned());
-    event.event_class_id = Some(record.signature_id.into_owned());
-    event.name = Some(record.name.into_owned());
-    event.severity = record
-        .severity
-        .map_or(Value::Null, |severity| severity_from_text(&severity));
-    event.warnings = record.warnings.iter().map(ToString::to_string).collect();
+    event.warnings = header.warnings.iter().map(ToString::to_string).collect();
 
-    for (key, value) in record.extensions {
+    let mut fields = FieldsBuilder::with_capacity(16);
+    let mut rt_ms = None;
+    for pair in extension {
+        let (key, value) = pair?;
         if key == "sig" {
-            if event.sig.replace(value.into_owned()).is_some() {
+            if event.sig.replace(value).is_some() {
                 event.warnings.push(duplicate_key("sig"));
             }
             continue;
         }
-        let value = konnect_typed(key, Value::String(value.into_owned()));
-        if event.fields.insert(key.to_owned(), value).is_some() {
+        let value = cef_typed(key, value);
+        if key == "rt" {
+            rt_ms = epoch_ms(&value);
+        }
+        if fields.insert(Cow::Borrowed(key), value) {
             event.warnings.push(duplicate_key(key));
         }
     }
+    event.fields = fields.finish();
 
-    event.timestamp = timestamp_from_rt(event.fields.get("rt")).or_else(|| {
-        record
+    event.cef_version = Some(header.version.parse::<i64>().map_err(|_| ParseError::Cef {
+        reason: "CEF version out of range".to_owned(),
+        offset: offset_in(text, header.version),
+    })?);
+    event.vendor = Some(header.vendor);
+    event.product = Some(header.product);
+    event.product_version = Some(header.device_version);
+    event.event_class_id = Some(header.signature_id);
+    event.name = Some(header.name);
+    event.severity = header.severity.map_or(FieldValue::Null, severity_from_text);
+    event.timestamp = rt_ms.and_then(Timestamp::from_epoch_ms).or_else(|| {
+        header
             .prefix
             .and_then(|p| prefix_timestamp(&p, options.year_hint))
     });
-    event.origin = record.prefix.and_then(origin_of_prefix);
+    event.origin = header.prefix.and_then(origin_of_prefix);
     Ok(event)
+}
+
+/// A CEF value typed per the Konnect rules (see the module documentation).
+fn cef_typed<'a>(key: &str, value: Cow<'a, str>) -> FieldValue<'a> {
+    match key {
+        "rt" | "status" if is_digits(&value) => match value {
+            Cow::Borrowed(digits) => FieldValue::Digits(without_leading_zeros(digits)),
+            // Unreachable in practice (unescaping never yields a digit), and
+            // still exact.
+            Cow::Owned(digits) => FieldValue::from_json(integer_if_digits(Value::String(digits))),
+        },
+        "granted" | "success" | "kong_initiated" if value == "true" => FieldValue::Bool(true),
+        "granted" | "success" | "kong_initiated" if value == "false" => FieldValue::Bool(false),
+        _ => FieldValue::Text(value),
+    }
+}
+
+/// Epoch milliseconds from a typed `rt`, when it is an integer.
+fn epoch_ms(value: &FieldValue<'_>) -> Option<i64> {
+    match value {
+        FieldValue::Digits(digits) => digits.parse().ok(),
+        FieldValue::Number(n) => n.as_i64(),
+        _ => None,
+    }
 }
 
 /// Byte offset of `part` inside `whole` (`part` borrows from `whole`).
@@ -125,20 +233,20 @@ fn duplicate_key(key: &str) -> String {
 }
 
 /// Integer when the text is one (`"1"` gives `1`), else the text as given.
-fn severity_from_text(text: &str) -> Value {
+fn severity_from_text(text: Cow<'_, str>) -> FieldValue<'_> {
     text.parse::<i64>()
-        .map_or_else(|_| Value::String(text.to_owned()), Value::from)
+        .map_or(FieldValue::Text(text), FieldValue::Int)
 }
 
-fn origin_of_prefix(prefix: Prefix<'_>) -> Option<Origin> {
-    let origin = Origin {
-        time: prefix.time.map(str::to_owned),
-        host: prefix.host.map(str::to_owned),
+fn origin_of_prefix(prefix: Prefix<'_>) -> Option<BorrowedOrigin<'_>> {
+    let origin = BorrowedOrigin {
+        time: prefix.time.map(Cow::Borrowed),
+        host: prefix.host.map(Cow::Borrowed),
     };
     (origin.time.is_some() || origin.host.is_some()).then_some(origin)
 }
 
-fn prefix_timestamp(prefix: &Prefix<'_>, year_hint: i32) -> Option<String> {
+fn prefix_timestamp(prefix: &Prefix<'_>, year_hint: i32) -> Option<Timestamp> {
     let time = prefix.time?;
     match prefix.kind {
         PrefixKind::Rfc3164 => rfc3164_timestamp(time, year_hint),
@@ -148,7 +256,7 @@ fn prefix_timestamp(prefix: &Prefix<'_>, year_hint: i32) -> Option<String> {
 
 /// `Apr 14 05:39:08` (or `Apr  4 ...`) in `year`, taken as UTC: RFC 3164
 /// carries neither year nor zone.
-fn rfc3164_timestamp(text: &str, year: i32) -> Option<String> {
+fn rfc3164_timestamp(text: &str, year: i32) -> Option<Timestamp> {
     let mut parts = text.split_ascii_whitespace();
     let month = month_from_abbreviation(parts.next()?)?;
     let day = parts.next()?.parse::<u8>().ok()?;
@@ -156,7 +264,7 @@ fn rfc3164_timestamp(text: &str, year: i32) -> Option<String> {
     let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
     let time = Time::from_hms(hour, minute, second).ok()?;
     let date = Date::from_calendar_date(year, month, day).ok()?;
-    format_timestamp(date.with_time(time).assume_utc())
+    Timestamp::from_utc(date.with_time(time).assume_utc())
 }
 
 fn month_from_abbreviation(name: &str) -> Option<Month> {
@@ -169,31 +277,46 @@ fn month_from_abbreviation(name: &str) -> Option<Month> {
 
 // ------------------------------------------------------------------ JSON
 
-fn from_json(text: &str) -> Result<Event, ParseError> {
-    let object = json::parse_object(text)?;
+fn from_json(text: &str) -> Result<BorrowedEvent<'_>, ParseError> {
+    let object = json::parse_event_object(text)?;
     let mut event = empty_event(LineFormat::Json, text);
+    let mut fields = FieldsBuilder::with_capacity(object.fields.len());
+    let mut rt_ms = None;
+    for (key, value) in object.fields {
+        let value = konnect_typed(&key, value);
+        if key == "rt" {
+            rt_ms = value.as_i64();
+        }
+        // JSON objects keep the last of repeated keys silently (as
+        // serde_json does); only CEF warns.
+        fields.insert(key, FieldValue::from_json(value));
+    }
+    event.fields = fields.finish();
+
     let mut event_ts = None;
-    for (key, value) in object {
+    for (key, value) in object.header {
         let warnings = &mut event.warnings;
-        match key.as_str() {
+        match key {
             "cef_version" => event.cef_version = cef_version_from_json(value, warnings),
-            "event_vendor" => event.vendor = header_text(&key, value, warnings),
-            "event_product" => event.product = header_text(&key, value, warnings),
-            "event_version" => event.product_version = header_text(&key, value, warnings),
-            "event_class_id" => event.event_class_id = header_text(&key, value, warnings),
-            "name" => event.name = header_text(&key, value, warnings),
-            "event_ts" => event_ts = header_text(&key, value, warnings),
-            "sig" => event.sig = header_text(&key, value, warnings),
             "severity" => event.severity = severity_from_json(value),
             _ => {
-                let value = konnect_typed(&key, value);
-                event.fields.insert(key, value);
+                let text = header_text(key, value, warnings).map(Cow::Owned);
+                match key {
+                    "event_vendor" => event.vendor = text,
+                    "event_product" => event.product = text,
+                    "event_version" => event.product_version = text,
+                    "event_class_id" => event.event_class_id = text,
+                    "name" => event.name = text,
+                    "event_ts" => event_ts = text,
+                    _ => event.sig = text, // "sig", the last header key
+                }
             }
         }
     }
-    event.timestamp = timestamp_from_rt(event.fields.get("rt"))
+    event.timestamp = rt_ms
+        .and_then(Timestamp::from_epoch_ms)
         .or_else(|| event_ts.as_deref().and_then(rfc3339_timestamp));
-    event.origin = event_ts.map(|time| Origin {
+    event.origin = event_ts.map(|time| BorrowedOrigin {
         time: Some(time),
         host: None,
     });
@@ -232,10 +355,10 @@ fn header_text(key: &str, value: Value, warnings: &mut Vec<String>) -> Option<St
 }
 
 /// Integer when numeric (`1`, `"1"`), else the value as given.
-fn severity_from_json(value: Value) -> Value {
+fn severity_from_json(value: Value) -> FieldValue<'static> {
     match value {
-        Value::String(s) => severity_from_text(&s),
-        other => other,
+        Value::String(s) => severity_from_text(Cow::Owned(s)),
+        other => FieldValue::from_json(other),
     }
 }
 
@@ -261,17 +384,26 @@ fn integer_if_digits(value: Value) -> Value {
 }
 
 fn integer_from_digits(text: &str) -> Option<Number> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if !is_digits(text) {
         return None;
     }
     // JSON forbids leading zeros; `arbitrary_precision` keeps the digits exact.
-    let significant = text.trim_start_matches('0');
-    Number::from_str(if significant.is_empty() {
+    Number::from_str(without_leading_zeros(text)).ok()
+}
+
+/// A non-empty run of ASCII digits.
+fn is_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `007` is `7`, `000` is `0` (for a non-empty run of digits).
+fn without_leading_zeros(digits: &str) -> &str {
+    let significant = digits.trim_start_matches('0');
+    if significant.is_empty() {
         "0"
     } else {
         significant
-    })
-    .ok()
+    }
 }
 
 /// A JSON integer becomes its exact decimal text; anything else stays.
@@ -297,61 +429,49 @@ fn boolean_if_word(value: Value) -> Value {
 
 // ------------------------------------------------------------ timestamps
 
-/// Epoch milliseconds of 9999-12-31T23:59:59.999Z.
-const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
-
-/// The event time from a typed `rt`: an integer of epoch milliseconds
-/// within years 1970..=9999.
-fn timestamp_from_rt(rt: Option<&Value>) -> Option<String> {
-    let ms = rt?.as_i64().filter(|ms| (0..=MAX_EPOCH_MS).contains(ms))?;
-    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    format_timestamp(time)
-}
-
 /// An RFC 3339 time (also RFC 5424's) converted to UTC.
-fn rfc3339_timestamp(text: &str) -> Option<String> {
+fn rfc3339_timestamp(text: &str) -> Option<Timestamp> {
     let time = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-    format_timestamp(time.checked_to_offset(UtcOffset::UTC)?)
-}
-
-/// RFC 3339 UTC with exactly three fractional digits: `2023-04-14T05:39:08.406Z`.
-fn format_timestamp(time: OffsetDateTime) -> Option<String> {
-    if !(0..=9999).contains(&time.year()) {
-        return None;
-    }
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    time.format(&format).ok()
+    Timestamp::from_utc(time.checked_to_offset(UtcOffset::UTC)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn text(timestamp: Option<Timestamp>) -> Option<String> {
+        timestamp.map(|t| t.as_str().to_owned())
+    }
+
     #[test]
     fn rt_bounds() {
-        let ts = |v: Value| timestamp_from_rt(Some(&v));
+        let ts = |v: FieldValue<'_>| text(epoch_ms(&v).and_then(Timestamp::from_epoch_ms));
         assert_eq!(
-            ts(Value::from(0)).as_deref(),
+            ts(FieldValue::Digits("0")).as_deref(),
             Some("1970-01-01T00:00:00.000Z")
         );
         assert_eq!(
-            ts(Value::from(MAX_EPOCH_MS)).as_deref(),
+            ts(FieldValue::from_json(Value::from(253_402_300_799_999i64))).as_deref(),
             Some("9999-12-31T23:59:59.999Z")
         );
-        assert_eq!(ts(Value::from(MAX_EPOCH_MS + 1)), None);
-        assert_eq!(ts(Value::from(-1)), None);
-        assert_eq!(ts(Value::from("1681450748406")), None);
+        assert_eq!(ts(FieldValue::Digits("253402300800000")), None);
+        assert_eq!(ts(FieldValue::Digits("99999999999999999999")), None);
+        assert_eq!(ts(FieldValue::from_json(Value::from(-1))), None);
+        assert_eq!(
+            ts(FieldValue::from_json(Value::from("1681450748406"))),
+            None
+        );
+        assert_eq!(ts(FieldValue::Text("1681450748406".into())), None);
     }
 
     #[test]
     fn rfc3164_with_year_hint() {
         assert_eq!(
-            rfc3164_timestamp("Apr 14 05:39:08", 2023).as_deref(),
+            text(rfc3164_timestamp("Apr 14 05:39:08", 2023)).as_deref(),
             Some("2023-04-14T05:39:08.000Z")
         );
         assert_eq!(
-            rfc3164_timestamp("Apr  4 05:39:08", 2023).as_deref(),
+            text(rfc3164_timestamp("Apr  4 05:39:08", 2023)).as_deref(),
             Some("2023-04-04T05:39:08.000Z")
         );
         assert_eq!(rfc3164_timestamp("Feb 29 00:00:00", 2023), None);
@@ -361,10 +481,30 @@ mod tests {
     #[test]
     fn rfc3339_to_utc() {
         assert_eq!(
-            rfc3339_timestamp("2023-05-19T02:03:39.123456+02:00").as_deref(),
+            text(rfc3339_timestamp("2023-05-19T02:03:39.123456+02:00")).as_deref(),
             Some("2023-05-19T00:03:39.123Z")
         );
         assert_eq!(rfc3339_timestamp("2023-13-19T00:03:39Z"), None);
+    }
+
+    #[test]
+    fn repeated_keys_keep_first_position_and_last_value() {
+        // Past INDEX_AFTER fields the hash index takes over: same answer.
+        for count in [3, FieldsBuilder::INDEX_AFTER + 5] {
+            let mut fields = FieldsBuilder::with_capacity(0);
+            let keys: Vec<String> = (0..count).map(|i| format!("k{i}")).collect();
+            for key in &keys {
+                assert!(!fields.insert(Cow::Borrowed(key), FieldValue::Int(0)));
+            }
+            assert!(fields.insert(Cow::Borrowed("k1"), FieldValue::Int(7)));
+            assert!(fields.insert(Cow::Borrowed(&keys[count - 1]), FieldValue::Int(9)));
+            assert!(!fields.insert(Cow::Borrowed("new"), FieldValue::Int(1)));
+            let fields = fields.finish();
+            assert_eq!(fields.len(), count + 1);
+            assert_eq!(fields[1], (Cow::Borrowed("k1"), FieldValue::Int(7)));
+            assert_eq!(fields[count - 1].1, FieldValue::Int(9));
+            assert_eq!(fields[count].0, "new");
+        }
     }
 
     #[test]
