@@ -30,6 +30,21 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// Flushing to disk failed: what was written since the last flush may
+    /// not be durable.
+    #[error("storage error: flush failed: {0}")]
+    Flush(String),
+    /// The store was written in a layout this build does not read.
+    #[error("the store at {path} {reason}")]
+    Format {
+        /// The store directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A maintenance operation found the store in a state it cannot work on.
+    #[error("{0}")]
+    Inconsistent(String),
     /// The writer thread stopped (after a panic or a fatal error).
     #[error("the store's writer has stopped")]
     WriterGone,

@@ -1,43 +1,185 @@
-//! Tree names and key layout.
+//! Key layout. Everything lives in one sled tree, `store`, so that one
+//! `apply_batch` (atomic, also across a crash) covers an event, its dedupe
+//! entry, its index postings and the counters:
 //!
-//! - `events`: id (u64 big-endian, so byte order is arrival order) -> record
-//! - `dedupe`: identity -> event id. Identity is `s:` + the signature when the
-//!   event has one (Konnect signs every event; a replay resends the same
-//!   signature), else `h:` + SHA-256 of the raw line.
-//! - `quarantine`: id -> record. Ids come from one sequence for both.
+//! | key | value |
+//! |---|---|
+//! | `e` id | event record ([`crate::codec`]) |
+//! | `q` id | quarantined line record |
+//! | `d` identity | id of the event stored under it (8 bytes) |
+//! | `i` kind len term first_id | posting: the (id, time) pairs of one write with this term |
+//! | `m` name | metadata: format version, next id, counts |
+//!
+//! Ids are u64 big-endian, so byte order is arrival order. Events and
+//! quarantined lines share one sequence. The identity of an event is `s:` +
+//! the 64 signature bytes when its `sig` decodes (padded or unpadded
+//! base64url give the same identity) and was not found invalid, else `h:` +
+//! SHA-256 of the raw line.
 
-use auditsink_parser::Event;
+use auditsink_parser::{Event, SignatureStatus};
 use sha2::{Digest, Sha256};
 
-use crate::StoreError;
+pub(crate) const EVENT: u8 = b'e';
+pub(crate) const QUARANTINE: u8 = b'q';
+pub(crate) const DEDUPE: u8 = b'd';
+pub(crate) const INDEX: u8 = b'i';
+pub(crate) const META: u8 = b'm';
 
-#[derive(Clone)]
-pub(crate) struct Trees {
-    pub events: sled::Tree,
-    pub dedupe: sled::Tree,
-    pub quarantine: sled::Tree,
+pub(crate) const META_FORMAT: &[u8] = b"mformat";
+pub(crate) const META_NEXT_ID: &[u8] = b"mnext_id";
+pub(crate) const META_COUNTS: &[u8] = b"mcounts";
+pub(crate) const META_REBUILDING: &[u8] = b"mrebuilding";
+
+/// Version of the key layout and record encoding this build writes.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// An id-keyed record key: `prefix` + id big-endian.
+pub(crate) fn id_key(prefix: u8, id: u64) -> [u8; 9] {
+    let mut key = [prefix; 9];
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
 }
 
-impl Trees {
-    pub fn open(db: &sled::Db) -> Result<Trees, StoreError> {
-        Ok(Trees {
-            events: db.open_tree("events")?,
-            dedupe: db.open_tree("dedupe")?,
-            quarantine: db.open_tree("quarantine")?,
-        })
+/// The id of an id-keyed record key.
+pub(crate) fn key_id(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    (key.len() == 9).then(|| u64::from_be_bytes(bytes))
+}
+
+/// The dedupe key of an event. A signature known to be invalid is no
+/// identity: otherwise a forged line carrying a copied signature, arriving
+/// first, would make the genuine event a "duplicate".
+pub(crate) fn dedupe_key(event: &Event) -> Vec<u8> {
+    let mut key = Vec::with_capacity(67);
+    key.push(DEDUPE);
+    match event
+        .sig
+        .as_deref()
+        .filter(|_| event.signature != SignatureStatus::Invalid)
+        .and_then(|sig| auditsink_parser::signature::decode_signature(sig.as_bytes()))
+    {
+        Some(sig) => {
+            key.extend_from_slice(b"s:");
+            key.extend_from_slice(&sig);
+        }
+        None => {
+            key.extend_from_slice(b"h:");
+            key.extend_from_slice(&Sha256::digest(event.raw.as_bytes()));
+        }
+    }
+    key
+}
+
+/// What an index is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexKind {
+    /// Event time, in one-minute buckets.
+    Time,
+    /// `fields.principal_id`.
+    Principal,
+    /// `fields.trace_id`.
+    Trace,
+    /// `fields.org_id`.
+    Org,
+    /// The event `name`.
+    Name,
+}
+
+impl IndexKind {
+    /// Every index, in key order.
+    pub const ALL: [IndexKind; 5] = [
+        IndexKind::Time,
+        IndexKind::Principal,
+        IndexKind::Trace,
+        IndexKind::Org,
+        IndexKind::Name,
+    ];
+
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            IndexKind::Time => b't',
+            IndexKind::Principal => b'p',
+            IndexKind::Trace => b'r',
+            IndexKind::Org => b'o',
+            IndexKind::Name => b'n',
+        }
+    }
+
+    pub(crate) fn from_tag(tag: u8) -> Option<IndexKind> {
+        IndexKind::ALL.into_iter().find(|k| k.tag() == tag)
+    }
+
+    /// Short name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexKind::Time => "time",
+            IndexKind::Principal => "principal_id",
+            IndexKind::Trace => "trace_id",
+            IndexKind::Org => "org_id",
+            IndexKind::Name => "name",
+        }
     }
 }
 
-/// The identity under which an event is deduplicated.
-pub(crate) fn identity(event: &Event) -> Vec<u8> {
-    match &event.sig {
-        Some(sig) if !sig.is_empty() => [b"s:".as_slice(), sig.as_bytes()].concat(),
-        _ => [
-            b"h:".as_slice(),
-            Sha256::digest(event.raw.as_bytes()).as_slice(),
-        ]
-        .concat(),
+/// Terms longer than this are indexed by their SHA-256 instead.
+const MAX_TERM: usize = 128;
+/// Length byte marking a hashed term.
+const HASHED: u8 = 0xff;
+
+/// The bytes identifying a term in a posting key: `len` + the term, or
+/// [`HASHED`] + SHA-256 for long terms (exact up to hash collisions).
+pub(crate) fn encode_term(term: &[u8], out: &mut Vec<u8>) {
+    if term.len() <= MAX_TERM {
+        out.push(term.len() as u8);
+        out.extend_from_slice(term);
+    } else {
+        out.push(HASHED);
+        out.extend_from_slice(&Sha256::digest(term));
     }
+}
+
+/// `i` kind term: the prefix of every posting of this term.
+pub(crate) fn posting_prefix(kind: IndexKind, term: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + term.len().min(MAX_TERM) + 8);
+    key.push(INDEX);
+    key.push(kind.tag());
+    encode_term(term, &mut key);
+    key
+}
+
+/// The full posting key.
+pub(crate) fn posting_key(kind: IndexKind, term: &[u8], first_id: u64) -> Vec<u8> {
+    let mut key = posting_prefix(kind, term);
+    key.extend_from_slice(&first_id.to_be_bytes());
+    key
+}
+
+/// Splits a posting key into its kind, encoded term and first id.
+pub(crate) fn split_posting_key(key: &[u8]) -> Option<(IndexKind, &[u8], u64)> {
+    if key.len() < 2 + 1 + 8 || key[0] != INDEX {
+        return None;
+    }
+    let kind = IndexKind::from_tag(key[1])?;
+    let term = &key[2..key.len() - 8];
+    let expected = match term[0] {
+        HASHED => 1 + 32,
+        len => 1 + usize::from(len),
+    };
+    if term.len() != expected {
+        return None;
+    }
+    let id = u64::from_be_bytes(key[key.len() - 8..].try_into().ok()?);
+    Some((kind, term, id))
+}
+
+/// Minute bucket of a time, as an order-preserving 8-byte term.
+pub(crate) fn time_term(ms: i64) -> [u8; 8] {
+    sortable(ms.div_euclid(60_000))
+}
+
+/// An i64 as 8 bytes whose byte order is numeric order.
+pub(crate) fn sortable(n: i64) -> [u8; 8] {
+    ((n as u64) ^ (1 << 63)).to_be_bytes()
 }
 
 /// Renders an id as the store shows it: 16 lowercase hex digits, so that
@@ -48,5 +190,42 @@ pub fn format_id(id: u64) -> String {
 
 /// Parses an id rendered by [`format_id`].
 pub fn parse_id(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 16 {
+        return None;
+    }
     u64::from_str_radix(text, 16).ok()
+}
+
+/// The first key after every key starting with `prefix` (for range ends).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posting_keys_round_trip_and_keep_order() {
+        for term in [&b""[..], b"p1", &[b'x'; 200]] {
+            let key = posting_key(IndexKind::Principal, term, 42);
+            let (kind, encoded, id) = split_posting_key(&key).unwrap();
+            assert_eq!((kind, id), (IndexKind::Principal, 42));
+            assert!(key.starts_with(&posting_prefix(IndexKind::Principal, term)));
+            assert_eq!(encoded.len() + 10, key.len());
+        }
+        assert!(time_term(-1) < time_term(0));
+        assert!(time_term(59_999) == time_term(0));
+        assert!(time_term(60_000) > time_term(59_999));
+        assert!(time_term(i64::MIN) < time_term(i64::MAX));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff"), None);
+    }
 }

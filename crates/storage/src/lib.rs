@@ -1,35 +1,65 @@
 //! # auditsink-storage
 //!
-//! The auditsink store, on sled. It holds three things:
+//! The auditsink store, on sled: evidence that may exist nowhere else once
+//! Konnect's 7 days are over. It holds
 //!
 //! - **events**: normalized events with the store's keys (`id`,
-//!   `received_at`, `source`), in arrival order;
-//! - **dedupe**: one entry per event identity (its `sig`, else the SHA-256 of
-//!   its raw line), so a replayed event is counted, not stored twice;
+//!   `received_at`, `source`), in arrival order, in a compact binary record
+//!   that keeps the raw line and gives back the identical event;
+//! - **dedupe** entries: one per event identity (its `sig`, else the SHA-256
+//!   of its raw line), so a replayed event is counted, not stored twice;
+//! - **indexes** on event time, `principal_id`, `trace_id`, `org_id` and
+//!   `name`, for [`Store::query`] and [`Store::count`];
 //! - **quarantine**: lines (or whole bodies) that could not be read as
-//!   events, kept byte-exact with the reason.
+//!   events, kept byte-exact with the reason, until
+//!   [`Store::reprocess_quarantine`] finds that they now parse.
 //!
-//! Writes go through [`Store::append`]: each [`Batch`] is applied atomically
-//! (all of it or none of it), and a single writer thread groups the batches
-//! that arrive together under one flush to disk (group commit), so a batch's
-//! append returns only once it is durable, and N concurrent deliveries do not
-//! cost N sequential fsyncs.
+//! Writes go through [`Store::append`]: each [`Batch`] is applied as one
+//! atomic sled batch (its events, dedupe entries, index entries, quarantined
+//! lines and counters: all of it or none of it, also after a crash), and a
+//! single writer thread makes the batches that arrive together durable with
+//! one flush (group commit): an append returns only once it is on disk, and
+//! N concurrent deliveries do not cost N sequential fsyncs.
+//!
+//! On open the newest events' dedupe and index entries are verified (and
+//! rebuilt from the events if anything is wrong); [`Store::check`] verifies
+//! everything and [`Store::rebuild_indexes`] repairs. With a retention
+//! period ([`StoreOptions::retention_days`]) a background thread removes
+//! what was received longer ago than that.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod codec;
 mod error;
+mod index;
 mod keys;
+mod maintain;
+mod query;
 mod record;
+mod timefmt;
 mod writer;
 
 pub use error::StoreError;
-pub use keys::{format_id, parse_id};
-pub use record::{format_ms, QuarantinedLine, StoredEvent, StoredQuarantine};
+pub use keys::{format_id, parse_id, IndexKind};
+pub use maintain::{CheckReport, RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
+pub use query::{Query, QueryIter};
+pub use record::{QuarantinedLine, StoredEvent, StoredQuarantine};
+pub use timefmt::{format_ms, parse_time_bound};
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::Duration;
 
 use auditsink_parser::Event;
+use serde::Serialize;
+
+use keys::{
+    id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_NEXT_ID, META_REBUILDING,
+    QUARANTINE,
+};
+use writer::{Core, Counts, PreparedBatch, WriteState};
 
 /// One delivery's worth of work, appended atomically.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +85,69 @@ pub struct AppendSummary {
     pub quarantined: u64,
 }
 
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Remove events and quarantined lines received more than this many days
+    /// ago, in a background thread (`None`: keep everything forever).
+    pub retention_days: Option<u64>,
+    /// How often the retention thread runs (first run right after open).
+    pub retention_interval: Duration,
+    /// How many of the newest events to verify on open.
+    pub verify_on_open: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            retention_days: None,
+            retention_interval: Duration::from_secs(3600),
+            verify_on_open: 5000,
+        }
+    }
+}
+
+/// What opening found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpenReport {
+    /// Newest events whose dedupe and index entries were verified.
+    pub verified_events: u64,
+    /// Problems the verification found (the first ones).
+    pub problems: Vec<String>,
+    /// Whether the dedupe entries and indexes were rebuilt (after problems,
+    /// or to finish a rebuild that was interrupted).
+    pub rebuilt: bool,
+}
+
+/// Counters and sizes, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreStats {
+    /// Events stored.
+    pub events: u64,
+    /// Quarantined entries stored.
+    pub quarantine: u64,
+    /// Bytes the store occupies on disk.
+    pub size_on_disk_bytes: Option<u64>,
+    /// Batches appended since open.
+    pub batches: u64,
+    /// Flushes to disk since open (batches / flushes = group commit factor).
+    pub flushes: u64,
+    /// Events stored since open.
+    pub events_stored: u64,
+    /// Duplicate events received since open.
+    pub duplicates: u64,
+    /// The retention period, if any.
+    pub retention_days: Option<u64>,
+    /// Retention runs since open.
+    pub retention_runs: u64,
+    /// Events removed by retention since open.
+    pub retention_events_removed: u64,
+    /// Quarantined entries removed by retention since open.
+    pub retention_quarantine_removed: u64,
+    /// When the last retention run finished (ms since the epoch).
+    pub retention_last_run_ms: Option<i64>,
+}
+
 /// An open store. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
 pub struct Store {
@@ -62,16 +155,49 @@ pub struct Store {
 }
 
 struct Inner {
-    db: sled::Db,
-    trees: keys::Trees,
+    // Dropped in this order: retention stops, the writer drains, then the
+    // database closes when the last reference to `core` goes.
+    retention: Option<Background>,
     writer: writer::Handle,
+    core: Arc<Core>,
     path: PathBuf,
+    options: StoreOptions,
+    open_report: OpenReport,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.retention.take());
+        if let Err(e) = self.core.db.flush() {
+            tracing::error!(error = %e, "store flush on close failed");
+        }
+    }
+}
+
+/// A background thread that stops when dropped.
+struct Background {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`. Fails with
-    /// [`StoreError::Locked`] if another process has it open.
+    /// Opens (creating if needed) the store in `dir` with default options.
+    /// Fails with [`StoreError::Locked`] if another process has it open.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
@@ -84,14 +210,69 @@ impl Store {
             .cache_capacity(256 * 1024 * 1024)
             .open()
             .map_err(|e| StoreError::from_open(dir, e))?;
-        let trees = keys::Trees::open(&db)?;
-        let writer = writer::spawn(db.clone(), trees.clone())?;
+        if db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == b"events")
+            && !db.open_tree("events")?.is_empty()
+        {
+            return Err(StoreError::Format {
+                path: dir.to_path_buf(),
+                reason: "was written by an earlier development build (JSON records in an \
+                         `events` tree); this version cannot read it"
+                    .into(),
+            });
+        }
+        let tree = db.open_tree("store")?;
+        match tree.get(META_FORMAT)? {
+            None => {
+                tree.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+            }
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::Format {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "has format version {:?}; this version reads {FORMAT_VERSION}",
+                        v.as_ref()
+                    ),
+                })
+            }
+        }
+        let state = initial_state(&tree)?;
+        let core = Arc::new(Core {
+            db,
+            counters: writer::Counters::default(),
+            state: Mutex::new(state),
+            tree,
+        });
+        {
+            let state = core.lock();
+            core.counters
+                .events
+                .store(state.counts.events, Ordering::Relaxed);
+            core.counters
+                .quarantine
+                .store(state.counts.quarantine, Ordering::Relaxed);
+        }
+        let open_report = verify_on_open(&core, options.verify_on_open)?;
+        let writer = writer::spawn(core.clone())?;
+        let retention = match options.retention_days {
+            Some(days) => Some(spawn_retention(
+                core.clone(),
+                days,
+                options.retention_interval,
+            )?),
+            None => None,
+        };
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                trees,
+                retention,
                 writer,
+                core,
                 path: dir.to_path_buf(),
+                options,
+                open_report,
             }),
         })
     }
@@ -101,11 +282,25 @@ impl Store {
         &self.inner.path
     }
 
+    /// What the verification on open found.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.inner.open_report
+    }
+
     /// Appends a batch atomically and returns once it is on disk.
     pub async fn append(&self, batch: Batch) -> Result<AppendSummary, StoreError> {
+        // Encoding, hashing and index terms are CPU work that needs no lock:
+        // done here, off the async workers, in parallel with the writer.
+        let prepared = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn_blocking(move || PreparedBatch::new(&batch))
+                .await
+                .map_err(|_| StoreError::WriterGone)?,
+            Err(_) => PreparedBatch::new(&batch),
+        };
         self.inner
             .writer
-            .submit(batch)?
+            .submit(prepared)?
             .await
             .map_err(|_| StoreError::WriterGone)?
     }
@@ -114,64 +309,253 @@ impl Store {
     pub fn append_blocking(&self, batch: Batch) -> Result<AppendSummary, StoreError> {
         self.inner
             .writer
-            .submit(batch)?
+            .submit(PreparedBatch::new(&batch))?
             .blocking_recv()
             .map_err(|_| StoreError::WriterGone)?
     }
 
     /// Stored events in arrival order, starting after `after_id` if given.
-    pub fn events(
-        &self,
-        after_id: Option<u64>,
-    ) -> impl Iterator<Item = Result<StoredEvent, StoreError>> + '_ {
-        range_after(&self.inner.trees.events, after_id).map(|item| record::decode_event(item?))
+    pub fn events(&self, after_id: Option<u64>) -> QueryIter {
+        self.query(&Query {
+            after: after_id,
+            ..Query::default()
+        })
+        .unwrap_or_else(|_| {
+            QueryIter::new(self.tree().clone(), Query::default(), query::Plan::Empty)
+        })
+    }
+
+    /// The events `query` selects, in id (arrival) order.
+    pub fn query(&self, query: &Query) -> Result<QueryIter, StoreError> {
+        let plan = query::plan(self.tree(), query)?;
+        Ok(QueryIter::new(self.tree().clone(), query.clone(), plan))
+    }
+
+    /// How many events `query` selects (up to its limit), from the indexes.
+    pub fn count(&self, query: &Query) -> Result<u64, StoreError> {
+        query::count(self.tree(), query, self.event_count() as u64)
+    }
+
+    /// One event by id.
+    pub fn event(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
+        let Some(value) = self.tree().get(id_key(EVENT, id))? else {
+            return Ok(None);
+        };
+        let d = codec::decode_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+        Ok(Some(StoredEvent {
+            id,
+            received_at_ms: d.received_at_ms,
+            source: d.source,
+            event: d.event,
+        }))
     }
 
     /// Quarantined entries in arrival order, starting after `after_id` if given.
     pub fn quarantine(
         &self,
         after_id: Option<u64>,
-    ) -> impl Iterator<Item = Result<StoredQuarantine, StoreError>> + '_ {
-        range_after(&self.inner.trees.quarantine, after_id)
-            .map(|item| record::decode_quarantine(item?))
+    ) -> impl Iterator<Item = Result<StoredQuarantine, StoreError>> + Send + 'static {
+        query::records_after(self.tree(), QUARANTINE, after_id).map(|item| {
+            let (key, value) = item?;
+            let id = key_id(&key).ok_or_else(|| corrupt(&key, "quarantine key"))?;
+            let d = codec::decode_quarantine(&value).map_err(|e| corrupt(&key, e.0))?;
+            Ok(StoredQuarantine {
+                id,
+                received_at_ms: d.received_at_ms,
+                source: d.source,
+                reason: d.reason,
+                raw: d.raw,
+            })
+        })
     }
 
-    /// Number of stored events (walks the index: O(n)).
+    /// Number of stored events (O(1)).
     pub fn event_count(&self) -> usize {
-        self.inner.trees.events.len()
+        self.inner.core.counters.events.load(Ordering::Relaxed) as usize
     }
 
-    /// Number of quarantined entries (O(n)).
+    /// Number of quarantined entries (O(1)).
     pub fn quarantine_count(&self) -> usize {
-        self.inner.trees.quarantine.len()
+        self.inner.core.counters.quarantine.load(Ordering::Relaxed) as usize
     }
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.size_on_disk()?)
+        Ok(self.inner.core.db.size_on_disk()?)
     }
 
     /// Group-commit counters since open: (batches appended, flushes to disk).
     pub fn commit_counts(&self) -> (u64, u64) {
-        let counters = &self.inner.writer.counters;
+        let counters = &self.inner.core.counters;
         (
-            counters.batches.load(std::sync::atomic::Ordering::Relaxed),
-            counters.flushes.load(std::sync::atomic::Ordering::Relaxed),
+            counters.batches.load(Ordering::Relaxed),
+            counters.flushes.load(Ordering::Relaxed),
         )
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.core.counters;
+        let last = c.retention_last_ms.load(Ordering::Relaxed);
+        StoreStats {
+            events: c.events.load(Ordering::Relaxed),
+            quarantine: c.quarantine.load(Ordering::Relaxed),
+            size_on_disk_bytes: self.size_on_disk().ok(),
+            batches: c.batches.load(Ordering::Relaxed),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            events_stored: c.events_stored.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            retention_days: self.inner.options.retention_days,
+            retention_runs: c.retention_runs.load(Ordering::Relaxed),
+            retention_events_removed: c.retention_events_removed.load(Ordering::Relaxed),
+            retention_quarantine_removed: c.retention_quarantine_removed.load(Ordering::Relaxed),
+            retention_last_run_ms: (last > 0).then_some(last as i64),
+        }
     }
 
     /// Flushes everything written so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush()?;
-        Ok(())
+        self.inner.core.flush()
+    }
+
+    /// Verifies the whole store: every event decodes and has its dedupe
+    /// entry and index entries, no dedupe entry or index entry points at an
+    /// event that is missing or does not match, counters agree. Holds the
+    /// write lock while it runs (appends wait).
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        maintain::check(&self.inner.core)
+    }
+
+    /// Rebuilds the dedupe entries and indexes from the events. Holds the
+    /// write lock while it runs.
+    pub fn rebuild_indexes(&self) -> Result<RebuildSummary, StoreError> {
+        maintain::rebuild(&self.inner.core)
+    }
+
+    /// Removes what was received before `cutoff_ms` (what the retention
+    /// thread does with now minus the retention period).
+    pub fn apply_retention(&self, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
+        retention_run(&self.inner.core, cutoff_ms)
+    }
+
+    /// Reads every quarantined line again as `reparse_for(source)` says;
+    /// moves what is now an event into the events and keeps the rest.
+    pub fn reprocess_quarantine(
+        &self,
+        reparse_for: &dyn Fn(&str) -> Reparse,
+    ) -> Result<ReprocessSummary, StoreError> {
+        maintain::reprocess(&self.inner.core, reparse_for)
+    }
+
+    fn tree(&self) -> &sled::Tree {
+        &self.inner.core.tree
     }
 }
 
-/// The entries of an id-keyed tree after `after_id` (all when `None`).
-fn range_after(tree: &sled::Tree, after_id: Option<u64>) -> sled::Iter {
-    match after_id {
-        None => tree.iter(),
-        Some(u64::MAX) => tree.range([0xff; 9]..),
-        Some(id) => tree.range((id + 1).to_be_bytes()..),
+/// The next id and counts: as recorded, but never below what the records
+/// show (ids must never be reused, even after everything expired).
+fn initial_state(tree: &sled::Tree) -> Result<WriteState, StoreError> {
+    let recorded = tree
+        .get(META_NEXT_ID)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(1);
+    let mut next_id = recorded.max(1);
+    for prefix in [EVENT, QUARANTINE] {
+        if let Some(item) = query::records_after(tree, prefix, None).next_back() {
+            let (key, _) = item?;
+            if let Some(id) = key_id(&key) {
+                next_id = next_id.max(id + 1);
+            }
+        }
+    }
+    let counts = tree
+        .get(META_COUNTS)?
+        .and_then(|v| Counts::decode(&v))
+        .unwrap_or_default();
+    Ok(WriteState { next_id, counts })
+}
+
+fn verify_on_open(core: &Core, n: usize) -> Result<OpenReport, StoreError> {
+    let mut report = OpenReport::default();
+    let interrupted = core.tree.get(META_REBUILDING)?.is_some();
+    if n > 0 {
+        let (checked, problems) = maintain::verify_tail(core, n)?;
+        report.verified_events = checked;
+        report.problems = problems.into_iter().take(20).collect();
+    }
+    if interrupted || !report.problems.is_empty() {
+        tracing::warn!(
+            problems = ?report.problems, interrupted,
+            "the store's dedupe entries or indexes do not match its events; rebuilding them"
+        );
+        let summary = maintain::rebuild(core)?;
+        tracing::info!(events = summary.events, "indexes rebuilt");
+        report.rebuilt = true;
+    }
+    Ok(report)
+}
+
+/// One retention run, counted.
+fn retention_run(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
+    let summary = maintain::retention(core, cutoff_ms)?;
+    let c = &core.counters;
+    c.retention_runs.fetch_add(1, Ordering::Relaxed);
+    c.retention_events_removed
+        .fetch_add(summary.events_removed, Ordering::Relaxed);
+    c.retention_quarantine_removed
+        .fetch_add(summary.quarantine_removed, Ordering::Relaxed);
+    c.retention_last_ms
+        .store(now_ms().max(1) as u64, Ordering::Relaxed);
+    Ok(summary)
+}
+
+fn spawn_retention(core: Arc<Core>, days: u64, every: Duration) -> Result<Background, StoreError> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let period_ms = i64::try_from(days)
+        .unwrap_or(i64::MAX / 86_400_000)
+        .saturating_mul(86_400_000);
+    let thread = thread::Builder::new()
+        .name("auditsink-store-retention".into())
+        .spawn(move || loop {
+            let cutoff = now_ms().saturating_sub(period_ms);
+            match retention_run(&core, cutoff) {
+                Ok(summary) => {
+                    if summary != RetentionSummary::default() {
+                        tracing::info!(
+                            events = summary.events_removed,
+                            quarantined = summary.quarantine_removed,
+                            retention_days = days,
+                            "retention removed expired records"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "retention run failed; will retry"),
+            }
+            match stopped.recv_timeout(every) {
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                _ => break,
+            }
+        })
+        .map_err(|source| StoreError::Io {
+            path: "retention thread".into(),
+            source,
+        })?;
+    Ok(Background {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.iter().map(|b| format!("{b:02x}")).collect(),
+        reason: reason.to_string(),
     }
 }

@@ -1,42 +1,247 @@
-//! The single writer thread and its group commit.
+//! Writes: staging one atomic sled batch, and the writer thread's group commit.
 //!
-//! Every batch is applied in its own sled transaction (atomic: a crash leaves
-//! all of it or none of it), then the whole group that was waiting is made
-//! durable by one `flush`, and only then is each caller answered. One writer
-//! also makes "is this identity already stored?" and "store it" a single step
-//! without locks.
+//! Every delivery is applied as one `sled::Batch` (atomic, also across a
+//! crash: sled recovers all of it or none of it) holding its events, their
+//! dedupe entries, their index postings, its quarantined lines and the
+//! updated counters. The writer thread then makes the whole group of
+//! deliveries that queued up meanwhile durable with one `flush` (fsync), and
+//! only then answers each caller. One writer (plus the write lock, which
+//! retention and maintenance also take) makes "is this identity already
+//! stored?" and "store it" a single step.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use auditsink_parser::Event;
 use tokio::sync::oneshot;
 
-use crate::keys::{identity, Trees};
-use crate::record::{encode_event, encode_quarantine};
+use crate::codec::{encode_event, encode_quarantine, event_time};
+use crate::index::{terms, PostingBuilder};
+use crate::keys::{dedupe_key, id_key, IndexKind, EVENT, META_COUNTS, META_NEXT_ID, QUARANTINE};
 use crate::{AppendSummary, Batch, StoreError};
 
 /// Upper bound on batches sharing one flush, so the first caller of a long
 /// queue is not kept waiting behind an unbounded group.
 const MAX_GROUP: usize = 256;
 
-type Reply = oneshot::Sender<Result<AppendSummary, StoreError>>;
-
-struct Job {
-    batch: Batch,
-    reply: Reply,
+/// What the single tree holds, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub events: u64,
+    pub quarantine: u64,
 }
 
-/// Group-commit counters: how many batches shared how many flushes.
+impl Counts {
+    pub fn encode(self) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..8].copy_from_slice(&self.events.to_be_bytes());
+        out[8..].copy_from_slice(&self.quarantine.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Counts> {
+        Some(Counts {
+            events: u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?),
+            quarantine: u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
+/// State only writers touch, under the write lock.
+#[derive(Debug)]
+pub(crate) struct WriteState {
+    pub next_id: u64,
+    pub counts: Counts,
+}
+
+/// Monotonic counters since open.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub batches: AtomicU64,
     pub flushes: AtomicU64,
+    pub events_stored: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub retention_runs: AtomicU64,
+    pub retention_events_removed: AtomicU64,
+    pub retention_quarantine_removed: AtomicU64,
+    /// ms since the epoch of the last finished retention run (0: none).
+    pub retention_last_ms: AtomicU64,
+    /// Counts mirrored for lock-free reads.
+    pub events: AtomicU64,
+    pub quarantine: AtomicU64,
+}
+
+/// The open database and what writers share.
+pub(crate) struct Core {
+    pub db: sled::Db,
+    pub tree: sled::Tree,
+    pub state: Mutex<WriteState>,
+    pub counters: Counters,
+}
+
+impl Core {
+    pub fn lock(&self) -> MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// An event with everything computed that does not need the store: its
+/// record, identity, time and index terms. Done on the caller's thread so
+/// that the single writer only does what must be serial.
+pub(crate) struct PreparedEvent {
+    pub dedupe_key: Vec<u8>,
+    pub record: Vec<u8>,
+    pub time: i64,
+    pub terms: Vec<(IndexKind, Vec<u8>)>,
+}
+
+impl PreparedEvent {
+    pub fn new(received_at_ms: i64, source: &str, event: &Event) -> PreparedEvent {
+        let time = event_time(event, received_at_ms);
+        PreparedEvent {
+            dedupe_key: dedupe_key(event),
+            record: encode_event(received_at_ms, source, event),
+            time,
+            terms: terms(event, time),
+        }
+    }
+}
+
+pub(crate) struct PreparedBatch {
+    pub events: Vec<PreparedEvent>,
+    pub quarantine: Vec<Vec<u8>>,
+}
+
+impl PreparedBatch {
+    pub fn new(batch: &Batch) -> PreparedBatch {
+        PreparedBatch {
+            events: batch
+                .events
+                .iter()
+                .map(|e| PreparedEvent::new(batch.received_at_ms, &batch.source, e))
+                .collect(),
+            quarantine: batch
+                .quarantine
+                .iter()
+                .map(|q| encode_quarantine(batch.received_at_ms, &batch.source, &q.reason, &q.raw))
+                .collect(),
+        }
+    }
+}
+
+/// One atomic write being assembled.
+pub(crate) struct Staging<'a> {
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    seen: HashSet<Vec<u8>>,
+    postings: PostingBuilder,
+    pub next_id: u64,
+    pub counts: Counts,
+}
+
+impl<'a> Staging<'a> {
+    pub fn new(tree: &'a sled::Tree, state: &WriteState) -> Staging<'a> {
+        Staging {
+            tree,
+            batch: sled::Batch::default(),
+            seen: HashSet::new(),
+            postings: PostingBuilder::default(),
+            next_id: state.next_id,
+            counts: state.counts,
+        }
+    }
+
+    /// Stages an event unless its identity is stored (or staged); returns
+    /// its new id, or `None` for a duplicate.
+    pub fn add_event(&mut self, event: PreparedEvent) -> Result<Option<u64>, StoreError> {
+        if self.seen.contains(&event.dedupe_key) || self.tree.get(&event.dedupe_key)?.is_some() {
+            return Ok(None);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.batch.insert(&id_key(EVENT, id), event.record);
+        self.batch
+            .insert(event.dedupe_key.as_slice(), &id.to_be_bytes());
+        self.postings.add(id, event.time, event.terms);
+        self.seen.insert(event.dedupe_key);
+        self.counts.events += 1;
+        Ok(Some(id))
+    }
+
+    /// Stages a quarantine record; returns its id.
+    pub fn add_quarantine(&mut self, record: Vec<u8>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.batch.insert(&id_key(QUARANTINE, id), record);
+        self.counts.quarantine += 1;
+        id
+    }
+
+    pub fn remove_quarantine(&mut self, id: u64) {
+        self.batch.remove(&id_key(QUARANTINE, id));
+        self.counts.quarantine = self.counts.quarantine.saturating_sub(1);
+    }
+
+    /// Applies the staged write atomically and moves `state` forward.
+    pub fn commit(self, state: &mut WriteState, counters: &Counters) -> Result<(), StoreError> {
+        let Staging {
+            tree,
+            mut batch,
+            postings,
+            next_id,
+            counts,
+            ..
+        } = self;
+        for (key, value) in postings.finish() {
+            batch.insert(key, value);
+        }
+        batch.insert(META_NEXT_ID, &next_id.to_be_bytes());
+        batch.insert(META_COUNTS, &counts.encode());
+        tree.apply_batch(batch)?;
+        state.next_id = next_id;
+        state.counts = counts;
+        counters.events.store(counts.events, Ordering::Relaxed);
+        counters
+            .quarantine
+            .store(counts.quarantine, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Applies one prepared delivery atomically (not yet flushed).
+fn apply(core: &Core, prepared: PreparedBatch) -> Result<AppendSummary, StoreError> {
+    let mut state = core.lock();
+    let mut staging = Staging::new(&core.tree, &state);
+    let mut summary = AppendSummary::default();
+    for event in prepared.events {
+        match staging.add_event(event)? {
+            Some(_) => summary.stored += 1,
+            None => summary.duplicates += 1,
+        }
+    }
+    for record in prepared.quarantine {
+        staging.add_quarantine(record);
+        summary.quarantined += 1;
+    }
+    staging.commit(&mut state, &core.counters)?;
+    Ok(summary)
+}
+
+type Reply = oneshot::Sender<Result<AppendSummary, StoreError>>;
+
+struct Job {
+    batch: PreparedBatch,
+    reply: Reply,
 }
 
 pub(crate) struct Handle {
-    pub counters: Arc<Counters>,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -55,7 +260,7 @@ impl Drop for Handle {
 impl Handle {
     pub fn submit(
         &self,
-        batch: Batch,
+        batch: PreparedBatch,
     ) -> Result<oneshot::Receiver<Result<AppendSummary, StoreError>>, StoreError> {
         let (reply, receiver) = oneshot::channel();
         self.jobs
@@ -67,25 +272,22 @@ impl Handle {
     }
 }
 
-pub(crate) fn spawn(db: sled::Db, trees: Trees) -> Result<Handle, StoreError> {
+pub(crate) fn spawn(core: Arc<Core>) -> Result<Handle, StoreError> {
     let (jobs, queue) = mpsc::channel::<Job>();
-    let counters = Arc::new(Counters::default());
-    let thread_counters = counters.clone();
     let thread = thread::Builder::new()
         .name("auditsink-store-writer".into())
-        .spawn(move || run(&db, &trees, &queue, &thread_counters))
+        .spawn(move || run(&core, &queue))
         .map_err(|source| StoreError::Io {
             path: "writer thread".into(),
             source,
         })?;
     Ok(Handle {
-        counters,
         jobs: Some(jobs),
         thread: Some(thread),
     })
 }
 
-fn run(db: &sled::Db, trees: &Trees, queue: &mpsc::Receiver<Job>, counters: &Counters) {
+fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -94,69 +296,36 @@ fn run(db: &sled::Db, trees: &Trees, queue: &mpsc::Receiver<Job>, counters: &Cou
                 Err(_) => break,
             }
         }
-        let results: Vec<_> = group
-            .iter()
-            .map(|job| apply(db, trees, &job.batch))
-            .collect();
-        let flushed = db.flush();
+        let mut replies = Vec::with_capacity(group.len());
+        for job in group {
+            let result = apply(core, job.batch);
+            replies.push((job.reply, result));
+        }
+        let flushed = core.flush();
+        let counters = &core.counters;
+        counters.flushes.fetch_add(1, Ordering::Relaxed);
         counters
             .batches
-            .fetch_add(group.len() as u64, Ordering::Relaxed);
-        counters.flushes.fetch_add(1, Ordering::Relaxed);
+            .fetch_add(replies.len() as u64, Ordering::Relaxed);
         if let Err(e) = &flushed {
             tracing::error!(error = %e, "store flush failed; answering the group with an error");
         }
-        for (job, result) in group.into_iter().zip(results) {
-            let answer = match &flushed {
-                Ok(_) => result,
-                Err(e) => Err(StoreError::Sled(e.clone())),
+        for (reply, result) in replies {
+            let answer = match (&flushed, result) {
+                (Ok(()), Ok(summary)) => {
+                    counters
+                        .events_stored
+                        .fetch_add(summary.stored, Ordering::Relaxed);
+                    counters
+                        .duplicates
+                        .fetch_add(summary.duplicates, Ordering::Relaxed);
+                    Ok(summary)
+                }
+                (Ok(()), Err(e)) => Err(e),
+                (Err(e), _) => Err(StoreError::Flush(e.to_string())),
             };
             // The caller may have gone away (client disconnected): nothing to do.
-            let _ = job.reply.send(answer);
+            let _ = reply.send(answer);
         }
-    }
-}
-
-/// Applies one batch atomically. Ids are drawn before the transaction because
-/// its closure may run more than once; an id left unused is only a gap.
-fn apply(db: &sled::Db, trees: &Trees, batch: &Batch) -> Result<AppendSummary, StoreError> {
-    let event_ids = (0..batch.events.len())
-        .map(|_| db.generate_id())
-        .collect::<Result<Vec<_>, _>>()?;
-    let quarantine_ids = (0..batch.quarantine.len())
-        .map(|_| db.generate_id())
-        .collect::<Result<Vec<_>, _>>()?;
-    let identities: Vec<Vec<u8>> = batch.events.iter().map(identity).collect();
-
-    let result = (&trees.events, &trees.dedupe, &trees.quarantine).transaction(
-        |(events, dedupe, quarantine)| {
-            let mut summary = AppendSummary::default();
-            for ((event, id), key) in batch.events.iter().zip(&event_ids).zip(&identities) {
-                if dedupe.get(key)?.is_some() {
-                    summary.duplicates += 1;
-                    continue;
-                }
-                let id = id.to_be_bytes();
-                dedupe.insert(key.as_slice(), &id)?;
-                events.insert(
-                    &id,
-                    encode_event(batch.received_at_ms, &batch.source, event),
-                )?;
-                summary.stored += 1;
-            }
-            for (line, id) in batch.quarantine.iter().zip(&quarantine_ids) {
-                quarantine.insert(
-                    &id.to_be_bytes(),
-                    encode_quarantine(batch.received_at_ms, &batch.source, line),
-                )?;
-                summary.quarantined += 1;
-            }
-            Ok::<_, ConflictableTransactionError<StoreError>>(summary)
-        },
-    );
-    match result {
-        Ok(summary) => Ok(summary),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
     }
 }

@@ -23,6 +23,12 @@ fn event(raw: &str, sig: Option<&str>) -> Event {
     }
 }
 
+/// A well-formed signature (64 bytes, base64url unpadded) derived from `n`.
+fn sig(n: u8) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([n; 64])
+}
+
 fn batch(events: Vec<Event>, quarantine: Vec<QuarantinedLine>) -> Batch {
     Batch {
         source: "test".into(),
@@ -44,12 +50,13 @@ fn summary(stored: u64, duplicates: u64, quarantined: u64) -> AppendSummary {
 fn dedupes_by_sig_then_by_raw_line() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
+    let (s1, s2) = (sig(1), sig(2));
     let first = batch(
         vec![
-            event("a sig=1", Some("1")),
+            event("a sig=1", Some(&s1)),
             event("b", None),
             event("b", None),
-            event("a' sig=1", Some("1")),
+            event("a' sig=1", Some(&s1)),
         ],
         vec![],
     );
@@ -69,7 +76,7 @@ fn dedupes_by_sig_then_by_raw_line() {
         vec![
             event("b", None),
             event("c", None),
-            event("d sig=2", Some("2")),
+            event("d sig=2", Some(&s2)),
         ],
         vec![],
     );

@@ -1,0 +1,723 @@
+//! Record encoding: compact binary, versioned, exact.
+//!
+//! An event record is the raw line plus the normalized event, where every
+//! string that also occurs in the raw line (field names, most values, the
+//! signature, header fields) is stored as an (offset, length) reference into
+//! it: the parsed event costs little beyond the evidence itself. Decoding
+//! gives back the identical [`Event`], so `StoredEvent::to_json()` is the same
+//! as before the encoding existed (EVENT_SCHEMA.md is a contract).
+//!
+//! ```text
+//! event      = version:u8=1  time:zigzag  received_at:zigzag  source:bytes
+//!              flags:u8  present:u8  raw:bytes  [timestamp:str]  [cef_version:zigzag]
+//!              [vendor] [product] [product_version] [event_class_id] [name] [sig]   (str each)
+//!              severity:value  fields:object  [origin]  [warnings]
+//! str        = varint(len << 1) bytes | varint(len << 1 | 1) varint(offset into raw)
+//! value      = 0 null | 1 false | 2 true | 3 zigzag int | 4 varint u64 | 5 number text:str
+//!            | 6 string:str | 7 varint(n) value* | 8 object
+//! object     = varint(n) (key:str value)*
+//! quarantine = version:u8=1  received_at:zigzag  source:bytes  reason:bytes  raw:bytes
+//! posting    = varint(n) (varint(id - first_id)  zigzag(time - previous time))*
+//! ```
+//!
+//! `time` is the event time used by the indexes and filters: `timestamp`
+//! when present, else `received_at`. It comes first so that scans can
+//! filter without decoding the rest.
+
+use auditsink_parser::{Event, LineFormat, Origin, SignatureStatus};
+use serde_json::{Map, Number, Value};
+
+use crate::timefmt::{format_ms, parse_canonical_ms, timestamp_ms};
+
+/// Version byte of the records this build writes.
+pub(crate) const RECORD_VERSION: u8 = 1;
+
+const FLAG_JSON: u8 = 1;
+const FLAG_ORIGIN: u8 = 1 << 3;
+const FLAG_WARNINGS: u8 = 1 << 4;
+const TS_SHIFT: u8 = 5; // 2 bits: 0 none, 1 canonical (= time), 2 text
+
+const P_CEF_VERSION: u8 = 1;
+const P_VENDOR: u8 = 1 << 1;
+const P_PRODUCT: u8 = 1 << 2;
+const P_PRODUCT_VERSION: u8 = 1 << 3;
+const P_CLASS: u8 = 1 << 4;
+const P_NAME: u8 = 1 << 5;
+const P_SIG: u8 = 1 << 6;
+
+const O_TIME: u8 = 1;
+const O_HOST: u8 = 2;
+
+/// A record that does not decode.
+#[derive(Debug)]
+pub(crate) struct Malformed(pub &'static str);
+
+type R<T> = Result<T, Malformed>;
+
+/// The event time of an event: its `timestamp`, else `received_at_ms`.
+pub(crate) fn event_time(event: &Event, received_at_ms: i64) -> i64 {
+    event
+        .timestamp
+        .as_deref()
+        .and_then(timestamp_ms)
+        .unwrap_or(received_at_ms)
+}
+
+struct Writer<'a> {
+    out: Vec<u8>,
+    raw: &'a [u8],
+    /// Where the previous reference ended: fields mostly come in line order.
+    cursor: usize,
+}
+
+impl Writer<'_> {
+    fn u8(&mut self, b: u8) {
+        self.out.push(b);
+    }
+
+    fn varint(&mut self, mut n: u64) {
+        while n >= 0x80 {
+            self.out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.out.push(n as u8);
+    }
+
+    fn zigzag(&mut self, n: i64) {
+        self.varint(((n << 1) ^ (n >> 63)) as u64);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.varint(b.len() as u64);
+        self.out.extend_from_slice(b);
+    }
+
+    /// A string, as a reference into the raw line when it occurs there.
+    fn str(&mut self, s: &str) {
+        let b = s.as_bytes();
+        if b.len() >= 4 {
+            if let Some(offset) = self.find(b) {
+                self.varint(((b.len() as u64) << 1) | 1);
+                self.varint(offset as u64);
+                self.cursor = offset + b.len();
+                return;
+            }
+        }
+        self.varint((b.len() as u64) << 1);
+        self.out.extend_from_slice(b);
+    }
+
+    fn find(&self, needle: &[u8]) -> Option<usize> {
+        let from = self.cursor.min(self.raw.len());
+        memchr::memmem::find(&self.raw[from..], needle)
+            .map(|i| i + from)
+            .or_else(|| memchr::memmem::find(&self.raw[..from], needle))
+    }
+
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.u8(0),
+            Value::Bool(false) => self.u8(1),
+            Value::Bool(true) => self.u8(2),
+            Value::Number(n) => self.number(n),
+            Value::String(s) => {
+                self.u8(6);
+                self.str(s);
+            }
+            Value::Array(items) => {
+                self.u8(7);
+                self.varint(items.len() as u64);
+                for item in items {
+                    self.value(item);
+                }
+            }
+            Value::Object(map) => {
+                self.u8(8);
+                self.object(map);
+            }
+        }
+    }
+
+    /// Integers compactly when that renders the same text; anything else
+    /// (`1.0`, `1e3`, ...) as its text, which `arbitrary_precision` keeps.
+    fn number(&mut self, n: &Number) {
+        let text = n.to_string();
+        if let Some(i) = n.as_i64().filter(|i| i.to_string() == text) {
+            self.u8(3);
+            self.zigzag(i);
+        } else if let Some(u) = n.as_u64().filter(|u| u.to_string() == text) {
+            self.u8(4);
+            self.varint(u);
+        } else {
+            self.u8(5);
+            self.str(&text);
+        }
+    }
+
+    fn object(&mut self, map: &Map<String, Value>) {
+        self.varint(map.len() as u64);
+        for (key, value) in map {
+            self.str(key);
+            self.value(value);
+        }
+    }
+}
+
+/// Encodes an event record.
+pub(crate) fn encode_event(received_at_ms: i64, source: &str, event: &Event) -> Vec<u8> {
+    let raw = event.raw.as_bytes();
+    let mut w = Writer {
+        out: Vec::with_capacity(raw.len() + 160),
+        raw,
+        cursor: 0,
+    };
+    let canonical = event.timestamp.as_deref().and_then(parse_canonical_ms);
+    let time = canonical.unwrap_or_else(|| event_time(event, received_at_ms));
+    let ts_kind: u8 = match (&event.timestamp, canonical) {
+        (None, _) => 0,
+        (Some(_), Some(_)) => 1,
+        (Some(_), None) => 2,
+    };
+    let mut flags = ts_kind << TS_SHIFT;
+    if event.format == LineFormat::Json {
+        flags |= FLAG_JSON;
+    }
+    flags |= (match event.signature {
+        SignatureStatus::Valid => 0,
+        SignatureStatus::Invalid => 1,
+        SignatureStatus::Missing => 2,
+        SignatureStatus::Unverified => 3,
+    }) << 1;
+    if event.origin.is_some() {
+        flags |= FLAG_ORIGIN;
+    }
+    if !event.warnings.is_empty() {
+        flags |= FLAG_WARNINGS;
+    }
+    let strings = [
+        (P_VENDOR, &event.vendor),
+        (P_PRODUCT, &event.product),
+        (P_PRODUCT_VERSION, &event.product_version),
+        (P_CLASS, &event.event_class_id),
+        (P_NAME, &event.name),
+        (P_SIG, &event.sig),
+    ];
+    let mut present = if event.cef_version.is_some() {
+        P_CEF_VERSION
+    } else {
+        0
+    };
+    for (bit, value) in &strings {
+        if value.is_some() {
+            present |= bit;
+        }
+    }
+
+    w.u8(RECORD_VERSION);
+    w.zigzag(time);
+    w.zigzag(received_at_ms);
+    w.bytes(source.as_bytes());
+    w.u8(flags);
+    w.u8(present);
+    w.bytes(raw);
+    if let (Some(text), 2) = (&event.timestamp, ts_kind) {
+        w.str(text);
+    }
+    if let Some(v) = event.cef_version {
+        w.zigzag(v);
+    }
+    for (_, value) in strings {
+        if let Some(s) = value {
+            w.str(s);
+        }
+    }
+    w.value(&event.severity);
+    w.object(&event.fields);
+    if let Some(origin) = &event.origin {
+        let mut bits = 0;
+        if origin.time.is_some() {
+            bits |= O_TIME;
+        }
+        if origin.host.is_some() {
+            bits |= O_HOST;
+        }
+        w.u8(bits);
+        for s in [&origin.time, &origin.host].into_iter().flatten() {
+            w.str(s);
+        }
+    }
+    if !event.warnings.is_empty() {
+        w.varint(event.warnings.len() as u64);
+        for warning in &event.warnings {
+            w.str(warning);
+        }
+    }
+    w.out
+}
+
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    raw: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader {
+            buf,
+            pos: 0,
+            raw: "",
+        }
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    pub(crate) fn u8(&mut self) -> R<u8> {
+        let b = *self.buf.get(self.pos).ok_or(Malformed("truncated"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub(crate) fn varint(&mut self) -> R<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(n);
+            }
+        }
+        Err(Malformed("varint too long"))
+    }
+
+    pub(crate) fn zigzag(&mut self) -> R<i64> {
+        let n = self.varint()?;
+        Ok(((n >> 1) as i64) ^ -((n & 1) as i64))
+    }
+
+    fn len(&mut self, n: u64) -> R<usize> {
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= self.buf.len() - self.pos)
+            .ok_or(Malformed("length past the end"))
+    }
+
+    pub(crate) fn bytes(&mut self) -> R<&'a [u8]> {
+        let n = self.varint()?;
+        let n = self.len(n)?;
+        let b = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(b)
+    }
+
+    fn utf8(&mut self) -> R<&'a str> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Malformed("not UTF-8"))
+    }
+
+    fn str(&mut self) -> R<String> {
+        let head = self.varint()?;
+        let len = usize::try_from(head >> 1).map_err(|_| Malformed("length"))?;
+        if head & 1 == 1 {
+            let offset = usize::try_from(self.varint()?).map_err(|_| Malformed("offset"))?;
+            self.raw
+                .get(offset..offset.checked_add(len).ok_or(Malformed("offset"))?)
+                .map(str::to_owned)
+                .ok_or(Malformed("reference outside the raw line"))
+        } else {
+            let len = self.len(len as u64)?;
+            let b = &self.buf[self.pos..self.pos + len];
+            self.pos += len;
+            String::from_utf8(b.to_vec()).map_err(|_| Malformed("not UTF-8"))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> R<Value> {
+        if depth > 256 {
+            return Err(Malformed("nesting too deep"));
+        }
+        Ok(match self.u8()? {
+            0 => Value::Null,
+            1 => Value::Bool(false),
+            2 => Value::Bool(true),
+            3 => Value::Number(self.zigzag()?.into()),
+            4 => Value::Number(self.varint()?.into()),
+            5 => {
+                let text = self.str()?;
+                Value::Number(
+                    serde_json::from_str::<Number>(&text)
+                        .map_err(|_| Malformed("bad number text"))?,
+                )
+            }
+            6 => Value::String(self.str()?),
+            7 => {
+                let n = self.varint()?;
+                let n = self.len(n)?; // every item takes at least a byte
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            8 => Value::Object(self.object(depth + 1)?),
+            _ => return Err(Malformed("unknown value tag")),
+        })
+    }
+
+    fn object(&mut self, depth: usize) -> R<Map<String, Value>> {
+        let n = self.varint()?;
+        let n = self.len(n)?;
+        let mut map = Map::with_capacity(n);
+        for _ in 0..n {
+            let key = self.str()?;
+            let value = self.value(depth)?;
+            map.insert(key, value);
+        }
+        Ok(map)
+    }
+}
+
+/// The fields every scan needs, without decoding the event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventHead {
+    pub time: i64,
+    pub received_at_ms: i64,
+}
+
+pub(crate) fn peek_event(buf: &[u8]) -> R<EventHead> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != RECORD_VERSION {
+        return Err(Malformed("unknown record version"));
+    }
+    Ok(EventHead {
+        time: r.zigzag()?,
+        received_at_ms: r.zigzag()?,
+    })
+}
+
+/// A decoded event record.
+pub(crate) struct DecodedEvent {
+    pub time: i64,
+    pub received_at_ms: i64,
+    pub source: String,
+    pub event: Event,
+}
+
+pub(crate) fn decode_event(buf: &[u8]) -> R<DecodedEvent> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != RECORD_VERSION {
+        return Err(Malformed("unknown record version"));
+    }
+    let time = r.zigzag()?;
+    let received_at_ms = r.zigzag()?;
+    let source = r.utf8()?.to_owned();
+    let flags = r.u8()?;
+    let present = r.u8()?;
+    r.raw = r.utf8()?;
+    let timestamp = match (flags >> TS_SHIFT) & 3 {
+        0 => None,
+        1 => Some(format_ms(time)),
+        2 => Some(r.str()?),
+        _ => return Err(Malformed("timestamp kind")),
+    };
+    let cef_version = if present & P_CEF_VERSION != 0 {
+        Some(r.zigzag()?)
+    } else {
+        None
+    };
+    let mut opt = |bit: u8| -> R<Option<String>> {
+        if present & bit != 0 {
+            r.str().map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let vendor = opt(P_VENDOR)?;
+    let product = opt(P_PRODUCT)?;
+    let product_version = opt(P_PRODUCT_VERSION)?;
+    let event_class_id = opt(P_CLASS)?;
+    let name = opt(P_NAME)?;
+    let sig = opt(P_SIG)?;
+    let severity = r.value(0)?;
+    let fields = r.object(0)?;
+    let origin = if flags & FLAG_ORIGIN != 0 {
+        let bits = r.u8()?;
+        let time = if bits & O_TIME != 0 {
+            Some(r.str()?)
+        } else {
+            None
+        };
+        let host = if bits & O_HOST != 0 {
+            Some(r.str()?)
+        } else {
+            None
+        };
+        Some(Origin { time, host })
+    } else {
+        None
+    };
+    let mut warnings = Vec::new();
+    if flags & FLAG_WARNINGS != 0 {
+        let n = r.varint()?;
+        for _ in 0..r.len(n)? {
+            warnings.push(r.str()?);
+        }
+    }
+    if !r.at_end() {
+        return Err(Malformed("trailing bytes"));
+    }
+    let event = Event {
+        format: if flags & FLAG_JSON != 0 {
+            LineFormat::Json
+        } else {
+            LineFormat::Cef
+        },
+        timestamp,
+        cef_version,
+        vendor,
+        product,
+        product_version,
+        event_class_id,
+        name,
+        severity,
+        fields,
+        origin,
+        sig,
+        signature: match (flags >> 1) & 3 {
+            0 => SignatureStatus::Valid,
+            1 => SignatureStatus::Invalid,
+            2 => SignatureStatus::Missing,
+            _ => SignatureStatus::Unverified,
+        },
+        warnings,
+        raw: r.raw.to_owned(),
+    };
+    Ok(DecodedEvent {
+        time,
+        received_at_ms,
+        source,
+        event,
+    })
+}
+
+/// A decoded quarantine record.
+pub(crate) struct DecodedQuarantine {
+    pub received_at_ms: i64,
+    pub source: String,
+    pub reason: String,
+    pub raw: Vec<u8>,
+}
+
+pub(crate) fn encode_quarantine(
+    received_at_ms: i64,
+    source: &str,
+    reason: &str,
+    raw: &[u8],
+) -> Vec<u8> {
+    let mut w = Writer {
+        out: Vec::with_capacity(raw.len() + reason.len() + source.len() + 16),
+        raw: &[],
+        cursor: 0,
+    };
+    w.u8(RECORD_VERSION);
+    w.zigzag(received_at_ms);
+    w.bytes(source.as_bytes());
+    w.bytes(reason.as_bytes());
+    w.bytes(raw);
+    w.out
+}
+
+pub(crate) fn peek_quarantine_received(buf: &[u8]) -> R<i64> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != RECORD_VERSION {
+        return Err(Malformed("unknown record version"));
+    }
+    r.zigzag()
+}
+
+pub(crate) fn decode_quarantine(buf: &[u8]) -> R<DecodedQuarantine> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != RECORD_VERSION {
+        return Err(Malformed("unknown record version"));
+    }
+    let received_at_ms = r.zigzag()?;
+    let source = r.utf8()?.to_owned();
+    let reason = r.utf8()?.to_owned();
+    let raw = r.bytes()?.to_vec();
+    if !r.at_end() {
+        return Err(Malformed("trailing bytes"));
+    }
+    Ok(DecodedQuarantine {
+        received_at_ms,
+        source,
+        reason,
+        raw,
+    })
+}
+
+/// Encodes a posting: (id, time) pairs, ids increasing from `first_id`.
+pub(crate) fn encode_posting(first_id: u64, entries: &[(u64, i64)]) -> Vec<u8> {
+    let mut w = Writer {
+        out: Vec::with_capacity(2 + entries.len() * 6),
+        raw: &[],
+        cursor: 0,
+    };
+    w.varint(entries.len() as u64);
+    let mut previous = 0i64;
+    for &(id, time) in entries {
+        w.varint(id.wrapping_sub(first_id));
+        w.zigzag(time.wrapping_sub(previous));
+        previous = time;
+    }
+    w.out
+}
+
+/// Decodes a posting into (id, time) pairs.
+pub(crate) fn decode_posting(first_id: u64, buf: &[u8], out: &mut Vec<(u64, i64)>) -> R<()> {
+    let mut r = Reader::new(buf);
+    let n = r.varint()?;
+    let n = r.len(n)?;
+    out.reserve(n);
+    let mut previous = 0i64;
+    for _ in 0..n {
+        let id = first_id.wrapping_add(r.varint()?);
+        let time = previous.wrapping_add(r.zigzag()?);
+        previous = time;
+        out.push((id, time));
+    }
+    if !r.at_end() {
+        return Err(Malformed("trailing bytes"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditsink_parser::{parse_line, Format, ParseOptions};
+
+    fn round_trip(event: &Event) {
+        let encoded = encode_event(1_700_000_000_123, "src", event);
+        let decoded = decode_event(&encoded).unwrap();
+        assert_eq!(&decoded.event, event);
+        assert_eq!(
+            serde_json::to_string(&decoded.event).unwrap(),
+            serde_json::to_string(event).unwrap()
+        );
+        assert_eq!(decoded.source, "src");
+        assert_eq!(decoded.received_at_ms, 1_700_000_000_123);
+        let head = peek_event(&encoded).unwrap();
+        assert_eq!(head.time, decoded.time);
+        assert_eq!(head.time, event_time(event, 1_700_000_000_123));
+    }
+
+    #[test]
+    fn parsed_lines_round_trip_exactly() {
+        let options = ParseOptions::new(Format::Auto);
+        let lines = [
+            "Apr 14 05:39:08 konghq.com CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1681450748406 src=127.0.0.6 action=retrieve granted=true org_id=b065b594-6afc-4658-9101-5d9cf3f36b7b principal_id=87655c36-8d63-48fe-9a1e-53b28dfbc19b trace_id=3895213347334635099 user_agent=grpc-node/1.24.11 grpc-c/8.0.0 (linux; chttp2; ganges) sig=fnjOUISTC2uLWTqCcmwUuOWa_daa4vEPxxUn2-QPVU1dmB-Ed2y2mwoB9dq94JJz2tF6Ok41Bci4FGwk4FhxAg",
+            r#"{"action":"read","cef_version":"0","event_class_id":"identity","event_product":"Konnect","event_ts":"2023-04-28T20:52:09Z","event_vendor":"KongInc","event_version":"1.0","granted":true,"name":"Authz.identity-provider","org_id":"o","principal_id":"p","rt":1682715129807,"severity":1,"src":"127.0.0.6","trace_id":3895213347334635099,"user_agent":"grpc-go/1.54.0","nested":{"a":[1,2.50,1e3,-7,18446744073709551615,null,"x\"y"],"b":{}},"sig":"Jm73"}"#,
+            "CEF:0|V|P|1|c|n|Very-High|k=a\\=b msg=line\\nbreak",
+            "CEF:1|Ven\\|dor|P|1|c|n|3|",
+            "<34>1 2023-05-19T00:03:39Z host CEF:0|V|P|1|c|n|1|rt=notanumber",
+            r#"{"name":"ünïcödé ✓","rt":"3958q3097698","severity":"7"}"#,
+        ];
+        for line in lines {
+            let event = parse_line(line.as_bytes(), &options).unwrap();
+            round_trip(&event);
+        }
+        for path in [
+            "konnect-sample.cef",
+            "konnect-sample.jsonl",
+            "third-party/elastic-beats-cef-samples.log",
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/corpus")
+                .join(path);
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            for line in auditsink_parser::lines(&text) {
+                if let Ok(event) = parse_line(line, &options) {
+                    round_trip(&event);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn odd_events_round_trip() {
+        let options = ParseOptions::new(Format::Auto);
+        let mut event = parse_line(b"CEF:0|V|P|1|c|n|1|a=b", &options).unwrap();
+        event.timestamp = Some("2023-04-28T20:52:09+02:00".into());
+        event.signature = SignatureStatus::Valid;
+        event.warnings = vec!["irregular".into(), "again irregular".into()];
+        event.origin = Some(Origin {
+            time: None,
+            host: Some("h".into()),
+        });
+        event.cef_version = Some(i64::MIN);
+        round_trip(&event);
+        assert_eq!(event_time(&event, 0), 1_682_707_929_000);
+        event.timestamp = Some("garbage".into());
+        event.cef_version = None;
+        event.vendor = None;
+        event.sig = Some(String::new());
+        event.severity = Value::Null;
+        round_trip(&event);
+        assert_eq!(event_time(&event, 5), 5);
+    }
+
+    #[test]
+    fn strings_found_in_the_raw_line_cost_a_reference() {
+        let options = ParseOptions::new(Format::Auto);
+        let line = "CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|org_id=b065b594-6afc-4658-9101-5d9cf3f36b7b principal_id=87655c36-8d63-48fe-9a1e-53b28dfbc19b";
+        let event = parse_line(line.as_bytes(), &options).unwrap();
+        let encoded = encode_event(0, "konnect", &event);
+        assert!(
+            encoded.len() < line.len() + 60,
+            "{} bytes for a {} byte line",
+            encoded.len(),
+            line.len()
+        );
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        let options = ParseOptions::new(Format::Auto);
+        let event = parse_line(b"CEF:0|V|P|1|c|n|1|a=bcdef g=[1,2]", &options).unwrap();
+        let encoded = encode_event(0, "s", &event);
+        for cut in 0..encoded.len() {
+            assert!(decode_event(&encoded[..cut]).is_err());
+        }
+        let mut flipped = encoded.clone();
+        for i in 0..flipped.len() {
+            flipped[i] ^= 0x5a;
+            let _ = decode_event(&flipped);
+            flipped[i] ^= 0x5a;
+        }
+        assert!(decode_event(&[2]).is_err());
+    }
+
+    #[test]
+    fn postings_round_trip() {
+        let entries = [(10, 5), (11, -3), (400, i64::MAX), (401, i64::MIN)];
+        let encoded = encode_posting(10, &entries);
+        let mut out = Vec::new();
+        decode_posting(10, &encoded, &mut out).unwrap();
+        assert_eq!(out, entries);
+        let q = encode_quarantine(7, "s", "why", &[0xff, 0]);
+        let d = decode_quarantine(&q).unwrap();
+        assert_eq!(
+            (
+                d.received_at_ms,
+                d.source.as_str(),
+                d.reason.as_str(),
+                d.raw.as_slice()
+            ),
+            (7, "s", "why", &[0xff, 0][..])
+        );
+        assert_eq!(peek_quarantine_received(&q).unwrap(), 7);
+    }
+}

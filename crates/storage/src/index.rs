@@ -1,0 +1,83 @@
+//! Index terms and postings.
+//!
+//! Each index maps a term to postings. A posting is written once, by the
+//! batch that stored its events, and holds the (id, event time) pairs of
+//! that batch's events with the term: a delivery of 500 events from one
+//! organisation adds one `org_id` posting, not 500 entries. Readers treat
+//! postings as a set of (term, id, time) entries; how they are grouped is
+//! an implementation detail (a rebuild groups differently).
+//!
+//! Indexed: the event time (one-minute buckets), `fields.principal_id`,
+//! `fields.trace_id`, `fields.org_id` (strings as they are; numbers and
+//! booleans as their JSON text; empty strings, null, arrays and objects are
+//! not indexed) and `name`.
+
+use std::collections::BTreeMap;
+
+use auditsink_parser::Event;
+use serde_json::Value;
+
+use crate::codec::encode_posting;
+use crate::keys::{posting_key, time_term, IndexKind};
+
+/// The term an attribute index holds for this event, if any.
+pub(crate) fn attribute_term(kind: IndexKind, event: &Event) -> Option<std::borrow::Cow<'_, str>> {
+    let field = |name: &str| match event.fields.get(name)? {
+        Value::String(s) if !s.is_empty() => Some(std::borrow::Cow::Borrowed(s.as_str())),
+        Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(std::borrow::Cow::Owned(b.to_string())),
+        _ => None,
+    };
+    match kind {
+        IndexKind::Time => None,
+        IndexKind::Principal => field("principal_id"),
+        IndexKind::Trace => field("trace_id"),
+        IndexKind::Org => field("org_id"),
+        IndexKind::Name => event
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(std::borrow::Cow::Borrowed),
+    }
+}
+
+/// Every (kind, term) of an event, time first.
+pub(crate) fn terms(event: &Event, time: i64) -> Vec<(IndexKind, Vec<u8>)> {
+    let mut out = Vec::with_capacity(5);
+    out.push((IndexKind::Time, time_term(time).to_vec()));
+    for kind in &IndexKind::ALL[1..] {
+        if let Some(term) = attribute_term(*kind, event) {
+            out.push((*kind, term.as_bytes().to_vec()));
+        }
+    }
+    out
+}
+
+/// (id, event time) pairs of a posting.
+pub(crate) type Entries = Vec<(u64, i64)>;
+
+/// Collects the entries of one write and turns them into posting records.
+#[derive(Default)]
+pub(crate) struct PostingBuilder {
+    groups: BTreeMap<(IndexKind, Vec<u8>), Entries>,
+}
+
+impl PostingBuilder {
+    /// Adds an event's terms; ids must be added in increasing order.
+    pub fn add(&mut self, id: u64, time: i64, terms: Vec<(IndexKind, Vec<u8>)>) {
+        for key in terms {
+            self.groups.entry(key).or_default().push((id, time));
+        }
+    }
+
+    /// The (key, value) records.
+    pub fn finish(self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+        self.groups.into_iter().map(|((kind, term), entries)| {
+            let first = entries[0].0;
+            (
+                posting_key(kind, &term, first),
+                encode_posting(first, &entries),
+            )
+        })
+    }
+}

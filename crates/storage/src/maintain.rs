@@ -1,0 +1,723 @@
+//! Maintenance: verification (on open and `auditsink check`), index rebuild,
+//! retention and quarantine reprocessing.
+//!
+//! Events are the truth; dedupe entries and postings are derived from them
+//! and can always be rebuilt. Every change here goes through the write lock
+//! and atomic sled batches, in chunks, so appends keep flowing between
+//! chunks and a crash midway leaves a consistent store.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+
+use std::sync::Arc;
+
+use auditsink_parser::signature::KeySet;
+use auditsink_parser::{parse_line, Event, ParseOptions, SignatureStatus};
+use serde::Serialize;
+
+use crate::codec::{
+    decode_event, decode_posting, decode_quarantine, encode_posting, peek_event,
+    peek_quarantine_received,
+};
+use crate::index::{terms, Entries, PostingBuilder};
+use crate::keys::{
+    dedupe_key, encode_term, id_key, key_id, posting_prefix, split_posting_key, IndexKind, DEDUPE,
+    EVENT, FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_NEXT_ID, META_REBUILDING,
+    QUARANTINE,
+};
+use crate::query::records_after;
+use crate::writer::{Core, Counts, PreparedEvent, Staging, WriteState};
+use crate::{corrupt, format_id, StoreError};
+
+/// Problems listed in a report (all are counted).
+const MAX_LISTED: usize = 100;
+/// Records per atomic maintenance write.
+const CHUNK: usize = 1000;
+
+/// What a verification found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Event records.
+    pub events: u64,
+    /// Quarantine records.
+    pub quarantine: u64,
+    /// Dedupe entries.
+    pub dedupe_entries: u64,
+    /// Index entries ((term, id) pairs), by index.
+    pub index_entries: BTreeMap<&'static str, u64>,
+    /// Index posting records.
+    pub postings: u64,
+    /// Number of problems found.
+    pub problem_count: u64,
+    /// The first problems, described.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// True when nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problem_count == 0
+    }
+
+    fn problem(&mut self, text: String) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_LISTED {
+            self.problems.push(text);
+        }
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RebuildSummary {
+    /// Events indexed.
+    pub events: u64,
+    /// Events whose record does not decode (left in place, not indexed).
+    pub corrupt_events: u64,
+    /// Events whose identity an earlier event already has (both kept).
+    pub duplicate_events: u64,
+    /// Dedupe entries and postings removed before rebuilding.
+    pub removed_entries: u64,
+}
+
+/// What a retention run removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RetentionSummary {
+    /// Events removed (with their dedupe entries and index entries).
+    pub events_removed: u64,
+    /// Quarantined lines removed.
+    pub quarantine_removed: u64,
+}
+
+/// What a quarantine reprocess did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReprocessSummary {
+    /// Quarantine entries looked at.
+    pub examined: u64,
+    /// Entries that now parse and were stored as events.
+    pub moved: u64,
+    /// Entries that now parse into an event already stored (removed).
+    pub duplicates: u64,
+    /// Entries that still do not parse, or are whole undecodable bodies (kept).
+    pub kept: u64,
+}
+
+fn entry_hash(kind: IndexKind, encoded_term: &[u8], id: u64, time: i64) -> u64 {
+    let mut h = DefaultHasher::new();
+    (kind, encoded_term, id, time).hash(&mut h);
+    h.finish()
+}
+
+fn encoded(term: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(term.len() + 1);
+    encode_term(term, &mut out);
+    out
+}
+
+/// The posting of `kind`/`term` that would hold `id`: the one with the
+/// greatest first id not above it (postings of a term never overlap).
+fn find_posting(
+    tree: &sled::Tree,
+    kind: IndexKind,
+    term: &[u8],
+    id: u64,
+) -> Result<Option<(sled::IVec, Entries)>, StoreError> {
+    let prefix = posting_prefix(kind, term);
+    let mut upper = prefix.clone();
+    upper.extend_from_slice(&id.to_be_bytes());
+    let Some(item) = tree.range(prefix..=upper).next_back() else {
+        return Ok(None);
+    };
+    let (key, value) = item?;
+    let (_, _, first) = split_posting_key(&key).ok_or_else(|| corrupt(&key, "posting key"))?;
+    let mut entries = Vec::new();
+    decode_posting(first, &value, &mut entries).map_err(|e| corrupt(&key, e.0))?;
+    Ok(Some((key, entries)))
+}
+
+/// Problems of one event's derived entries: its dedupe entry and postings.
+fn event_problems(
+    tree: &sled::Tree,
+    id: u64,
+    value: &[u8],
+    out: &mut dyn FnMut(String),
+) -> Result<(), StoreError> {
+    let decoded = match decode_event(value) {
+        Ok(d) => d,
+        Err(e) => {
+            out(format!(
+                "event {}: record does not decode ({})",
+                format_id(id),
+                e.0
+            ));
+            return Ok(());
+        }
+    };
+    let key = dedupe_key(&decoded.event);
+    match tree.get(&key)? {
+        Some(v) if v.as_ref() == id.to_be_bytes() => {}
+        Some(v) => out(format!(
+            "event {}: its identity is recorded for {} (stored twice?)",
+            format_id(id),
+            v.as_ref()
+                .try_into()
+                .map(|b: [u8; 8]| format_id(u64::from_be_bytes(b)))
+                .unwrap_or_else(|_| "a malformed id".into())
+        )),
+        None => out(format!("event {}: no dedupe entry", format_id(id))),
+    }
+    for (kind, term) in terms(&decoded.event, decoded.time) {
+        let found = find_posting(tree, kind, &term, id)?
+            .is_some_and(|(_, entries)| entries.contains(&(id, decoded.time)));
+        if !found {
+            out(format!(
+                "event {}: missing from the {} index",
+                format_id(id),
+                kind.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the derived entries of the newest `n` events: after a crash,
+/// that is where damage would be. Returns the problems.
+pub(crate) fn verify_tail(core: &Core, n: usize) -> Result<(u64, Vec<String>), StoreError> {
+    let _state = core.lock();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for item in records_after(&core.tree, EVENT, None).rev().take(n) {
+        let (key, value) = item?;
+        let id = key_id(&key).ok_or_else(|| corrupt(&key, "event key"))?;
+        event_problems(&core.tree, id, &value, &mut |p| problems.push(p))?;
+        checked += 1;
+    }
+    Ok((checked, problems))
+}
+
+/// Verifies the whole store.
+pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
+    let state = core.lock();
+    let tree = &core.tree;
+    let mut report = CheckReport::default();
+
+    match tree.get(META_FORMAT)? {
+        Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+        other => report.problem(format!("format version record is {other:?}")),
+    }
+    let stored_next = tree
+        .get(META_NEXT_ID)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes));
+    let stored_counts = tree.get(META_COUNTS)?.and_then(|v| Counts::decode(&v));
+    if tree.get(META_REBUILDING)?.is_some() {
+        report.problem("an index rebuild was interrupted".into());
+    }
+
+    // Events, and what their index entries should be.
+    let mut expected: BTreeMap<IndexKind, (u64, u64)> = BTreeMap::new();
+    let mut self_dedupe = 0u64;
+    let mut max_id = 0u64;
+    for item in records_after(tree, EVENT, None) {
+        let (key, value) = item?;
+        let Some(id) = key_id(&key) else {
+            report.problem(format!("malformed event key {}", hex(&key)));
+            continue;
+        };
+        report.events += 1;
+        max_id = max_id.max(id);
+        let decoded = match decode_event(&value) {
+            Ok(d) => d,
+            Err(e) => {
+                report.problem(format!(
+                    "event {}: record does not decode ({})",
+                    format_id(id),
+                    e.0
+                ));
+                continue;
+            }
+        };
+        match tree.get(dedupe_key(&decoded.event))? {
+            Some(v) if v.as_ref() == id.to_be_bytes() => self_dedupe += 1,
+            Some(_) => report.problem(format!(
+                "event {}: its identity is recorded for another event (stored twice?)",
+                format_id(id)
+            )),
+            None => report.problem(format!("event {}: no dedupe entry", format_id(id))),
+        }
+        for (kind, term) in terms(&decoded.event, decoded.time) {
+            let e = expected.entry(kind).or_default();
+            e.0 += 1;
+            e.1 =
+                e.1.wrapping_add(entry_hash(kind, &encoded(&term), id, decoded.time));
+        }
+    }
+
+    for item in records_after(tree, QUARANTINE, None) {
+        let (key, value) = item?;
+        let Some(id) = key_id(&key) else {
+            report.problem(format!("malformed quarantine key {}", hex(&key)));
+            continue;
+        };
+        report.quarantine += 1;
+        max_id = max_id.max(id);
+        if let Err(e) = decode_quarantine(&value) {
+            report.problem(format!(
+                "quarantine {}: record does not decode ({})",
+                format_id(id),
+                e.0
+            ));
+        }
+    }
+
+    // Dedupe entries: as many as events pointing at themselves, else some
+    // point nowhere (or at an event of another identity).
+    let dedupe_end = [DEDUPE + 1];
+    for item in tree.range([DEDUPE]..dedupe_end) {
+        item?;
+        report.dedupe_entries += 1;
+    }
+    if report.dedupe_entries != self_dedupe {
+        for item in tree.range([DEDUPE]..dedupe_end) {
+            let (key, value) = item?;
+            let target = value
+                .as_ref()
+                .try_into()
+                .ok()
+                .map(u64::from_be_bytes)
+                .map(|id| tree.get(id_key(EVENT, id)))
+                .transpose()?
+                .flatten();
+            let ok = target
+                .and_then(|v| decode_event(&v).ok())
+                .is_some_and(|d| dedupe_key(&d.event) == key.as_ref());
+            if !ok {
+                report.problem(format!(
+                    "dangling dedupe entry {} (its event is missing or has another identity)",
+                    hex(&key)
+                ));
+            }
+        }
+    }
+
+    // Postings: the same multiset of (kind, term, id, time) as expected.
+    let mut actual: BTreeMap<IndexKind, (u64, u64)> = BTreeMap::new();
+    let mut entries = Vec::new();
+    let index_end = [INDEX + 1];
+    for item in tree.range([INDEX]..index_end) {
+        let (key, value) = item?;
+        report.postings += 1;
+        let Some((kind, term, first)) = split_posting_key(&key) else {
+            report.problem(format!("malformed index key {}", hex(&key)));
+            continue;
+        };
+        entries.clear();
+        if decode_posting(first, &value, &mut entries).is_err() {
+            report.problem(format!("index record {} does not decode", hex(&key)));
+            continue;
+        }
+        let a = actual.entry(kind).or_default();
+        for &(id, time) in &entries {
+            a.0 += 1;
+            a.1 = a.1.wrapping_add(entry_hash(kind, term, id, time));
+        }
+    }
+    for kind in IndexKind::ALL {
+        let want = expected.get(&kind).copied().unwrap_or_default();
+        let have = actual.get(&kind).copied().unwrap_or_default();
+        report.index_entries.insert(kind.as_str(), have.0);
+        if want != have {
+            let before = report.problem_count;
+            index_details(tree, kind, &mut report)?;
+            if report.problem_count == before {
+                report.problem(format!(
+                    "the {} index holds {} entries for {} expected (duplicate entries)",
+                    kind.as_str(),
+                    have.0,
+                    want.0
+                ));
+            }
+        }
+    }
+
+    // Unknown keys.
+    for item in tree.iter().keys() {
+        let key = item?;
+        if !matches!(
+            key.first(),
+            Some(&(EVENT | QUARANTINE | DEDUPE | INDEX | META))
+        ) {
+            report.problem(format!("unknown key {}", hex(&key)));
+        }
+    }
+
+    let actual_counts = Counts {
+        events: report.events,
+        quarantine: report.quarantine,
+    };
+    if stored_counts != Some(actual_counts) || state.counts != actual_counts {
+        report.problem(format!(
+            "recorded counts {stored_counts:?} differ from the records ({} events, {} quarantined)",
+            report.events, report.quarantine
+        ));
+    }
+    if (report.events + report.quarantine > 0 && !matches!(stored_next, Some(n) if n > max_id))
+        || state.next_id <= max_id
+    {
+        report.problem(format!(
+            "next id {stored_next:?} is not above the highest id {}",
+            format_id(max_id)
+        ));
+    }
+    Ok(report)
+}
+
+/// Pinpoints the dangling and missing entries of one index.
+fn index_details(
+    tree: &sled::Tree,
+    kind: IndexKind,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
+    let prefix = [INDEX, kind.tag()];
+    let mut entries = Vec::new();
+    for item in tree.scan_prefix(prefix) {
+        let (key, value) = item?;
+        let Some((_, term, first)) = split_posting_key(&key) else {
+            continue;
+        };
+        entries.clear();
+        if decode_posting(first, &value, &mut entries).is_err() {
+            continue;
+        }
+        for &(id, time) in &entries {
+            let event = tree.get(id_key(EVENT, id))?;
+            let ok = event.and_then(|v| decode_event(&v).ok()).is_some_and(|d| {
+                d.time == time
+                    && terms(&d.event, d.time)
+                        .iter()
+                        .any(|(k, t)| *k == kind && encoded(t) == term)
+            });
+            if !ok {
+                report.problem(format!(
+                    "dangling {} index entry for event {} (the event is missing or does not have that value)",
+                    kind.as_str(),
+                    format_id(id)
+                ));
+            }
+        }
+    }
+    for item in records_after(tree, EVENT, None) {
+        let (key, value) = item?;
+        let (Some(id), Ok(decoded)) = (key_id(&key), decode_event(&value)) else {
+            continue;
+        };
+        for (k, term) in terms(&decoded.event, decoded.time) {
+            if k != kind {
+                continue;
+            }
+            let found = find_posting(tree, k, &term, id)?
+                .is_some_and(|(_, e)| e.contains(&(id, decoded.time)));
+            if !found {
+                report.problem(format!(
+                    "event {}: missing from the {} index",
+                    format_id(id),
+                    kind.as_str()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Drops every dedupe entry and posting and derives them again from the
+/// events; recounts; fixes the next id. Interrupted, it is resumed on the
+/// next open (a marker says it was running).
+pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
+    let mut state = core.lock();
+    let tree = &core.tree;
+    let mut summary = RebuildSummary::default();
+    tree.insert(META_REBUILDING, &[1u8])?;
+    core.flush()?;
+
+    for prefix in [DEDUPE, INDEX] {
+        loop {
+            let keys: Vec<sled::IVec> = tree
+                .range([prefix]..[prefix + 1])
+                .keys()
+                .take(10 * CHUNK)
+                .collect::<Result<_, _>>()?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut batch = sled::Batch::default();
+            summary.removed_entries += keys.len() as u64;
+            for key in keys {
+                batch.remove(key);
+            }
+            tree.apply_batch(batch)?;
+        }
+    }
+
+    let mut max_id = 0u64;
+    let mut after = None;
+    loop {
+        let chunk: Vec<(sled::IVec, sled::IVec)> = records_after(tree, EVENT, after)
+            .take(CHUNK)
+            .collect::<Result<_, _>>()?;
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        after = key_id(last);
+        let mut batch = sled::Batch::default();
+        let mut postings = PostingBuilder::default();
+        let mut seen = HashMap::new();
+        for (key, value) in &chunk {
+            let Some(id) = key_id(key) else { continue };
+            max_id = max_id.max(id);
+            let Ok(decoded) = decode_event(value) else {
+                summary.corrupt_events += 1;
+                continue;
+            };
+            summary.events += 1;
+            let dkey = dedupe_key(&decoded.event);
+            if seen.contains_key(&dkey) || tree.get(&dkey)?.is_some() {
+                summary.duplicate_events += 1;
+            } else {
+                batch.insert(dkey.as_slice(), &id.to_be_bytes());
+                seen.insert(dkey, id);
+            }
+            postings.add(id, decoded.time, terms(&decoded.event, decoded.time));
+        }
+        for (key, value) in postings.finish() {
+            batch.insert(key, value);
+        }
+        tree.apply_batch(batch)?;
+    }
+
+    let mut quarantine = 0u64;
+    for item in records_after(tree, QUARANTINE, None).keys() {
+        let key = item?;
+        quarantine += 1;
+        max_id = max_id.max(key_id(&key).unwrap_or(0));
+    }
+    let counts = Counts {
+        events: summary.events + summary.corrupt_events,
+        quarantine,
+    };
+    state.next_id = state.next_id.max(max_id + 1);
+    state.counts = counts;
+    let mut batch = sled::Batch::default();
+    batch.insert(META_NEXT_ID, &state.next_id.to_be_bytes());
+    batch.insert(META_COUNTS, &counts.encode());
+    batch.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
+    batch.remove(META_REBUILDING);
+    tree.apply_batch(batch)?;
+    core.counters.events.store(counts.events, Ordering::Relaxed);
+    core.counters
+        .quarantine
+        .store(counts.quarantine, Ordering::Relaxed);
+    core.flush()?;
+    Ok(summary)
+}
+
+/// Commits a removal batch with the new counts.
+fn commit_removals(
+    core: &Core,
+    state: &mut WriteState,
+    mut batch: sled::Batch,
+    counts: Counts,
+) -> Result<(), StoreError> {
+    batch.insert(META_COUNTS, &counts.encode());
+    core.tree.apply_batch(batch)?;
+    state.counts = counts;
+    core.counters.events.store(counts.events, Ordering::Relaxed);
+    core.counters
+        .quarantine
+        .store(counts.quarantine, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Removes events and quarantined lines received before `cutoff_ms`, with
+/// their dedupe entries and index entries. Scans in id order (arrival
+/// order) and stops at the first record received at or after the cutoff, so
+/// a clock step backwards only keeps records longer.
+pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
+    let mut summary = RetentionSummary::default();
+    let tree = &core.tree;
+    loop {
+        let mut state = core.lock();
+        let mut chunk = Vec::new();
+        let mut done = false;
+        for item in records_after(tree, EVENT, None) {
+            let (key, value) = item?;
+            let head = peek_event(&value).map_err(|e| corrupt(&key, e.0))?;
+            if head.received_at_ms >= cutoff_ms {
+                done = true;
+                break;
+            }
+            chunk.push((key, value));
+            if chunk.len() == CHUNK {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        let mut batch = sled::Batch::default();
+        let mut changed: HashMap<sled::IVec, (u64, Entries)> = HashMap::new();
+        for (key, value) in &chunk {
+            let id = key_id(key).ok_or_else(|| corrupt(key, "event key"))?;
+            batch.remove(key.clone());
+            let decoded = decode_event(value).map_err(|e| corrupt(key, e.0))?;
+            let dkey = dedupe_key(&decoded.event);
+            if tree
+                .get(&dkey)?
+                .is_some_and(|v| v.as_ref() == id.to_be_bytes())
+            {
+                batch.remove(dkey);
+            }
+            for (kind, term) in terms(&decoded.event, decoded.time) {
+                let Some((pkey, entries)) = find_posting(tree, kind, &term, id)? else {
+                    continue;
+                };
+                let first = split_posting_key(&pkey).map_or(0, |(_, _, f)| f);
+                let slot = changed.entry(pkey).or_insert((first, entries));
+                slot.1.retain(|&(e, _)| e != id);
+            }
+        }
+        for (pkey, (first, entries)) in changed {
+            if entries.is_empty() {
+                batch.remove(pkey);
+            } else {
+                batch.insert(pkey, encode_posting(first, &entries));
+            }
+        }
+        let mut counts = state.counts;
+        counts.events = counts.events.saturating_sub(chunk.len() as u64);
+        commit_removals(core, &mut state, batch, counts)?;
+        summary.events_removed += chunk.len() as u64;
+        if done {
+            break;
+        }
+    }
+    loop {
+        let mut state = core.lock();
+        let mut batch = sled::Batch::default();
+        let mut removed = 0u64;
+        let mut done = false;
+        for item in records_after(tree, QUARANTINE, None) {
+            let (key, value) = item?;
+            let received = peek_quarantine_received(&value).map_err(|e| corrupt(&key, e.0))?;
+            if received >= cutoff_ms {
+                done = true;
+                break;
+            }
+            batch.remove(key);
+            removed += 1;
+            if removed as usize == CHUNK {
+                break;
+            }
+        }
+        if removed == 0 {
+            break;
+        }
+        let mut counts = state.counts;
+        counts.quarantine = counts.quarantine.saturating_sub(removed);
+        commit_removals(core, &mut state, batch, counts)?;
+        summary.quarantine_removed += removed;
+        if done {
+            break;
+        }
+    }
+    if summary != RetentionSummary::default() {
+        core.flush()?;
+    }
+    Ok(summary)
+}
+
+/// How to read the quarantined lines of one source again: the grammar and,
+/// when the source checks signatures, its keys and whether it enforces them.
+#[derive(Clone)]
+pub struct Reparse {
+    /// Grammar and year hint.
+    pub options: ParseOptions,
+    /// The source's current keys; `None`: signatures are not checked.
+    pub keys: Option<Arc<KeySet>>,
+    /// Under `enforce`, an event whose signature is invalid or missing stays
+    /// in quarantine.
+    pub enforce: bool,
+}
+
+impl Reparse {
+    /// Parses and (with keys) verifies a line: the event, or why not.
+    pub fn read(&self, raw: &[u8]) -> Result<Event, String> {
+        let mut event = parse_line(raw, &self.options).map_err(|e| e.to_string())?;
+        if let Some(keys) = &self.keys {
+            event.signature = keys.verify_line(raw, event.format);
+            if self.enforce
+                && matches!(
+                    event.signature,
+                    SignatureStatus::Invalid | SignatureStatus::Missing
+                )
+            {
+                return Err(format!("signature {}", event.signature.as_str()));
+            }
+        }
+        Ok(event)
+    }
+}
+
+/// Parses quarantined lines again; moves those that now parse (and, where
+/// the source enforces signatures, verify) into events, keeping their
+/// original receive time and source (duplicates of stored events are
+/// counted and removed), and keeps the rest. Whole request bodies that could
+/// not be decoded, and anything containing a newline, are not lines: they
+/// are kept as they are.
+pub(crate) fn reprocess(
+    core: &Core,
+    reparse_for: &dyn Fn(&str) -> Reparse,
+) -> Result<ReprocessSummary, StoreError> {
+    let mut summary = ReprocessSummary::default();
+    let mut after = None;
+    loop {
+        let mut state = core.lock();
+        let chunk: Vec<(sled::IVec, sled::IVec)> = records_after(&core.tree, QUARANTINE, after)
+            .take(CHUNK)
+            .collect::<Result<_, _>>()?;
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        after = key_id(last);
+        let mut staging = Staging::new(&core.tree, &state);
+        for (key, value) in &chunk {
+            summary.examined += 1;
+            let (Some(id), Ok(record)) = (key_id(key), decode_quarantine(value)) else {
+                summary.kept += 1;
+                continue;
+            };
+            if record.raw.contains(&b'\n') || record.reason.starts_with("undecodable request body")
+            {
+                summary.kept += 1;
+                continue;
+            }
+            let Ok(event) = reparse_for(&record.source).read(&record.raw) else {
+                summary.kept += 1;
+                continue;
+            };
+            let prepared = PreparedEvent::new(record.received_at_ms, &record.source, &event);
+            match staging.add_event(prepared)? {
+                Some(_) => summary.moved += 1,
+                None => summary.duplicates += 1,
+            }
+            staging.remove_quarantine(id);
+        }
+        staging.commit(&mut state, &core.counters)?;
+    }
+    core.flush()?;
+    Ok(summary)
+}

@@ -1,0 +1,324 @@
+//! Queries: filters on event time, `principal_id`, `trace_id`, `org_id` and
+//! `name`, answered from the indexes.
+//!
+//! Results come in id order (arrival order), so that `after` pages through
+//! them. The planner collects candidate ids from the most selective index
+//! it can find (it reads each filter's postings, giving up on one as soon as
+//! it is no better than the best so far), sorts them, then reads each
+//! candidate and checks every filter on the decoded event: an index can only
+//! make a query faster, never change its answer. Without any filter, or when
+//! a time range alone covers most of the store, it scans the events in order
+//! and filters on the time stored at the head of each record.
+
+use std::ops::Bound;
+
+use crate::codec::{decode_event, decode_posting, peek_event};
+use crate::index::attribute_term;
+use crate::keys::{
+    id_key, key_id, posting_prefix, prefix_end, split_posting_key, time_term, IndexKind, EVENT,
+};
+use crate::record::StoredEvent;
+use crate::{corrupt, StoreError};
+
+/// What to select. Every filter that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Event time at or after this (ms since the epoch). The event time is
+    /// its `timestamp`, or its `received_at` when it has none.
+    pub since_ms: Option<i64>,
+    /// Event time strictly before this.
+    pub until_ms: Option<i64>,
+    /// `fields.principal_id` equals this.
+    pub principal: Option<String>,
+    /// `fields.trace_id` equals this.
+    pub trace: Option<String>,
+    /// `fields.org_id` equals this.
+    pub org: Option<String>,
+    /// `name` equals this.
+    pub name: Option<String>,
+    /// Only events with an id greater than this (paging).
+    pub after: Option<u64>,
+    /// At most this many events.
+    pub limit: Option<usize>,
+}
+
+/// Candidates beyond which a time-only query scans instead.
+const MAX_TIME_CANDIDATES: usize = 4_000_000;
+
+impl Query {
+    fn attributes(&self) -> Vec<(IndexKind, &str)> {
+        [
+            (IndexKind::Trace, &self.trace),
+            (IndexKind::Principal, &self.principal),
+            (IndexKind::Name, &self.name),
+            (IndexKind::Org, &self.org),
+        ]
+        .into_iter()
+        .filter_map(|(kind, value)| value.as_deref().map(|v| (kind, v)))
+        .collect()
+    }
+
+    fn time_bounded(&self) -> bool {
+        self.since_ms.is_some() || self.until_ms.is_some()
+    }
+
+    fn in_time(&self, time: i64) -> bool {
+        !matches!(self.since_ms, Some(s) if time < s)
+            && !matches!(self.until_ms, Some(u) if time >= u)
+    }
+
+    fn empty_range(&self) -> bool {
+        matches!((self.since_ms, self.until_ms), (Some(s), Some(u)) if s >= u)
+    }
+
+    /// Whether a decoded event passes every filter.
+    pub(crate) fn matches(&self, time: i64, event: &auditsink_parser::Event) -> bool {
+        self.in_time(time)
+            && self
+                .attributes()
+                .iter()
+                .all(|(kind, value)| attribute_term(*kind, event).as_deref() == Some(*value))
+    }
+}
+
+/// Candidate ids from one index: sorted, deduplicated, after `after`, in
+/// the time range. `None` when there are more than `cap`.
+fn candidates(
+    tree: &sled::Tree,
+    query: &Query,
+    kind: IndexKind,
+    term: Option<&[u8]>,
+    cap: usize,
+) -> Result<Option<Vec<u64>>, StoreError> {
+    let after = query.after.unwrap_or(0);
+    let mut ids = Vec::new();
+    let mut entries = Vec::new();
+    let mut visit = |key: &[u8], value: &[u8]| -> Result<bool, StoreError> {
+        let (_, _, first_id) = split_posting_key(key).ok_or_else(|| corrupt(key, "posting key"))?;
+        entries.clear();
+        decode_posting(first_id, value, &mut entries).map_err(|e| corrupt(key, e.0))?;
+        for &(id, time) in &entries {
+            if (query.after.is_none() || id > after) && query.in_time(time) {
+                ids.push(id);
+            }
+        }
+        Ok(ids.len() <= cap)
+    };
+    match (kind, term) {
+        (IndexKind::Time, _) => {
+            let mut prefix = vec![crate::keys::INDEX, IndexKind::Time.tag(), 8];
+            let start = {
+                let mut k = prefix.clone();
+                k.extend_from_slice(&time_term(query.since_ms.unwrap_or(i64::MIN)));
+                k
+            };
+            let end = match query.until_ms {
+                // The bucket holding `until - 1` is the last that can match.
+                Some(until) => {
+                    let mut k = prefix.clone();
+                    k.extend_from_slice(&time_term(until.saturating_sub(1)));
+                    Bound::Excluded(prefix_end(&k).unwrap_or(k))
+                }
+                None => {
+                    prefix = prefix_end(&prefix).unwrap_or(prefix);
+                    Bound::Excluded(prefix)
+                }
+            };
+            for item in tree.range::<Vec<u8>, _>((Bound::Included(start), end)) {
+                let (key, value) = item?;
+                if !visit(&key, &value)? {
+                    return Ok(None);
+                }
+            }
+        }
+        (kind, Some(term)) => {
+            for item in tree.scan_prefix(posting_prefix(kind, term)) {
+                let (key, value) = item?;
+                if !visit(&key, &value)? {
+                    return Ok(None);
+                }
+            }
+        }
+        (_, None) => return Ok(None),
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Some(ids))
+}
+
+/// How a query will run.
+pub(crate) enum Plan {
+    /// Nothing can match.
+    Empty,
+    /// Read these ids (sorted) and check the filters.
+    Ids(Vec<u64>),
+    /// Scan events from `after` and check the filters.
+    Scan,
+}
+
+pub(crate) fn plan(tree: &sled::Tree, query: &Query) -> Result<Plan, StoreError> {
+    if query.empty_range() {
+        return Ok(Plan::Empty);
+    }
+    let mut best: Option<Vec<u64>> = None;
+    for (kind, value) in query.attributes() {
+        let cap = best.as_ref().map_or(usize::MAX, Vec::len);
+        if let Some(ids) = candidates(tree, query, kind, Some(value.as_bytes()), cap)? {
+            if ids.is_empty() {
+                return Ok(Plan::Empty);
+            }
+            best = Some(ids);
+        }
+    }
+    if best.is_none() && query.time_bounded() {
+        best = candidates(tree, query, IndexKind::Time, None, MAX_TIME_CANDIDATES)?;
+    }
+    Ok(match best {
+        Some(ids) if ids.is_empty() => Plan::Empty,
+        Some(ids) => Plan::Ids(ids),
+        None => Plan::Scan,
+    })
+}
+
+/// Counts the matches from the indexes alone: intersects the candidates of
+/// every filter (postings carry the event time, so time is exact too).
+pub(crate) fn count(tree: &sled::Tree, query: &Query, total: u64) -> Result<u64, StoreError> {
+    if query.empty_range() {
+        return Ok(0);
+    }
+    let mut lists = Vec::new();
+    for (kind, value) in query.attributes() {
+        lists.push(candidates(
+            tree,
+            query,
+            kind,
+            Some(value.as_bytes()),
+            usize::MAX,
+        )?);
+    }
+    if lists.is_empty() {
+        if !query.time_bounded() && query.after.is_none() {
+            return Ok(total.min(query.limit.map_or(u64::MAX, |l| l as u64)));
+        }
+        lists.push(candidates(tree, query, IndexKind::Time, None, usize::MAX)?);
+    }
+    let mut lists: Vec<Vec<u64>> = lists.into_iter().flatten().collect();
+    lists.sort_by_key(Vec::len);
+    let mut result = lists.first().cloned().unwrap_or_default();
+    for other in &lists[1..] {
+        result.retain(|id| other.binary_search(id).is_ok());
+    }
+    let n = result.len() as u64;
+    Ok(n.min(query.limit.map_or(u64::MAX, |l| l as u64)))
+}
+
+enum Source {
+    Ids(std::vec::IntoIter<u64>),
+    Scan(Box<sled::Iter>),
+    Done,
+}
+
+/// The events a [`Query`] selects, in id order. Owns what it reads from:
+/// it can be moved to another thread.
+pub struct QueryIter {
+    tree: sled::Tree,
+    query: Query,
+    source: Source,
+    remaining: usize,
+}
+
+impl QueryIter {
+    pub(crate) fn new(tree: sled::Tree, query: Query, plan: Plan) -> QueryIter {
+        let source = match plan {
+            Plan::Empty => Source::Done,
+            Plan::Ids(ids) => Source::Ids(ids.into_iter()),
+            Plan::Scan => Source::Scan(Box::new(events_after(&tree, query.after))),
+        };
+        QueryIter {
+            remaining: query.limit.unwrap_or(usize::MAX),
+            tree,
+            query,
+            source,
+        }
+    }
+
+    fn next_match(&mut self) -> Result<Option<StoredEvent>, StoreError> {
+        loop {
+            let (id, value) = match &mut self.source {
+                Source::Done => return Ok(None),
+                Source::Ids(ids) => {
+                    let Some(id) = ids.next() else {
+                        return Ok(None);
+                    };
+                    match self.tree.get(id_key(EVENT, id))? {
+                        Some(value) => (id, value),
+                        // Removed since planning (retention).
+                        None => continue,
+                    }
+                }
+                Source::Scan(iter) => {
+                    let Some(item) = iter.next() else {
+                        return Ok(None);
+                    };
+                    let (key, value) = item?;
+                    let id = key_id(&key).ok_or_else(|| corrupt(&key, "event key"))?;
+                    if self.query.time_bounded() {
+                        let head = peek_event(&value).map_err(|e| corrupt(&key, e.0))?;
+                        if !self.query.in_time(head.time) {
+                            continue;
+                        }
+                    }
+                    (id, value)
+                }
+            };
+            let decoded = decode_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+            if self.query.matches(decoded.time, &decoded.event) {
+                return Ok(Some(StoredEvent {
+                    id,
+                    received_at_ms: decoded.received_at_ms,
+                    source: decoded.source,
+                    event: decoded.event,
+                }));
+            }
+        }
+    }
+}
+
+impl Iterator for QueryIter {
+    type Item = Result<StoredEvent, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match self.next_match() {
+            Ok(Some(event)) => {
+                self.remaining -= 1;
+                Some(Ok(event))
+            }
+            Ok(None) => {
+                self.source = Source::Done;
+                None
+            }
+            Err(e) => {
+                self.source = Source::Done;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Event records with an id greater than `after` (all when `None`).
+pub(crate) fn events_after(tree: &sled::Tree, after: Option<u64>) -> sled::Iter {
+    records_after(tree, EVENT, after)
+}
+
+/// Records under `prefix` with an id greater than `after`.
+pub(crate) fn records_after(tree: &sled::Tree, prefix: u8, after: Option<u64>) -> sled::Iter {
+    let end: &[u8] = &[prefix + 1];
+    match after {
+        None => tree.range::<&[u8], _>(&[prefix][..]..end),
+        Some(u64::MAX) => tree.range::<&[u8], _>(end..end),
+        Some(id) => tree.range::<&[u8], _>(&id_key(prefix, id + 1)[..]..end),
+    }
+}

@@ -1,0 +1,556 @@
+//! Identity details, queries, verification and repair, retention and
+//! quarantine reprocessing, on a real sled directory.
+
+use std::time::Duration;
+
+use auditsink_parser::{parse_line, Event, Format, ParseOptions};
+use auditsink_storage::{
+    AppendSummary, Batch, QuarantinedLine, Query, Reparse, ReprocessSummary, RetentionSummary,
+    Store, StoreOptions,
+};
+use base64::Engine;
+
+const T0: i64 = 1_764_100_000_000; // 2025-11-25T19:46:40Z
+
+/// A Konnect-like CEF event at `T0 + minute` minutes.
+fn konnect(n: u32, minute: i64, principal: &str, name: &str, sig: Option<&str>) -> Event {
+    let sig = sig.map(|s| format!(" sig={s}")).unwrap_or_default();
+    let line = format!(
+        "CEF:0|KongInc|Konnect|1.0|konnect|{name}|1|rt={} src=10.0.0.1 org_id=org-1 \
+         principal_id={principal} trace_id={} action=retrieve n={n}{sig}",
+        T0 + minute * 60_000,
+        1000 + n
+    );
+    parse_line(line.as_bytes(), &ParseOptions::new(Format::Cef)).unwrap()
+}
+
+fn batch(received_at_ms: i64, events: Vec<Event>, quarantine: Vec<QuarantinedLine>) -> Batch {
+    Batch {
+        source: "konnect".into(),
+        received_at_ms,
+        events,
+        quarantine,
+    }
+}
+
+fn ns(
+    iter: impl Iterator<Item = Result<auditsink_storage::StoredEvent, auditsink_storage::StoreError>>,
+) -> Vec<String> {
+    iter.map(|e| e.unwrap().event.fields["n"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn padded_and_unpadded_signatures_are_one_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bytes = [7u8; 64];
+    let unpadded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let padded = base64::engine::general_purpose::URL_SAFE.encode(bytes);
+    assert_ne!(unpadded, padded);
+    let first = konnect(1, 0, "p", "Authz.usage", Some(&unpadded));
+    // The same event relayed with a padded signature (and so another raw line).
+    let again = konnect(1, 0, "p", "Authz.usage", Some(&padded));
+    assert_ne!(first.raw, again.raw);
+    let summary = store
+        .append_blocking(batch(T0, vec![first, again], vec![]))
+        .unwrap();
+    assert_eq!((summary.stored, summary.duplicates), (1, 1));
+    // A signature that does not decode is no identity: the raw line is.
+    let a = konnect(2, 0, "p", "Authz.usage", Some("not-a-signature"));
+    let b = konnect(3, 0, "p", "Authz.usage", Some("not-a-signature"));
+    let summary = store
+        .append_blocking(batch(T0, vec![a.clone(), b, a], vec![]))
+        .unwrap();
+    assert_eq!((summary.stored, summary.duplicates), (2, 1));
+}
+
+fn populated() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // 3 deliveries; event n at minute n % 10; principals alternate; names by n % 3.
+    let mut n = 0;
+    for delivery in 0..3 {
+        let events = (0..10)
+            .map(|_| {
+                n += 1;
+                let principal = if n % 2 == 0 { "alice" } else { "bob" };
+                let name = ["Authz.usage", "Authz.routes", "Ingress"][(n % 3) as usize];
+                konnect(n, i64::from(n % 10), principal, name, None)
+            })
+            .collect();
+        store
+            .append_blocking(batch(T0 + delivery, events, vec![]))
+            .unwrap();
+    }
+    (dir, store)
+}
+
+#[test]
+fn queries_use_every_filter_and_keep_arrival_order() {
+    let (_dir, store) = populated();
+    let run = |q: Query| ns(store.query(&q).unwrap());
+    let count = |q: Query| store.count(&q).unwrap();
+    let minute = |m: i64| Some(T0 + m * 60_000);
+
+    assert_eq!(run(Query::default()).len(), 30);
+    // Minutes 2..4: n % 10 in {2, 3}.
+    let q = Query {
+        since_ms: minute(2),
+        until_ms: minute(4),
+        ..Query::default()
+    };
+    assert_eq!(run(q.clone()), ["2", "3", "12", "13", "22", "23"]);
+    assert_eq!(count(q), 6);
+    // Exact to the ms: `until` is exclusive, `since` inclusive.
+    let q = Query {
+        since_ms: minute(3),
+        until_ms: Some(T0 + 3 * 60_000 + 1),
+        ..Query::default()
+    };
+    assert_eq!(run(q), ["3", "13", "23"]);
+    let q = Query {
+        principal: Some("alice".into()),
+        name: Some("Authz.routes".into()),
+        ..Query::default()
+    };
+    // n even and n % 3 == 1: 4, 10, 16, 22, 28.
+    assert_eq!(run(q.clone()), ["4", "10", "16", "22", "28"]);
+    assert_eq!(count(q.clone()), 5);
+    let q = Query {
+        since_ms: minute(5),
+        ..q
+    };
+    assert_eq!(run(q.clone()), ["16", "28"]);
+    assert_eq!(count(q), 2);
+    let q = Query {
+        trace: Some("1017".into()),
+        org: Some("org-1".into()),
+        ..Query::default()
+    };
+    assert_eq!(run(q), ["17"]);
+    let q = Query {
+        principal: Some("nobody".into()),
+        ..Query::default()
+    };
+    assert!(run(q.clone()).is_empty());
+    assert_eq!(count(q), 0);
+    // Paging: after + limit.
+    let all = store
+        .query(&Query::default())
+        .unwrap()
+        .map(|e| e.unwrap().id)
+        .collect::<Vec<_>>();
+    let q = Query {
+        org: Some("org-1".into()),
+        after: Some(all[9]),
+        limit: Some(3),
+        ..Query::default()
+    };
+    assert_eq!(run(q.clone()), ["11", "12", "13"]);
+    assert_eq!(count(q), 3);
+    assert_eq!(
+        count(Query {
+            limit: Some(7),
+            ..Query::default()
+        }),
+        7
+    );
+    let empty = Query {
+        since_ms: minute(5),
+        until_ms: minute(5),
+        ..Query::default()
+    };
+    assert!(run(empty).is_empty());
+}
+
+#[test]
+fn events_without_timestamp_are_indexed_by_receive_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let event = parse_line(
+        b"CEF:0|V|P|1|c|n|1|principal_id=x",
+        &ParseOptions::new(Format::Cef),
+    )
+    .unwrap();
+    assert!(event.timestamp.is_none());
+    store
+        .append_blocking(batch(T0, vec![event], vec![]))
+        .unwrap();
+    let q = |since: i64, until: i64| {
+        store
+            .count(&Query {
+                since_ms: Some(since),
+                until_ms: Some(until),
+                ..Query::default()
+            })
+            .unwrap()
+    };
+    assert_eq!(q(T0, T0 + 1), 1);
+    assert_eq!(q(T0 + 1, T0 + 2), 0);
+}
+
+/// Opens the store's sled tree directly, as a crash or a bug could leave it.
+fn tamper(dir: &std::path::Path, f: impl FnOnce(&sled::Tree)) {
+    let db = sled::open(dir).unwrap();
+    let tree = db.open_tree("store").unwrap();
+    f(&tree);
+    db.flush().unwrap();
+}
+
+#[test]
+fn check_finds_damaged_indexes_and_rebuild_repairs_them() {
+    let (dir, store) = populated();
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.events, 30);
+    assert_eq!(report.dedupe_entries, 30);
+    assert_eq!(report.index_entries["principal_id"], 30);
+    assert_eq!(report.index_entries["time"], 30);
+    drop(store);
+
+    tamper(dir.path(), |tree| {
+        // Drop one principal posting (missing entries), add a posting for an
+        // event that does not exist and a dedupe entry pointing nowhere.
+        let (key, _) = tree.scan_prefix(b"ip").next().unwrap().unwrap();
+        tree.remove(key).unwrap();
+        let mut dangling = b"in\x05Ghost".to_vec();
+        dangling.extend_from_slice(&999u64.to_be_bytes());
+        tree.insert(dangling, vec![1, 0, 0]).unwrap();
+        tree.insert(b"dh:nothing-here", &999u64.to_be_bytes())
+            .unwrap();
+    });
+
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            verify_on_open: 0,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let report = store.check().unwrap();
+    assert!(!report.is_ok());
+    let text = report.problems.join("\n");
+    assert!(
+        text.contains("missing from the principal_id index"),
+        "{text}"
+    );
+    assert!(text.contains("dangling name index entry"), "{text}");
+    assert!(text.contains("dangling dedupe entry"), "{text}");
+    // Queries on the damaged index miss events (that is why check exists).
+    let alice = Query {
+        principal: Some("alice".into()),
+        ..Query::default()
+    };
+    let before = store.count(&alice).unwrap()
+        + store
+            .count(&Query {
+                principal: Some("bob".into()),
+                ..Query::default()
+            })
+            .unwrap();
+    assert!(before < 30);
+
+    let rebuilt = store.rebuild_indexes().unwrap();
+    assert_eq!(rebuilt.events, 30);
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(store.count(&alice).unwrap(), 15);
+    // Dedupe works again after the rebuild.
+    let replay = konnect(1, 1, "bob", "Authz.routes", None);
+    assert_eq!(
+        store
+            .append_blocking(batch(T0, vec![replay], vec![]))
+            .unwrap()
+            .duplicates,
+        1
+    );
+}
+
+#[test]
+fn open_verifies_the_newest_events_and_rebuilds_when_damaged() {
+    let (dir, store) = populated();
+    drop(store);
+    tamper(dir.path(), |tree| {
+        let (key, _) = tree.scan_prefix(b"d").next().unwrap().unwrap();
+        tree.remove(key).unwrap();
+    });
+    let store = Store::open(dir.path()).unwrap();
+    let report = store.open_report();
+    assert!(report.rebuilt, "{report:?}");
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.contains("no dedupe entry")));
+    assert!(store.check().unwrap().is_ok());
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!store.open_report().rebuilt);
+    assert_eq!(store.open_report().verified_events, 30);
+}
+
+#[test]
+fn retention_removes_old_events_with_their_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let day = 86_400_000;
+    let old: Vec<Event> = (0..5)
+        .map(|n| konnect(n, 0, "alice", "Authz.usage", None))
+        .collect();
+    let new: Vec<Event> = (5..8)
+        .map(|n| konnect(n, 0, "alice", "Authz.usage", None))
+        .collect();
+    let junk = |s: &str| QuarantinedLine {
+        raw: s.as_bytes().to_vec(),
+        reason: "no CEF header".into(),
+    };
+    store
+        .append_blocking(batch(T0 - 10 * day, old.clone(), vec![junk("old junk")]))
+        .unwrap();
+    store
+        .append_blocking(batch(T0, new, vec![junk("new junk")]))
+        .unwrap();
+    let summary = store.apply_retention(T0 - day).unwrap();
+    assert_eq!(
+        summary,
+        RetentionSummary {
+            events_removed: 5,
+            quarantine_removed: 1
+        }
+    );
+    assert_eq!(store.event_count(), 3);
+    assert_eq!(store.quarantine_count(), 1);
+    let alice = Query {
+        principal: Some("alice".into()),
+        ..Query::default()
+    };
+    assert_eq!(store.count(&alice).unwrap(), 3);
+    assert_eq!(ns(store.query(&alice).unwrap()), ["5", "6", "7"]);
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.dedupe_entries, 3);
+    assert_eq!(
+        store.apply_retention(T0 - day).unwrap(),
+        RetentionSummary::default()
+    );
+    assert_eq!(store.stats().retention_events_removed, 5);
+    // Ids are never reused, even for a store emptied by retention.
+    let last = store.events(None).last().unwrap().unwrap().id;
+    store.apply_retention(T0 + 1).unwrap();
+    assert_eq!(store.event_count(), 0);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    store.append_blocking(batch(T0 + 2, old, vec![])).unwrap();
+    assert!(store.events(None).next().unwrap().unwrap().id > last);
+    assert!(store.check().unwrap().is_ok());
+}
+
+#[test]
+fn retention_thread_runs_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let old = (0..3).map(|n| konnect(n, 0, "a", "n", None)).collect();
+        store
+            .append_blocking(batch(now - 3 * 86_400_000, old, vec![]))
+            .unwrap();
+        let fresh = (3..5).map(|n| konnect(n, 0, "a", "n", None)).collect();
+        store.append_blocking(batch(now, fresh, vec![])).unwrap();
+    }
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            retention_days: Some(1),
+            retention_interval: Duration::from_millis(50),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.event_count() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not run"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = store.stats();
+    assert_eq!(stats.retention_days, Some(1));
+    assert!(stats.retention_runs >= 1);
+    assert_eq!(stats.retention_events_removed, 3);
+}
+
+#[test]
+fn reprocess_moves_what_now_parses_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stored = konnect(1, 0, "alice", "Authz.usage", None);
+    let parsable = konnect(2, 0, "bob", "Authz.usage", None);
+    let line = |raw: &str, reason: &str| QuarantinedLine {
+        raw: raw.as_bytes().to_vec(),
+        reason: reason.into(),
+    };
+    store
+        .append_blocking(batch(
+            T0,
+            vec![stored.clone()],
+            vec![
+                // Quarantined by an older parser; the current one reads them.
+                line(&parsable.raw, "CEF: old parser bug at byte 3"),
+                line(&stored.raw, "CEF: old parser bug at byte 3"),
+                line("still not an event", "no CEF header"),
+                line(&parsable.raw, "undecodable request body: gzip header"),
+                line("CEF:0|V|P|1|c|n|1|a=b\nCEF:0|V|P|1|c|n|1|a=c", "two lines"),
+            ],
+        ))
+        .unwrap();
+    let summary = store
+        .reprocess_quarantine(&|_| Reparse {
+            options: ParseOptions::new(Format::Auto),
+            keys: None,
+            enforce: false,
+        })
+        .unwrap();
+    assert_eq!(
+        summary,
+        ReprocessSummary {
+            examined: 5,
+            moved: 1,
+            duplicates: 1,
+            kept: 3
+        }
+    );
+    assert_eq!(store.quarantine_count(), 3);
+    let kept: Vec<_> = store.quarantine(None).map(|q| q.unwrap().reason).collect();
+    assert_eq!(kept[0], "no CEF header");
+    let moved = store
+        .query(&Query {
+            principal: Some("bob".into()),
+            ..Query::default()
+        })
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.event.raw, parsable.raw);
+    assert_eq!(
+        (moved.received_at_ms, moved.source.as_str()),
+        (T0, "konnect")
+    );
+    assert!(store.check().unwrap().is_ok());
+    // Idempotent.
+    let again = store
+        .reprocess_quarantine(&|_| Reparse {
+            options: ParseOptions::new(Format::Auto),
+            keys: None,
+            enforce: false,
+        })
+        .unwrap();
+    assert_eq!((again.moved, again.kept), (0, 3));
+}
+
+#[test]
+fn counts_survive_reopen() {
+    let (dir, store) = populated();
+    store
+        .append_blocking(batch(
+            T0,
+            vec![],
+            vec![QuarantinedLine {
+                raw: b"x".to_vec(),
+                reason: "r".into(),
+            }],
+        ))
+        .unwrap();
+    assert_eq!((store.event_count(), store.quarantine_count()), (30, 1));
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!((store.event_count(), store.quarantine_count()), (30, 1));
+    assert_eq!(
+        store.append_blocking(batch(T0, vec![], vec![])).unwrap(),
+        AppendSummary::default()
+    );
+    assert!(store.size_on_disk().unwrap() > 0);
+}
+
+#[test]
+fn reprocess_honours_an_enforced_signature_policy() {
+    use auditsink_parser::signature::{KeySet, SigningKeyPair};
+    use auditsink_parser::SignatureStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let pair = SigningKeyPair::generate();
+    let keys =
+        std::sync::Arc::new(KeySet::from_jwks(SigningKeyPair::jwks(&[&pair]).as_bytes()).unwrap());
+    let signed = pair.sign_cef_line("CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1 n=1");
+    let forged = signed.replace("n=1", "n=2");
+    let unsigned = "CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1 n=3";
+    let quarantined = [&signed, &forged, unsigned]
+        .iter()
+        .map(|raw| QuarantinedLine {
+            raw: raw.as_bytes().to_vec(),
+            reason: "older parser".into(),
+        })
+        .collect();
+    store
+        .append_blocking(batch(T0, vec![], quarantined))
+        .unwrap();
+    let summary = store
+        .reprocess_quarantine(&|_| Reparse {
+            options: ParseOptions::new(Format::Auto),
+            keys: Some(keys.clone()),
+            enforce: true,
+        })
+        .unwrap();
+    assert_eq!((summary.moved, summary.kept), (1, 2));
+    let moved = store.events(None).next().unwrap().unwrap();
+    assert_eq!(moved.event.raw, signed);
+    assert_eq!(moved.event.signature, SignatureStatus::Valid);
+    // Under `tag`, the others move too, with their outcome recorded.
+    let summary = store
+        .reprocess_quarantine(&|_| Reparse {
+            options: ParseOptions::new(Format::Auto),
+            keys: Some(keys.clone()),
+            enforce: false,
+        })
+        .unwrap();
+    assert_eq!((summary.moved, summary.kept), (2, 0));
+    let statuses: Vec<_> = store
+        .events(None)
+        .map(|e| e.unwrap().event.signature)
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            SignatureStatus::Valid,
+            SignatureStatus::Invalid,
+            SignatureStatus::Missing
+        ]
+    );
+}
+
+#[test]
+fn a_forged_line_with_a_copied_signature_does_not_shadow_the_genuine_event() {
+    use auditsink_parser::SignatureStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 64]);
+    let mut forged = konnect(1, 0, "mallory", "Authz.usage", Some(&sig));
+    forged.signature = SignatureStatus::Invalid;
+    let mut genuine = konnect(1, 0, "alice", "Authz.usage", Some(&sig));
+    genuine.signature = SignatureStatus::Valid;
+    let summary = store
+        .append_blocking(batch(T0, vec![forged.clone(), genuine.clone()], vec![]))
+        .unwrap();
+    assert_eq!((summary.stored, summary.duplicates), (2, 0));
+    // The genuine event is deduplicated by its signature from then on.
+    let summary = store
+        .append_blocking(batch(T0, vec![genuine, forged], vec![]))
+        .unwrap();
+    assert_eq!((summary.stored, summary.duplicates), (0, 2));
+}
