@@ -202,14 +202,7 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let db = sled::Config::new()
-            .path(dir)
-            // Durability comes from the explicit flush of every group
-            // commit; the background flusher only bounds the work left for it.
-            .flush_every_ms(Some(1000))
-            .cache_capacity(256 * 1024 * 1024)
-            .open()
-            .map_err(|e| StoreError::from_open(dir, e))?;
+        let db = open_db(dir)?;
         if db
             .tree_names()
             .iter()
@@ -449,6 +442,31 @@ impl Store {
 
     fn tree(&self) -> &sled::Tree {
         &self.inner.core.tree
+    }
+}
+
+/// Opens the sled database. A lock that is released a moment later (a
+/// store of this process just closed while sled's I/O threads finish, or a
+/// child process forked meanwhile still holds the descriptor until it execs)
+/// is waited for briefly; a store held by a running server is not.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let mut attempts = 0;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            // Durability comes from the explicit flush of every group
+            // commit; the background flusher only bounds the work left for it.
+            .flush_every_ms(Some(1000))
+            .cache_capacity(256 * 1024 * 1024)
+            .open()
+            .map_err(|e| StoreError::from_open(dir, e));
+        match opened {
+            Err(StoreError::Locked { .. }) if attempts < 10 => {
+                attempts += 1;
+                thread::sleep(Duration::from_millis(25));
+            }
+            other => return other,
+        }
     }
 }
 
