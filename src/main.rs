@@ -3,9 +3,13 @@
 #![forbid(unsafe_code)]
 
 mod admin_client;
+mod admin_stream;
+mod check;
+mod export;
 mod keygen;
 mod logging;
 mod parse;
+mod quarantine;
 mod query;
 mod serve;
 mod verify;
@@ -29,8 +33,15 @@ enum Command {
     Serve(serve::Args),
     /// Parse lines (CEF or JSON) and print normalized events as NDJSON.
     Parse(parse::Args),
-    /// Print stored events as NDJSON.
+    /// Print stored events (filtered by time, principal, trace, org, name).
     Query(query::Args),
+    /// Write the events of a time window as NDJSON (for a SIEM or an archive).
+    Export(export::Args),
+    /// List or reprocess the lines that could not be read as events.
+    #[command(subcommand)]
+    Quarantine(quarantine::Command),
+    /// Verify the store (server stopped); --repair rebuilds its indexes.
+    Check(check::Args),
     /// Verify Konnect ED25519 signatures of lines, or of stored events.
     Verify(verify::Args),
     /// Write an ED25519 key pair and its JWKS.
@@ -54,6 +65,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Parse(args) => parse::run(args),
         Command::Query(args) => query::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Quarantine(command) => quarantine::run(command),
+        Command::Check(args) => check::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),
     };

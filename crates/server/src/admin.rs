@@ -1,43 +1,72 @@
 //! The admin listener (plain HTTP, loopback by default): `/healthz`,
-//! `/status`, and read access to the store (`/api/events`,
-//! `/api/quarantine`) for CLI commands while the server holds the store.
+//! `/readyz`, `/metrics`, `/status`, and access to the store for CLI
+//! commands while the server holds it: `/api/events` (filtered, streamed
+//! NDJSON), `/api/events/count`, `/api/quarantine` and
+//! `POST /api/quarantine/reprocess`.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use auditsink_storage::parse_id;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use auditsink_parser::ParseOptions;
+use auditsink_storage::{parse_id, parse_time_bound, Query, Reparse, StoreError};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::response::{error_response, json_response, response};
 use crate::state::{now_ms, AppState};
 
-/// Largest `limit` one admin query may ask for.
-pub const MAX_QUERY_LIMIT: usize = 100_000;
+/// Largest `limit` one admin query may ask for (listings are streamed, so
+/// this bounds the time of one request, not memory).
+pub const MAX_QUERY_LIMIT: usize = 10_000_000;
+
+/// The admin listener's response body: whole for small answers, streamed
+/// for store listings.
+pub type AdminBody = BoxBody<Bytes, Infallible>;
 
 /// Handles a request on the admin listener.
 pub async fn handle(
     state: Arc<AppState>,
     started: Instant,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET {
-        return error_response(StatusCode::METHOD_NOT_ALLOWED, "use GET");
-    }
+) -> Response<AdminBody> {
     let query = request.uri().query().unwrap_or("").to_owned();
+    if request.uri().path() == "/api/quarantine/reprocess" {
+        if request.method() != Method::POST {
+            return whole(error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+        }
+        return whole(reprocess(state).await);
+    }
+    if request.method() != Method::GET {
+        return whole(error_response(StatusCode::METHOD_NOT_ALLOWED, "use GET"));
+    }
     match request.uri().path() {
+        "/api/events" => list(state, &query, Listing::Events).await,
+        "/api/events/count" => whole(count(state, &query).await),
+        "/api/quarantine" => list(state, &query, Listing::Quarantine).await,
+        path => whole(route(&state, started, path).await),
+    }
+}
+
+fn whole(response: Response<Full<Bytes>>) -> Response<AdminBody> {
+    response.map(BodyExt::boxed)
+}
+
+async fn route(state: &Arc<AppState>, started: Instant, path: &str) -> Response<Full<Bytes>> {
+    match path {
         "/healthz" => response(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" => readiness(&state).await,
+        "/readyz" => readiness(state).await,
         "/metrics" => response(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             state.metrics.render(&state.store),
         ),
-        "/status" => json_response(StatusCode::OK, &status(&state, started)),
-        "/api/events" => list(state, &query, Listing::Events).await,
-        "/api/quarantine" => list(state, &query, Listing::Quarantine).await,
+        "/status" => json_response(StatusCode::OK, &status(state, started)),
         _ => error_response(StatusCode::NOT_FOUND, "unknown admin path"),
     }
 }
@@ -98,65 +127,240 @@ fn status(state: &AppState, started: Instant) -> Value {
     })
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Listing {
     Events,
     Quarantine,
 }
 
-/// `?limit=N&after=ID`: NDJSON in arrival order.
-async fn list(state: Arc<AppState>, query: &str, listing: Listing) -> Response<Full<Bytes>> {
-    let mut limit = 100usize;
-    let mut after = None;
-    for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+/// Listings up to this size are answered whole (with a `Content-Length`);
+/// longer ones are streamed in chunks of about this size.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks buffered between the store reader and a slow client.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Decodes `%XX` escapes (a `+` stays a `+`: RFC 3339 offsets use it).
+fn percent_decode(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad escape in {value:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{value:?} is not UTF-8"))
+}
+
+/// Reads the query string of a listing: `limit` (default 100), `after`, and
+/// for events the filters `since`, `until` (RFC 3339, a date, an age such as
+/// `24h`, or epoch ms; on the event time), `principal`, `trace`, `org`,
+/// `name`.
+fn parse_query(
+    text: &str,
+    listing: Listing,
+    default_limit: Option<usize>,
+) -> Result<Query, String> {
+    let mut query = Query {
+        limit: default_limit,
+        ..Query::default()
+    };
+    let now = now_ms();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(raw)?;
+        let filter = listing == Listing::Events;
         match key {
             "limit" => match value.parse::<usize>() {
-                Ok(n) if n <= MAX_QUERY_LIMIT => limit = n,
-                _ => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        &format!("limit must be 0..={MAX_QUERY_LIMIT}"),
-                    )
-                }
+                Ok(n) if n <= MAX_QUERY_LIMIT => query.limit = Some(n),
+                _ => return Err(format!("limit must be 0..={MAX_QUERY_LIMIT}")),
             },
-            "after" => match parse_id(value) {
-                Some(id) => after = Some(id),
-                None => {
-                    return error_response(StatusCode::BAD_REQUEST, "after must be an event id")
-                }
-            },
-            _ => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    &format!("unknown parameter {key:?}"),
-                )
+            "after" => {
+                query.after = Some(parse_id(&value).ok_or("after must be an event id")?);
+            }
+            "since" if filter => query.since_ms = Some(parse_time_bound(&value, now)?),
+            "until" if filter => query.until_ms = Some(parse_time_bound(&value, now)?),
+            "principal" if filter => query.principal = Some(value),
+            "trace" if filter => query.trace = Some(value),
+            "org" if filter => query.org = Some(value),
+            "name" if filter => query.name = Some(value),
+            _ => return Err(format!("unknown parameter {key:?}")),
+        }
+    }
+    Ok(query)
+}
+
+/// A response body fed by a channel: the listing is produced on a blocking
+/// thread while hyper sends what is ready.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type Rows = Box<dyn Iterator<Item = Result<Value, StoreError>> + Send>;
+
+/// Renders rows into `out` until it holds about a chunk or the rows end;
+/// true when they ended. A store error mid-way ends the listing with an
+/// `{"error": ...}` line (the status line is already sent).
+fn fill(rows: &mut Rows, out: &mut Vec<u8>) -> bool {
+    while out.len() < CHUNK_BYTES {
+        match rows.next() {
+            None => return true,
+            Some(Ok(row)) => {
+                // Writing a Value into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, &row);
+                out.push(b'\n');
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "store read failed during a listing");
+                let _ = serde_json::to_writer(&mut *out, &json!({ "error": e.to_string() }));
+                out.push(b'\n');
+                return true;
             }
         }
     }
-    let rendered = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let mut out = String::new();
-        let rows: Box<dyn Iterator<Item = Result<Value, auditsink_storage::StoreError>>> =
-            match listing {
-                Listing::Events => {
-                    Box::new(state.store.events(after).map(|r| r.map(|e| e.to_json())))
-                }
-                Listing::Quarantine => Box::new(
-                    state
-                        .store
-                        .quarantine(after)
-                        .map(|r| r.map(|q| q.to_json())),
-                ),
-            };
-        for row in rows.take(limit) {
-            out.push_str(&row.map_err(|e| e.to_string())?.to_string());
-            out.push('\n');
-        }
-        Ok(out)
+    false
+}
+
+/// `GET /api/events?...` and `GET /api/quarantine?limit&after`: NDJSON in
+/// id (arrival) order. A short answer comes whole; a long one is streamed
+/// as it is read, so memory does not grow with `limit`.
+async fn list(state: Arc<AppState>, query: &str, listing: Listing) -> Response<AdminBody> {
+    let query = match parse_query(query, listing, Some(100)) {
+        Ok(query) => query,
+        Err(e) => return whole(error_response(StatusCode::BAD_REQUEST, &e)),
+    };
+    // Plan and read the first chunk off the async workers.
+    let first = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let mut rows: Rows = match listing {
+            Listing::Events => Box::new(state.store.query(&query)?.map(|r| r.map(|e| e.to_json()))),
+            Listing::Quarantine => Box::new(
+                state
+                    .store
+                    .quarantine(query.after)
+                    .take(query.limit.unwrap_or(usize::MAX))
+                    .map(|r| r.map(|q| q.to_json())),
+            ),
+        };
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
+        let done = fill(&mut rows, &mut chunk);
+        Ok((rows, chunk, done))
     })
     .await;
-    match rendered {
-        Ok(Ok(body)) => response(StatusCode::OK, "application/x-ndjson", body),
-        Ok(Err(e)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    let (mut rows, chunk, done) = match first {
+        Ok(Ok(first)) => first,
+        Ok(Err(e)) => {
+            return whole(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &e.to_string(),
+            ))
+        }
+        Err(e) => {
+            return whole(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &e.to_string(),
+            ))
+        }
+    };
+    if done {
+        return whole(response(StatusCode::OK, "application/x-ndjson", chunk));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = chunk;
+        loop {
+            // A closed channel means the client went away: stop reading.
+            if tx
+                .blocking_send(Bytes::from(std::mem::take(&mut chunk)))
+                .is_err()
+            {
+                return;
+            }
+            chunk.reserve(CHUNK_BYTES + 4096);
+            if fill(&mut rows, &mut chunk) {
+                let _ = tx.blocking_send(Bytes::from(chunk));
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(ChannelBody(rx).boxed());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+/// `GET /api/events/count?...`: `{"count": N}` from the indexes (the same
+/// filters as `/api/events`; without `limit`, no limit).
+async fn count(state: Arc<AppState>, query: &str) -> Response<Full<Bytes>> {
+    let query = match parse_query(query, Listing::Events, None) {
+        Ok(query) => query,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e),
+    };
+    match tokio::task::spawn_blocking(move || state.store.count(&query)).await {
+        Ok(Ok(n)) => json_response(StatusCode::OK, &json!({ "count": n })),
+        Ok(Err(e)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// `POST /api/quarantine/reprocess`: reads every quarantined line again
+/// with the current parser, its source's format and (when the source
+/// checks signatures) its current keys and policy; moves what is now an
+/// event into the events and keeps the rest. Lines of a source no longer
+/// configured are read as `auto`, without signature checks.
+async fn reprocess(state: Arc<AppState>) -> Response<Full<Bytes>> {
+    let year = time::OffsetDateTime::now_utc().year();
+    let result = tokio::task::spawn_blocking(move || {
+        let reparse_for = |name: &str| {
+            let source = state.sources.iter().find(|s| s.name == name);
+            let format = source.map_or(auditsink_parser::Format::Auto, |s| s.format);
+            let signatures = source.and_then(|s| s.signatures.as_ref());
+            Reparse {
+                options: ParseOptions {
+                    format,
+                    year_hint: year,
+                },
+                keys: signatures.map(|check| check.keys.get()),
+                enforce: signatures
+                    .is_some_and(|check| check.policy == crate::config::SignaturePolicy::Enforce),
+            }
+        };
+        state.store.reprocess_quarantine(&reparse_for)
+    })
+    .await;
+    match result {
+        Ok(Ok(summary)) => {
+            tracing::info!(
+                moved = summary.moved,
+                duplicates = summary.duplicates,
+                kept = summary.kept,
+                "quarantine reprocessed"
+            );
+            json_response(StatusCode::OK, &json!(summary))
+        }
+        Ok(Err(e)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -19,6 +19,11 @@ pub struct Config {
     /// Where the store, the generated certificate and token live.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Days to keep events and quarantined lines, counted from when they were
+    /// received (a background task removes older ones with their index
+    /// entries). Absent: keep everything forever.
+    #[serde(default)]
+    pub retention_days: Option<u64>,
     /// The HTTPS listener.
     #[serde(default)]
     pub server: ServerConfig,
@@ -275,6 +280,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             limits: Limits::default(),
             sources: Vec::new(),
+            retention_days: None,
         }
     }
 }
@@ -332,6 +338,11 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.retention_days == Some(0) {
+            return invalid(
+                "retention_days must be at least 1 (leave it out to keep events forever)".into(),
+            );
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return invalid(
                 "[server] tls_cert and tls_key go together: set both or neither".into(),
@@ -442,6 +453,7 @@ mod tests {
         let config = Config::from_toml(include_str!("../../../config/auditsink.toml")).unwrap();
         let defaults = Config::default();
         assert_eq!(config.data_dir, defaults.data_dir);
+        assert_eq!(config.retention_days, defaults.retention_days);
         assert_eq!(config.server.listen, defaults.server.listen);
         assert_eq!(config.admin.listen, defaults.admin.listen);
         assert_eq!(config.limits.max_body_bytes, defaults.limits.max_body_bytes);
@@ -520,6 +532,11 @@ mod tests {
             ),
             ("[server]\nlisten = \"nonsense\"".into(), "listen"),
             ("unknown_key = 1".into(), "unknown field"),
+            (
+                "retention_days = 0".into(),
+                "retention_days must be at least 1",
+            ),
+            ("retention_days = -3".into(), "retention_days"),
             (
                 source("authorization = \"x\"").replace("\"/a\"", "\"a\""),
                 "start with '/'",

@@ -122,7 +122,13 @@ impl Server {
         };
         let certs = tls::CertStore::load(&cert, &key)?;
         startup.cert_fingerprint = certs.fingerprint();
-        let store = Store::open(&config.data_dir.join("store"))?;
+        let store = Store::open_with(
+            &config.data_dir.join("store"),
+            auditsink_storage::StoreOptions {
+                retention_days: config.retention_days,
+                ..Default::default()
+            },
+        )?;
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
