@@ -11,7 +11,10 @@ mod logging;
 mod parse;
 mod quarantine;
 mod query;
+mod replay;
+mod send;
 mod serve;
+mod simulate;
 mod verify;
 
 use std::path::PathBuf;
@@ -46,6 +49,12 @@ enum Command {
     Verify(verify::Args),
     /// Write an ED25519 key pair and its JWKS.
     Keygen(keygen::Args),
+    /// Generate realistic signed Konnect events (CEF or JSON lines).
+    Simulate(simulate::Args),
+    /// Deliver lines to a webhook receiver the way Konnect does.
+    Send(send::Args),
+    /// Resend the stored events of a time window to another receiver.
+    Replay(replay::Args),
 }
 
 /// Where the store is: a config file's `data_dir`, or a directory given directly.
@@ -70,6 +79,9 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Replay(args) => replay::run(args),
     };
     match result {
         Ok(code) => code,
