@@ -168,7 +168,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         drop(self.retention.take());
-        if let Err(e) = self.core.db.flush() {
+        if let Err(e) = self.core.flush() {
             tracing::error!(error = %e, "store flush on close failed");
         }
     }
@@ -234,6 +234,7 @@ impl Store {
         }
         let state = initial_state(&tree)?;
         let core = Arc::new(Core {
+            durability: writer::Durability::open(dir)?,
             db,
             counters: writer::Counters::default(),
             state: Mutex::new(state),
