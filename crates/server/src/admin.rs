@@ -116,13 +116,19 @@ fn status(state: &AppState, started: Instant) -> Value {
             entry
         })
         .collect();
+    // Path first, then counters and sizes (events, disk usage, batches and
+    // flushes: the group-commit factor), then what opening it found.
+    let mut store = json!({ "path": state.store.path().display().to_string() });
+    if let (Value::Object(store), Ok(Value::Object(stats))) =
+        (&mut store, serde_json::to_value(state.store.stats()))
+    {
+        store.extend(stats);
+    }
+    store["open"] = serde_json::to_value(state.store.open_report()).unwrap_or(Value::Null);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": started.elapsed().as_secs(),
-        "store": {
-            "path": state.store.path().display().to_string(),
-            "size_on_disk_bytes": state.store.size_on_disk().ok(),
-        },
+        "store": store,
         "sources": sources,
     })
 }
