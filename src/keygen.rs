@@ -1,8 +1,10 @@
 //! `auditsink keygen DIR`: an ED25519 key pair and its JWKS, for tests, the
-//! simulator, and senders that sign like Konnect.
+//! simulator, and senders that sign like Konnect. The key directory layout
+//! (`private.key`, `jwks.json`) is defined here, once: `simulate` reads and
+//! creates keys through [`load`] and [`create`].
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,18 +18,61 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let pair = create(&args.dir)?;
+    println!("kid {}", pair.kid());
+    println!(
+        "private key: {} (keep it secret)",
+        private_path(&args.dir).display()
+    );
+    println!("public JWKS: {}", jwks_path(&args.dir).display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `DIR/private.key`: the base64url secret key and a newline, mode 0600.
+pub fn private_path(dir: &Path) -> PathBuf {
+    dir.join("private.key")
+}
+
+/// `DIR/jwks.json`: the public key as a JWKS document.
+pub fn jwks_path(dir: &Path) -> PathBuf {
+    dir.join("jwks.json")
+}
+
+/// The key pair in `dir`, or `None` when it holds no `private.key`.
+pub fn load(dir: &Path) -> anyhow::Result<Option<SigningKeyPair>> {
+    let private = private_path(dir);
+    let text = match std::fs::read_to_string(&private) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", private.display())),
+    };
+    let pair = SigningKeyPair::from_secret_base64url(&text).with_context(|| {
+        format!(
+            "{} is not a key written by auditsink keygen",
+            private.display()
+        )
+    })?;
+    Ok(Some(pair))
+}
+
+/// Generates a key pair and writes it into `dir` (created if needed):
+/// `private.key` (mode 0600, synced) and `jwks.json`. Never overwrites
+/// either file.
+pub fn create(dir: &Path) -> anyhow::Result<SigningKeyPair> {
+    let (private, jwks) = (private_path(dir), jwks_path(dir));
+    anyhow::ensure!(
+        !private.exists(),
+        "{} exists; not overwriting a key",
+        private.display()
+    );
+    anyhow::ensure!(
+        !jwks.exists(),
+        "{} exists without {}; not overwriting it (use another directory)",
+        jwks.display(),
+        private.display()
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let pair = SigningKeyPair::generate();
-    let private = args.dir.join("private.key");
-    let jwks = args.dir.join("jwks.json");
-    for path in [&private, &jwks] {
-        anyhow::ensure!(
-            !path.exists(),
-            "{} exists; not overwriting a key",
-            path.display()
-        );
-    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -35,12 +80,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut file = options
         .open(&private)
         .with_context(|| format!("cannot create {}", private.display()))?;
-    file.write_all(format!("{}\n", pair.secret_base64url()).as_bytes())?;
-    file.sync_all()?;
+    file.write_all(format!("{}\n", pair.secret_base64url()).as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("cannot write {}", private.display()))?;
     std::fs::write(&jwks, SigningKeyPair::jwks(&[&pair]))
         .with_context(|| format!("cannot write {}", jwks.display()))?;
-    println!("kid {}", pair.kid());
-    println!("private key: {} (keep it secret)", private.display());
-    println!("public JWKS: {}", jwks.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(pair)
 }

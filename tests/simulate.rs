@@ -20,8 +20,13 @@ fn run_bin(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // Written from another thread: the child may fill its stdout before it
+    // has read all of its stdin.
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || pipe.write_all(&input));
     let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8(output.stdout).unwrap(),
@@ -215,7 +220,9 @@ fn events_look_like_konnect_ones() {
     let sigs: BTreeSet<_> = events.iter().map(|e| e["sig"].as_str().unwrap()).collect();
     assert_eq!(sigs.len(), 500, "every event is unique");
 
-    // JSON: keys sorted with sig last, Konnect's types.
+    // JSON: keys sorted with sig last, the types Kong's examples show:
+    // `rt` a string or a number, `cef_version` a number or a string.
+    let (mut rt_types, mut version_types) = (BTreeSet::new(), BTreeSet::new());
     for line in json.lines() {
         let value: Value = serde_json::from_str(line).unwrap();
         let object = value.as_object().unwrap();
@@ -224,9 +231,14 @@ fn events_look_like_konnect_ones() {
         let mut sorted = keys[..keys.len() - 1].to_vec();
         sorted.sort();
         assert_eq!(sorted, keys[..keys.len() - 1]);
-        assert!(object["rt"].is_string(), "rt is a string: {line}");
+        let rt = &object["rt"];
+        assert!(rt.is_u64() || rt.as_str().is_some_and(|t| t.parse::<u64>().is_ok()));
+        rt_types.insert(rt.is_string());
+        let version = &object["cef_version"];
+        assert!(version == 0 || version == "0", "{line}");
+        version_types.insert(version.is_string());
         assert!(object["trace_id"].is_u64(), "{line}");
-        assert!(object["cef_version"] == 0 && object["severity"].is_u64());
+        assert!(object["severity"].is_u64());
         assert!(object["kong_initiated"].is_boolean());
         assert_eq!(object["org_id"], "my-org");
         if let Some(success) = object.get("success") {
@@ -239,6 +251,12 @@ fn events_look_like_konnect_ones() {
             assert!(status.is_u64() && object["query"].is_string());
         }
     }
+    assert_eq!(rt_types.len(), 2, "rt as a string and as a number");
+    assert_eq!(
+        version_types.len(),
+        2,
+        "cef_version as a number and as a string"
+    );
     let big_trace = json.lines().any(|l| {
         let v: Value = serde_json::from_str(l).unwrap();
         v["trace_id"].as_u64().unwrap() > 1 << 53
@@ -247,11 +265,78 @@ fn events_look_like_konnect_ones() {
     assert!(json.contains(r#""success":"true""#));
     assert!(json.contains(r#""query":"filter[name]=prod&page[size]=10""#));
 
-    // Dev Portal: product Dev-Portal and a portal_id on every event.
-    let portal = parse(&simulate(&keys, &["-n", "50", "--portal"]));
+    // Dev Portal: product Dev-Portal and a portal_id on every event; some
+    // authorization events with an empty value (`actor_id=`).
+    let portal_cef = simulate(&keys, &["-n", "100", "--portal"]);
+    assert!(portal_cef.contains(" actor_id= kong_initiated="));
+    let portal = parse(&portal_cef);
     assert!(portal
         .iter()
         .all(|e| e["product"] == "Dev-Portal" && e["fields"]["portal_id"].is_string()));
+    assert!(portal.iter().any(|e| e["fields"]["actor_id"] == ""));
+}
+
+/// What kind of event a normalized event is, and which fields it carries of
+/// which JSON type: `(product, kind, [(field, type)])`.
+fn shape(event: &Value) -> (String, String, Vec<(String, &'static str)>) {
+    let class = event["event_class_id"].as_str().unwrap();
+    let kind = if class.starts_with("AUTHENTICATION_TYPE_") {
+        "authentication"
+    } else {
+        class
+    };
+    let fields = event["fields"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "actor_id")
+        .map(|(k, v)| {
+            let kind = match v {
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                _ => "other",
+            };
+            (k.clone(), kind)
+        });
+    let mut fields: Vec<_> = fields.collect();
+    fields.sort();
+    (
+        event["product"].as_str().unwrap().to_owned(),
+        kind.to_owned(),
+        fields,
+    )
+}
+
+/// The simulator makes the events of the shared Konnect sample: the same
+/// kinds with the same fields of the same normalized types, in both formats.
+#[test]
+fn simulated_shapes_are_the_shared_samples_shapes() {
+    let (Some(cef), Some(jsonl)) = (
+        common::corpus("konnect-sample.cef"),
+        common::corpus("konnect-sample.jsonl"),
+    ) else {
+        return;
+    };
+    let mut sample = std::fs::read_to_string(cef).unwrap();
+    sample.push_str(&std::fs::read_to_string(jsonl).unwrap());
+    let sample: BTreeSet<_> = parse(&sample).iter().map(shape).collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let mut simulated = simulate(&keys, &["-n", "1000", "--format", "mixed"]);
+    simulated.push_str(&simulate(
+        &keys,
+        &["-n", "1000", "--format", "mixed", "--portal"],
+    ));
+    let simulated: BTreeSet<_> = parse(&simulated).iter().map(shape).collect();
+    let only_sample: Vec<_> = sample.difference(&simulated).collect();
+    let only_simulated: Vec<_> = simulated.difference(&sample).collect();
+    assert!(only_sample.is_empty(), "not simulated: {only_sample:?}");
+    assert!(
+        only_simulated.is_empty(),
+        "not in the sample: {only_simulated:?}"
+    );
 }
 
 fn regex_like_prefix(lines: &str, test: impl Fn(&str) -> bool) -> usize {
