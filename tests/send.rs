@@ -1,5 +1,5 @@
-//! `auditsink send` and `auditsink replay` against a real auditsink (the
-//! ledger equals what `query` returns) and against a scripted HTTPS receiver
+//! `auditsink send` against a real auditsink (the ledger equals what
+//! `query` returns) and against a scripted HTTPS receiver
 //! (Konnect's retry rules: connection errors, 429 and 500 are retried, with
 //! 1 s..30 s waits and at most 4 retries; anything else is final).
 
@@ -369,97 +369,6 @@ fn rate_and_duration_bound_the_run() {
         gaps.iter().all(|g| *g >= Duration::from_millis(90)),
         "{gaps:?}"
     );
-}
-
-#[test]
-fn replay_resends_a_window_to_another_receiver() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&a_dir).unwrap();
-    std::fs::create_dir_all(&b_dir).unwrap();
-    let events = simulate(dir.path(), "events.log", &["-n", "300", "--seed", "7"]);
-    let jwks = dir.path().join("keys/jwks.json");
-    let a = auditsink(&a_dir, "");
-    let (code, _, stderr) = send(
-        &[
-            "--url",
-            &url(&a),
-            "--auth",
-            TOKEN,
-            "--cacert",
-            &cert(&a),
-            events.to_str().unwrap(),
-        ],
-        b"",
-    );
-    assert_eq!(code, 0, "{stderr}");
-    let b = auditsink(
-        &b_dir,
-        &format!(
-            "jwks = {:?}\nsignatures = \"enforce\"",
-            jwks.display().to_string()
-        ),
-    );
-
-    let stored = query(&["--config", a.config.to_str().unwrap()]);
-    let time = |i: usize| stored[i]["timestamp"].as_str().unwrap().to_owned();
-    let (since, until) = (time(100), time(200));
-    let expected: Vec<String> = stored
-        .iter()
-        .filter(|e| {
-            let t = e["timestamp"].as_str().unwrap();
-            since.as_str() <= t && t < until.as_str()
-        })
-        .map(|e| e["raw"].as_str().unwrap().to_owned())
-        .collect();
-    assert!(expected.len() >= 100, "{}", expected.len());
-
-    // A is running: its store is read through its admin listener.
-    let replay = |config: &Path| {
-        let (code, stdout, stderr) = run_bin(
-            &[
-                "replay",
-                "--config",
-                config.to_str().unwrap(),
-                "--since",
-                &since,
-                "--until",
-                &until,
-                "--url",
-                &url(&b),
-                "--auth",
-                TOKEN,
-                "--cacert",
-                &cert(&b),
-                "--json",
-            ],
-            b"",
-        );
-        assert_eq!(code, 0, "{stdout} {stderr}");
-        (
-            serde_json::from_str::<Value>(stdout.trim()).unwrap(),
-            stderr,
-        )
-    };
-    let (summary, stderr) = replay(&a.config);
-    assert!(stderr.contains("admin listener"), "{stderr}");
-    assert_eq!(summary["acknowledged"], expected.len());
-    assert_eq!(summary["receiver"]["stored"], expected.len());
-    let in_b = query(&["--config", b.config.to_str().unwrap()]);
-    let raws: Vec<String> = in_b
-        .iter()
-        .map(|e| e["raw"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(raws, expected, "the exact lines, in arrival order");
-    assert!(in_b.iter().all(|e| e["signature"] == "valid"));
-
-    // A stopped: its store is read directly; B already has every event.
-    let a_config = a.config.clone();
-    assert!(a.stop().success());
-    let (summary, stderr) = replay(&a_config);
-    assert!(stderr.contains("reading the store"), "{stderr}");
-    assert_eq!(summary["receiver"]["duplicates"], expected.len());
-    assert_eq!(summary["receiver"]["stored"], 0);
 }
 
 /// Time between consecutive requests.
