@@ -40,11 +40,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use memchr::{memchr, memchr2, memchr_iter};
+use memchr::{memchr, memchr_iter};
 use nom::branch::alt;
-use nom::bytes::complete::{tag, take_till1, take_while_m_n};
+use nom::bytes::complete::{tag, take, take_till1, take_while_m_n};
 use nom::character::complete::{char, digit1, one_of, space1};
-use nom::combinator::{opt, recognize};
+use nom::combinator::{opt, recognize, verify};
 use nom::sequence::{delimited, preceded};
 use nom::{IResult, Parser};
 
@@ -204,13 +204,13 @@ pub(crate) fn parse_parts(line: &str) -> Result<(CefHeader<'_>, Extension<'_>), 
     // closed by a `|`; only the severity may be missing or unclosed.
     let mut fields: [Cow<'_, str>; 5] = Default::default();
     for (found, field) in fields.iter_mut().enumerate() {
-        let pipe = next_header_pipe(line.as_bytes(), cursor).ok_or_else(|| {
+        let (pipe, escaped) = next_header_pipe(line.as_bytes(), cursor).ok_or_else(|| {
             cef_error(
                 &format!("header truncated after {} of 7 fields", found + 1),
                 line.len(),
             )
         })?;
-        *field = header_value(slice(line, cursor, pipe));
+        *field = header_value(slice(line, cursor, pipe), escaped);
         cursor = pipe + 1;
     }
     let (severity, extension_start) = severity_field(line, cursor, &mut warnings)?;
@@ -274,7 +274,15 @@ fn syslog_prefix<'a>(text: &'a str, warnings: &mut Vec<CefWarning>) -> Option<Pr
     if text.is_empty() || pri_only(text) {
         return None;
     }
-    match alt((rfc5424_prefix, rfc3164_prefix, rfc3339_prefix)).parse(text) {
+    // Only RFC 3164 starts (after the pri) with a letter, the month: trying
+    // the one shape that can match spares the others' failing attempts.
+    let after_pri = pri(text).map_or(text, |(rest, _)| rest);
+    let parsed = if after_pri.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        rfc3164_prefix(text)
+    } else {
+        alt((rfc5424_prefix, rfc3339_prefix)).parse(text)
+    };
+    match parsed {
         Ok((rest, prefix)) => {
             let rest = rest.trim_start_matches([' ', '\t']);
             // RFC 5424 carries APP PROCID MSGID SD after the host, and RFC
@@ -362,32 +370,33 @@ fn rfc3339_time(i: &str) -> IResult<&str, &str> {
 }
 
 fn month(i: &str) -> IResult<&str, &str> {
-    alt((
-        tag("Jan"),
-        tag("Feb"),
-        tag("Mar"),
-        tag("Apr"),
-        tag("May"),
-        tag("Jun"),
-        tag("Jul"),
-        tag("Aug"),
-        tag("Sep"),
-        tag("Oct"),
-        tag("Nov"),
-        tag("Dec"),
-    ))
-    .parse(i)
+    verify(take(3usize), |m: &str| MONTHS.contains(&m)).parse(i)
 }
+
+/// Month abbreviations of RFC 3164, January first.
+pub(crate) const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// `hh:mm:ss`.
 fn clock(i: &str) -> IResult<&str, &str> {
     recognize((digits(2), char(':'), digits(2), char(':'), digits(2))).parse(i)
 }
 
+/// Exactly `n` ASCII digits, checked as bytes (nom's `take_while_m_n`
+/// decodes characters one at a time; this is on every prefixed line's path).
 fn digits<'a>(
     n: usize,
 ) -> impl Parser<&'a str, Output = &'a str, Error = nom::error::Error<&'a str>> {
-    take_while_m_n(n, n, is_digit)
+    move |i: &'a str| match (i.get(..n), i.get(n..)) {
+        (Some(digits), Some(rest)) if digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok((rest, digits))
+        }
+        _ => Err(nom::Err::Error(nom::error::Error::new(
+            i,
+            nom::error::ErrorKind::Digit,
+        ))),
+    }
 }
 
 /// A run of non-blank characters (a host name).
@@ -415,21 +424,46 @@ fn cef_version(line: &str, at: usize) -> Result<(&str, usize), ParseError> {
     Ok((version, pipe_at + 1))
 }
 
-/// The next `|` at or after `from` that is not escaped by a backslash.
-fn next_header_pipe(bytes: &[u8], from: usize) -> Option<usize> {
+/// The next `|` at or after `from` that is not escaped by a backslash, and
+/// whether a backslash came before it (so the field needs unescaping).
+///
+/// Header fields are a few bytes long: a byte loop costs less than the setup
+/// of a `memchr` call per field.
+fn next_header_pipe(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
     let mut at = from;
-    loop {
-        let found = at + memchr2(b'|', b'\\', bytes.get(at..)?)?;
-        if bytes.get(found) == Some(&b'|') {
-            return Some(found);
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            b'|' => return Some((at, escaped)),
+            b'\\' => {
+                escaped = true;
+                at += 2; // the backslash and the byte it escapes
+            }
+            _ => at += 1,
         }
-        at = found + 2; // skip the backslash and the byte it escapes
     }
+    None
 }
 
-/// A header field: surrounding spaces trimmed, `\|` and `\\` unescaped.
-fn header_value(raw: &str) -> Cow<'_, str> {
-    unescape(raw.trim_matches([' ', '\t']), |b| match b {
+/// A header field: surrounding spaces and tabs trimmed, and when `escaped`
+/// (it holds a backslash), `\|` and `\\` unescaped.
+fn header_value(raw: &str, escaped: bool) -> Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    let is_blank = |b: &u8| matches!(b, b' ' | b'\t');
+    let start = bytes
+        .iter()
+        .position(|b| !is_blank(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_blank(b))
+        .map_or(start, |i| i + 1);
+    // Blanks are ASCII, so `start` and `end` are character boundaries.
+    let raw = slice(raw, start, end.max(start));
+    if !escaped {
+        return Cow::Borrowed(raw);
+    }
+    unescape(raw, |b| match b {
         b'|' => Some('|'),
         b'\\' => Some('\\'),
         _ => None,
@@ -447,12 +481,15 @@ fn severity_field<'a>(
     warnings: &mut Vec<CefWarning>,
 ) -> Result<(Option<Cow<'a, str>>, usize), ParseError> {
     let bytes = line.as_bytes();
-    let pipe = next_header_pipe(bytes, start);
+    let (pipe, escaped) = match next_header_pipe(bytes, start) {
+        Some((pipe, escaped)) => (Some(pipe), escaped),
+        None => (None, true),
+    };
     let field_end = pipe.unwrap_or(bytes.len());
     let field = bytes.get(start..field_end).unwrap_or_default();
 
     if memchr(b'=', field).is_none() {
-        let severity = header_value(slice(line, start, field_end));
+        let severity = header_value(slice(line, start, field_end), escaped);
         return match pipe {
             Some(pipe) => Ok((Some(severity), pipe + 1)),
             // `|name|` and the end of the line: six fields.
@@ -480,7 +517,7 @@ fn severity_field<'a>(
     let extension_start = skip_spaces(bytes, word_end);
     if starts_with_key(bytes, extension_start) {
         warnings.push(CefWarning::MissingFinalPipe);
-        let severity = header_value(slice(line, word_start, word_end));
+        let severity = header_value(slice(line, word_start, word_end), true);
         return Ok((Some(severity), extension_start));
     }
     Err(cef_error(

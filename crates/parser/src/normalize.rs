@@ -268,10 +268,7 @@ fn rfc3164_timestamp(text: &str, year: i32) -> Option<Timestamp> {
 }
 
 fn month_from_abbreviation(name: &str) -> Option<Month> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let index = MONTHS.iter().position(|&m| m == name)?;
+    let index = cef::MONTHS.iter().position(|&m| m == name)?;
     Month::try_from(u8::try_from(index + 1).ok()?).ok()
 }
 
