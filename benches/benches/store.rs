@@ -1,0 +1,337 @@
+//! The store: durable batch append of Konnect-shaped events, against the
+//! physical limit measured in the same run, and a time-range query over a
+//! store of 1M events.
+//!
+//! Events are the shared sample's 60 Konnect CEF lines, each copy made
+//! unique (its `sig`, `trace_id` and `rt` rewritten, so every event is new to
+//! the dedupe and the time index spreads them 100 ms apart), parsed before
+//! the clock starts: what is timed is `Store::append` (encoding, dedupe
+//! look-ups, index postings, one atomic sled batch, the group-commit flush)
+//! and nothing else.
+//!
+//! - `append_500/store/N`: N threads each append one batch of 500 events at
+//!   once (N concurrent deliveries); an iteration ends when all N are
+//!   durable. Throughput is events.
+//! - `append_500/plain_file/N`: the same raw lines (newline-terminated)
+//!   appended to a plain file, one `fdatasync` per batch, N threads at once:
+//!   the physical limit the store is compared with.
+//! - `query_1m/*`: over a store of 1M events (built once, outside the timed
+//!   loop, in `$AUDITSINK_BENCH_STORE` or `/tmp/auditsink-bench-store-1m`,
+//!   reused when it already holds them): every event of a one-hour window
+//!   (36,000 events), the first 100 of it, and its count.
+//!
+//! After the runs it prints the group-commit factor (batches per flush) and
+//! the store's size per event (sled's size on disk after a flush, values and
+//! indexes) beside the raw line's size.
+//!
+//!   cargo bench --manifest-path benches/Cargo.toml --bench store
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use auditsink_benches::corpus_lines;
+use auditsink_parser::{parse_line, Event, Format, ParseOptions};
+use auditsink_storage::{Batch, Query, Store, StoreOptions};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+const BATCH: usize = 500;
+const STORE_1M: u64 = 1_000_000;
+/// Event `n` happens at `T0 + n * STEP_MS`.
+const T0: i64 = 1_764_100_000_000;
+const STEP_MS: i64 = 100;
+
+/// Unique Konnect-shaped events made from the sample lines.
+struct Events {
+    templates: Vec<String>,
+    options: ParseOptions,
+    next: AtomicU64,
+}
+
+/// One batch: the parsed events and the raw lines they came from.
+struct Delivery {
+    batch: Batch,
+    raw: Vec<u8>,
+}
+
+impl Events {
+    fn new() -> Option<Events> {
+        let templates = corpus_lines("konnect-sample.cef")?
+            .into_iter()
+            .map(|l| String::from_utf8(l).expect("the sample is UTF-8"))
+            .collect();
+        Some(Events {
+            templates,
+            options: ParseOptions::new(Format::Cef),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    fn starting_at(self, n: u64) -> Events {
+        self.next.store(n, Ordering::Relaxed);
+        self
+    }
+
+    /// Line `n`: template `n % 60` with its own `rt`, `trace_id` and `sig`.
+    fn line(&self, n: u64) -> String {
+        let template = &self.templates[(n % self.templates.len() as u64) as usize];
+        let mut out = String::with_capacity(template.len() + 16);
+        for (i, part) in template.split(' ').enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            if part.starts_with("rt=") {
+                out.push_str(&format!("rt={}", T0 + n as i64 * STEP_MS));
+            } else if part.starts_with("trace_id=") {
+                out.push_str(&format!("trace_id={}", 1_000_000_000_000 + n));
+            } else if part.starts_with("sig=") {
+                let mut sig = [0u8; 64];
+                for (j, chunk) in sig.chunks_mut(8).enumerate() {
+                    let word = n
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        .rotate_left(j as u32 * 7);
+                    chunk.copy_from_slice(&word.to_be_bytes());
+                }
+                out.push_str("sig=");
+                base64url(&sig, &mut out);
+            } else {
+                out.push_str(part);
+            }
+        }
+        out
+    }
+
+    fn delivery(&self) -> Delivery {
+        let first = self.next.fetch_add(BATCH as u64, Ordering::Relaxed);
+        let mut raw = Vec::with_capacity(BATCH * 520);
+        let events: Vec<Event> = (first..first + BATCH as u64)
+            .map(|n| {
+                let line = self.line(n);
+                raw.extend_from_slice(line.as_bytes());
+                raw.push(b'\n');
+                parse_line(line.as_bytes(), &self.options).expect("a sample line parses")
+            })
+            .collect();
+        Delivery {
+            batch: Batch {
+                source: "konnect".into(),
+                received_at_ms: now_ms(),
+                events,
+                quarantine: Vec::new(),
+            },
+            raw,
+        }
+    }
+}
+
+fn base64url(bytes: &[u8], out: &mut String) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * k) & 63) as usize] as char);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn bench_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("AUDITSINK_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("auditsink-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench directory");
+    dir
+}
+
+/// Runs `work` for each of `deliveries` on its own thread, all at once, and
+/// returns the time until the last one finished.
+fn concurrently<T: Send>(deliveries: Vec<T>, work: impl Fn(T) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for delivery in deliveries {
+            let work = &work;
+            scope.spawn(move || work(delivery));
+        }
+    });
+    start.elapsed()
+}
+
+fn append(c: &mut Criterion) {
+    let Some(events) = Events::new() else {
+        return;
+    };
+    let dir = bench_dir("append");
+    let store = Store::open(&dir.join("store")).expect("open the store");
+    let plain = Mutex::new(
+        File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("plain.log"))
+            .expect("open the plain file"),
+    );
+    let mut group = c.benchmark_group("append_500");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10));
+    let mut commit = Vec::new();
+    for appenders in [1usize, 8] {
+        group.throughput(Throughput::Elements((appenders * BATCH) as u64));
+        group.bench_function(BenchmarkId::new("plain_file", appenders), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let raws: Vec<Vec<u8>> =
+                        (0..appenders).map(|_| events.delivery().raw).collect();
+                    total += concurrently(raws, |raw| {
+                        // One O_APPEND write per batch (atomic placement),
+                        // then its own fdatasync, outside the lock.
+                        let file = {
+                            let mut file = plain.lock().unwrap();
+                            file.write_all(&raw).expect("plain write");
+                            file.try_clone().expect("clone the plain file")
+                        };
+                        file.sync_data().expect("fdatasync");
+                    });
+                }
+                total
+            })
+        });
+        let (batches0, flushes0) = store.commit_counts();
+        group.bench_function(BenchmarkId::new("store", appenders), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batches: Vec<Batch> =
+                        (0..appenders).map(|_| events.delivery().batch).collect();
+                    total += concurrently(batches, |batch| {
+                        let summary = store.append_blocking(batch).expect("append");
+                        assert_eq!(summary.stored, BATCH as u64, "every event is new");
+                    });
+                }
+                total
+            })
+        });
+        let (batches1, flushes1) = store.commit_counts();
+        commit.push((appenders, batches1 - batches0, flushes1 - flushes0));
+    }
+    group.finish();
+    for (appenders, batches, flushes) in commit {
+        eprintln!(
+            "store, {appenders} appender(s): {batches} batches in {flushes} flushes \
+             ({:.2} batches per flush)",
+            batches as f64 / flushes.max(1) as f64
+        );
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The 1M-event store: reused if `path` already holds it, else built with
+/// 8 concurrent appenders.
+fn store_1m(events: Events, path: &Path) -> Store {
+    let options = StoreOptions {
+        verify_on_open: 0,
+        ..StoreOptions::default()
+    };
+    if let Ok(store) = Store::open_with(path, options.clone()) {
+        if store.event_count() as u64 == STORE_1M {
+            return store;
+        }
+    }
+    let _ = std::fs::remove_dir_all(path);
+    let store = Store::open_with(path, options).expect("open the 1M store");
+    let started = Instant::now();
+    let events = events.starting_at(0);
+    let rounds = STORE_1M as usize / BATCH / 8;
+    for round in 0..rounds {
+        let batches: Vec<Batch> = (0..8).map(|_| events.delivery().batch).collect();
+        concurrently(batches, |batch| {
+            store.append_blocking(batch).expect("append");
+        });
+        if round % 50 == 49 {
+            eprintln!(
+                "building the 1M store: {} events, {:.0} s",
+                store.event_count(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    assert_eq!(store.event_count() as u64, STORE_1M);
+    store
+}
+
+fn query(c: &mut Criterion) {
+    let Some(events) = Events::new() else {
+        return;
+    };
+    let raw_bytes: u64 = (0..600).map(|n| events.line(n).len() as u64 + 1).sum();
+    let path = std::env::var_os("AUDITSINK_BENCH_STORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("auditsink-bench-store-1m"));
+    let store = store_1m(events, &path);
+    store.flush().expect("flush");
+    let on_disk = store.size_on_disk().expect("size on disk");
+    eprintln!(
+        "1M store at {}: {} bytes on disk (sled), {:.0} bytes per event; raw line {:.0} bytes",
+        path.display(),
+        on_disk,
+        on_disk as f64 / STORE_1M as f64,
+        raw_bytes as f64 / 600.0
+    );
+
+    // One hour in the middle of the stored span: 36,000 events.
+    let since = T0 + (STORE_1M as i64 / 2) * STEP_MS;
+    let hour = Query {
+        since_ms: Some(since),
+        until_ms: Some(since + 3_600_000),
+        ..Query::default()
+    };
+    let expected = (3_600_000 / STEP_MS) as u64;
+    assert_eq!(store.count(&hour).unwrap(), expected);
+
+    let mut group = c.benchmark_group("query_1m");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(expected));
+    group.bench_function("one_hour_all", |b| {
+        b.iter(|| {
+            let n = store.query(&hour).unwrap().map(|e| e.unwrap()).count() as u64;
+            assert_eq!(n, expected);
+        })
+    });
+    group.throughput(Throughput::Elements(100));
+    let first_100 = Query {
+        limit: Some(100),
+        ..hour.clone()
+    };
+    group.bench_function("one_hour_first_100", |b| {
+        b.iter(|| {
+            let n = store.query(&first_100).unwrap().map(|e| e.unwrap()).count();
+            assert_eq!(n, 100);
+        })
+    });
+    group.throughput(Throughput::Elements(expected));
+    group.bench_function("one_hour_count", |b| {
+        b.iter(|| assert_eq!(store.count(&hour).unwrap(), expected))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, query);
+criterion_main!(benches);
