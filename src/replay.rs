@@ -18,15 +18,11 @@ use auditsink_storage::{parse_time_bound, Query};
 use serde_json::Value;
 
 use crate::query::{access, now_ms, resolve, select, Access, Row};
-use crate::send::deliver::Lines;
-use crate::send::DeliveryArgs;
+use crate::send::{DeliveryArgs, Lines};
 use crate::StoreLocation;
 
 #[derive(clap::Args)]
-#[command(after_help = "\
-The window is on the event time (as `auditsink query` selects it); each event is resent \
-as its raw line, so its signature still verifies and a receiver that deduplicates counts \
-it as a duplicate. Delivery, retries and the summary are those of `auditsink send`.")]
+#[command(after_help = crate::send::RETRY_AND_EXIT)]
 pub struct Args {
     /// Start of the window, inclusive: RFC 3339 (2025-11-25T19:46:40Z), a
     /// UTC date (2025-11-25), an age (90s, 15m, 24h, 7d) or ms since the epoch.

@@ -6,9 +6,12 @@
 //! final. Prints what happened: events sent and acknowledged, failed batches,
 //! status codes, events/s and request latency percentiles.
 
+mod batch;
 mod client;
-pub mod deliver;
+mod deliver;
+mod progress;
 mod report;
+mod retry;
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
@@ -17,10 +20,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+pub use batch::Lines;
+
+use batch::BodyEncoding;
 use client::{Endpoint, Trust};
-use deliver::{BodyEncoding, Lines, Options, Progress};
+use deliver::Options;
+use progress::Progress;
 
 #[derive(clap::Args)]
+#[command(after_help = RETRY_AND_EXIT)]
 pub struct Args {
     /// Lines to send (CEF or JSON, one event per line); stdin when absent or `-`.
     file: Option<PathBuf>,
@@ -32,6 +40,18 @@ pub struct Args {
     #[arg(long)]
     preload: bool,
 }
+
+/// What `send --help` and `replay --help` say after the options.
+pub const RETRY_AND_EXIT: &str = "\
+Delivery follows Konnect: each request POSTs a batch of lines joined by newlines, gzipped \
+and labelled `Content-Encoding: application/gzip`, with `Content-Type: application/text`. \
+A connection error (or no answer within --timeout), 429 and 500 are retried, waiting 1, 2, \
+4 then 8 s (or the receiver's Retry-After, 1 to 30 s), at most 4 retries; any other status \
+is final and the batch is counted as failed. The summary goes to stdout, progress and \
+failures to stderr (a bar on a terminal, a line every 5 s otherwise).
+
+Exit status: 0 when every batch sent was acknowledged (2xx), 1 when a batch failed, 2 on \
+an error such as an unreadable input or a bad option.";
 
 /// How to deliver: shared by `send` and `replay`.
 #[derive(clap::Args)]
@@ -48,10 +68,12 @@ pub struct DeliveryArgs {
     /// Requests in flight at once, each on its own keep-alive connection.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
-    /// At most this many events per second (default: as fast as acknowledged).
+    /// At most this many events per second (default: as fast as the
+    /// receiver acknowledges).
     #[arg(long, value_name = "EVENTS_PER_S")]
     rate: Option<f64>,
-    /// Start no new batch after this many seconds.
+    /// Start no new batch after this many seconds (batches in flight finish,
+    /// retries included); the rest of the input is counted as not sent.
     #[arg(long, value_name = "S")]
     duration: Option<f64>,
     /// Accept any server certificate. For self-signed test receivers only
@@ -71,7 +93,7 @@ pub struct DeliveryArgs {
     /// logs, text/plain for Dev Portal logs).
     #[arg(long, default_value = "application/text")]
     content_type: String,
-    /// Append every acknowledged line to this file (created or truncated),
+    /// Write every acknowledged line to this file (created or truncated),
     /// to check a receiver's store against it.
     #[arg(long, value_name = "FILE")]
     ledger: Option<PathBuf>,

@@ -363,12 +363,192 @@ fn rate_and_duration_bound_the_run() {
     assert_eq!(summary["acknowledged"].as_u64(), Some(sent));
     let read = summary["events_read"].as_u64().unwrap();
     assert_eq!(summary["unsent_events"].as_u64(), Some(read - sent));
+    // Paced (unpaced requests would follow each other within a few ms);
+    // each arrival time also carries a TLS handshake's jitter.
     let received = server.received();
     let gaps = gaps(&received);
     assert!(
-        gaps.iter().all(|g| *g >= Duration::from_millis(90)),
+        gaps.iter().all(|g| *g >= Duration::from_millis(50)),
         "{gaps:?}"
     );
+    let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
+    assert!(mean >= Duration::from_millis(80), "{gaps:?}");
+}
+
+#[test]
+fn encoding_and_content_type_are_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ScriptedServer::start(dir.path(), &[]);
+    let url = server.url("/");
+    for (encoding, content_type) in [("gzip", "text/plain"), ("identity", "application/text")] {
+        let (code, _, stderr) = send(
+            &[
+                "--url",
+                &url,
+                "--cacert",
+                server.ca.to_str().unwrap(),
+                "--encoding",
+                encoding,
+                "--content-type",
+                content_type,
+            ],
+            b"one\ntwo\n",
+        );
+        assert_eq!(code, 0, "{stderr}");
+        let request = server.received().pop().unwrap();
+        assert_eq!(request.header("content-type"), Some(content_type));
+        if encoding == "identity" {
+            assert_eq!(request.header("content-encoding"), None);
+            assert_eq!(request.body, b"one\ntwo");
+        } else {
+            assert_eq!(request.header("content-encoding"), Some("gzip"));
+            assert_eq!(&request.body[..2], [0x1f, 0x8b], "a gzip stream");
+            assert_eq!(request.decoded_body(), b"one\ntwo");
+        }
+    }
+}
+
+#[test]
+fn ledger_holds_only_acknowledged_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    // Batch 1: 400 (final); batch 2: 500 then 200; batch 3: 200.
+    let script = [Reply::Status(400), Reply::Status(500)];
+    let server = ScriptedServer::start(dir.path(), &script);
+    let url = server.url("/");
+    let ledger = dir.path().join("ledger.log");
+    let (code, summary, _) = send(
+        &[
+            "--url",
+            &url,
+            "--insecure",
+            "--batch",
+            "2",
+            "--retry-unit-ms",
+            "1",
+            "--ledger",
+            ledger.to_str().unwrap(),
+        ],
+        b"a\nb\nc\nd\ne\n",
+    );
+    assert_eq!(code, 1, "a batch failed");
+    assert_eq!(summary["failed_events"], 2);
+    assert_eq!(summary["acknowledged"], 3);
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap(), "c\nd\ne\n");
+}
+
+#[test]
+fn a_refused_connection_is_retried_four_times() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://localhost:{port}/");
+    let ledger = dir.path().join("ledger.log");
+    let (code, summary, stderr) = send(
+        &[
+            "--url",
+            &url,
+            "--insecure",
+            "--retry-unit-ms",
+            "1",
+            "--ledger",
+            ledger.to_str().unwrap(),
+        ],
+        b"a\n",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        summary["status"],
+        serde_json::json!({"connection_error": 5})
+    );
+    assert_eq!(summary["retries"], 4);
+    assert!(stderr.contains("after 4 retries"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap(), "");
+}
+
+/// `--duration` ends the run on time even when the next batch's slot under
+/// `--rate` is later, and even when the input (a pipe) has not ended; a
+/// pause in such an input sends the lines read so far.
+#[test]
+fn duration_ends_the_run_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ScriptedServer::start(dir.path(), &[]);
+    let url = server.url("/");
+    let input: String = (0..30).map(|i| format!("line {i}\n")).collect();
+    let started = Instant::now();
+    // 1 event/s in batches of 10: the second batch's slot is at 10 s.
+    let (code, summary, _) = send(
+        &[
+            "--url",
+            &url,
+            "--insecure",
+            "--batch",
+            "10",
+            "--rate",
+            "1",
+            "--duration",
+            "0.5",
+        ],
+        input.as_bytes(),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, 0);
+    assert_eq!(summary["events_sent"], 10, "{summary}");
+    assert_eq!(summary["unsent_events"], 20, "{summary}");
+
+    // Stdin left open after a few lines: after a 1 s pause they are sent
+    // (a partial batch), and the run ends after --duration.
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args([
+            "send",
+            "--json",
+            "--url",
+            &url,
+            "--insecure",
+            "--duration",
+            "2.5",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"x\ny\n").unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("send did not end after --duration with its input still open");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    assert!(status.success());
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["events_read"], 2, "{summary}");
+    assert_eq!(summary["acknowledged"], 2, "{summary}");
+    assert!(started.elapsed() >= Duration::from_millis(2500));
 }
 
 /// Time between consecutive requests.

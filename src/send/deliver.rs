@@ -1,6 +1,6 @@
-//! The delivery engine shared by `send` and `replay`: lines into newline
-//! batches, gzip, C keep-alive connections, an events/s pace, Konnect's retry
-//! rules, the ledger of acknowledged lines, progress, and the counts.
+//! The delivery engine shared by `send` and `replay`: batches over C
+//! keep-alive connections at an events/s pace, Konnect's retry rules, the
+//! ledger of acknowledged lines, and the counts.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,75 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hyper::body::Bytes;
 use tokio::sync::mpsc;
 
+use super::batch::{batch_lines, batch_lines_lingering, encode_all, Batch, BodyEncoding, Lines};
 use super::client::{Attempt, Connection, Endpoint};
+use super::progress::{self, Counters, Progress};
 use super::report::{Stats, Summary};
-
-/// Konnect: at most 4 retries of a batch.
-pub const MAX_RETRIES: u32 = 4;
-
-/// Lines to deliver (without terminators), in order.
-pub type Lines = Box<dyn Iterator<Item = anyhow::Result<Vec<u8>>> + Send>;
-
-/// How the body is encoded, and the `Content-Encoding` label it carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyEncoding {
-    /// gzip, labelled with this `Content-Encoding`.
-    Gzip(&'static str),
-    /// As is, without `Content-Encoding`.
-    Identity,
-}
-
-impl BodyEncoding {
-    /// Reads `--encoding`.
-    pub fn parse(text: &str) -> Result<BodyEncoding, String> {
-        match text {
-            "application/gzip" => Ok(BodyEncoding::Gzip("application/gzip")),
-            "gzip" => Ok(BodyEncoding::Gzip("gzip")),
-            "x-gzip" => Ok(BodyEncoding::Gzip("x-gzip")),
-            "identity" => Ok(BodyEncoding::Identity),
-            other => Err(format!(
-                "{other:?}: use application/gzip (Konnect's label), gzip, x-gzip or identity"
-            )),
-        }
-    }
-
-    /// The `Content-Encoding` header value, if any.
-    pub fn header(self) -> Option<&'static str> {
-        match self {
-            BodyEncoding::Gzip(label) => Some(label),
-            BodyEncoding::Identity => None,
-        }
-    }
-
-    fn encode(self, plain: &[u8]) -> Bytes {
-        match self {
-            BodyEncoding::Identity => Bytes::copy_from_slice(plain),
-            BodyEncoding::Gzip(_) => {
-                let mut encoder = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(plain.len() / 4),
-                    flate2::Compression::default(),
-                );
-                // Writing into a Vec cannot fail.
-                let _ = encoder.write_all(plain);
-                Bytes::from(encoder.finish().unwrap_or_default())
-            }
-        }
-    }
-}
-
-/// How progress is shown on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// An indicatif bar (stderr is a terminal).
-    Bar,
-    /// A plain line every few seconds (stderr is a file or a pipe).
-    Lines,
-    /// Nothing.
-    Off,
-}
+use super::retry::{retried_status, retry_delay, MAX_RETRIES};
 
 /// Everything the engine needs besides the lines.
 pub struct Options {
@@ -98,30 +36,6 @@ pub struct Options {
     pub progress: Progress,
 }
 
-/// The wait before retry number `retry` (0 for the first retry): the
-/// receiver's `Retry-After` (seconds) clamped to 1..=30 units, else
-/// 1, 2, 4, 8 units, never more than 30. A unit is 1 s except in tests.
-pub fn retry_delay(retry: u32, retry_after_secs: Option<u64>, unit: Duration) -> Duration {
-    let units = match retry_after_secs {
-        Some(secs) => secs.clamp(1, 30),
-        None => (1u64 << retry.min(5)).min(30),
-    };
-    unit * units as u32
-}
-
-/// Whether Konnect retries an answer with this status (500 and 429 only).
-pub fn retried_status(status: u16) -> bool {
-    status == 500 || status == 429
-}
-
-/// One batch: `events` lines joined by `\n`, and the encoded body.
-struct Batch {
-    number: u64,
-    events: u64,
-    plain: Bytes,
-    body: Option<Bytes>,
-}
-
 /// A pace of `rate` events per second: each batch reserves its share of
 /// time; a batch never starts before its slot (a token bucket holding one
 /// batch: an idle period earns no burst).
@@ -131,26 +45,22 @@ struct Pace {
 }
 
 impl Pace {
-    async fn wait(&self, events: u64) {
-        let start = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let start = (*next).max(now);
-            *next = start + Duration::from_secs_f64(events as f64 / self.rate);
-            start
-        };
-        tokio::time::sleep_until(start.into()).await;
+    /// When a batch of `events` may start.
+    fn slot(&self, events: u64) -> Instant {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let start = (*next).max(Instant::now());
+        *next = start + Duration::from_secs_f64(events as f64 / self.rate);
+        start
     }
 }
 
 struct Shared {
     options: Options,
     stats: Mutex<Stats>,
+    counters: Arc<Counters>,
     ledger: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
     pace: Option<Pace>,
     deadline: Option<Instant>,
-    acknowledged: AtomicU64,
-    failed_batches: AtomicU64,
     reported_failures: AtomicU64,
 }
 
@@ -159,6 +69,9 @@ impl Shared {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// A streamed input that pauses this long sends what it has (a partial batch).
+const LINGER: Duration = Duration::from_secs(1);
 
 /// At most this many failed batches are described on stderr.
 const REPORTED_FAILURES: u64 = 10;
@@ -169,7 +82,10 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
     anyhow::ensure!(options.batch > 0, "--batch must be at least 1");
     anyhow::ensure!(options.concurrency > 0, "--concurrency must be at least 1");
     if let Some(rate) = options.rate {
-        anyhow::ensure!(rate > 0.0, "--rate must be positive");
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rate must be a positive number"
+        );
     }
     let ledger = match &options.ledger {
         Some(path) => Some(Mutex::new(std::io::BufWriter::new(
@@ -182,7 +98,7 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let read = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(Counters::default());
     let producer_error = Arc::new(Mutex::new(None::<anyhow::Error>));
 
     // Preloaded: every batch read and encoded before the clock starts.
@@ -190,7 +106,7 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
     let mut producer = None;
     let (rx, total) = if options.preload {
         let mut batches = Vec::new();
-        batch_lines(lines, options.batch, &read, |b| {
+        batch_lines(lines, options.batch, &counters.read, |b| {
             batches.push(b);
             true
         })?;
@@ -204,11 +120,13 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
         (rx, Some(total))
     } else {
         let (tx, rx) = mpsc::channel::<Batch>(options.concurrency * 2);
-        let read = read.clone();
+        let counters = counters.clone();
         let error = producer_error.clone();
         let batch = options.batch;
         producer = Some(std::thread::spawn(move || {
-            let result = batch_lines(lines, batch, &read, |b| tx.blocking_send(b).is_ok());
+            let result = batch_lines_lingering(lines, batch, LINGER, &counters.read, |b| {
+                tx.blocking_send(b).is_ok()
+            });
             if let Err(e) = result {
                 *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
             }
@@ -225,17 +143,16 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
         deadline: options.duration.map(|d| started + d),
         options,
         stats: Mutex::new(Stats::default()),
+        counters: counters.clone(),
         ledger,
-        acknowledged: AtomicU64::new(0),
-        failed_batches: AtomicU64::new(0),
         reported_failures: AtomicU64::new(0),
     });
     let elapsed = runtime.block_on(async {
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let done = Arc::new(tokio::sync::Notify::new());
-        let progress = tokio::spawn(show_progress(
-            shared.clone(),
-            read.clone(),
+        let progress = tokio::spawn(progress::show(
+            shared.options.progress,
+            counters.clone(),
             total,
             done.clone(),
             started,
@@ -254,7 +171,13 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
         elapsed
     });
     if let Some(producer) = producer {
-        let _ = producer.join();
+        // Once --duration ran out, the producer may be blocked reading an
+        // input that has not ended (a pipe left open): it is not waited for.
+        // Otherwise the workers stopped because it had finished.
+        let ran_out = shared.deadline.is_some_and(|d| Instant::now() >= d);
+        if !ran_out || producer.is_finished() {
+            let _ = producer.join();
+        }
     }
     if let Some(ledger) = &shared.ledger {
         let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,7 +185,7 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
         ledger.get_ref().sync_all().context("writing the ledger")?;
     }
     let mut stats = shared.stats().clone();
-    stats.events_read = read.load(Ordering::Relaxed);
+    stats.events_read = counters.read.load(Ordering::Relaxed);
     let unsent = stats.events_read.saturating_sub(stats.events_sent);
     let summary = Summary {
         stats,
@@ -280,81 +203,28 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-/// Groups `lines` into batches of `size` and hands each to `sink` (which
-/// returns false to stop).
-fn batch_lines(
-    lines: Lines,
-    size: usize,
-    read: &AtomicU64,
-    mut sink: impl FnMut(Batch) -> bool,
-) -> anyhow::Result<()> {
-    let mut plain = Vec::new();
-    let mut events = 0u64;
-    let mut number = 0u64;
-    for line in lines {
-        let line = line?;
-        if events > 0 {
-            plain.push(b'\n');
-        }
-        plain.extend_from_slice(&line);
-        events += 1;
-        read.fetch_add(1, Ordering::Relaxed);
-        if events == size as u64 {
-            number += 1;
-            let batch = Batch {
-                number,
-                events,
-                plain: Bytes::from(std::mem::take(&mut plain)),
-                body: None,
-            };
-            events = 0;
-            if !sink(batch) {
-                return Ok(());
-            }
-        }
-    }
-    if events > 0 {
-        sink(Batch {
-            number: number + 1,
-            events,
-            plain: Bytes::from(plain),
-            body: None,
-        });
-    }
-    Ok(())
-}
-
-/// Encodes every batch, on all cores.
-fn encode_all(batches: &mut [Batch], encoding: BodyEncoding) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_thread = batches.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        for part in batches.chunks_mut(per_thread) {
-            scope.spawn(move || {
-                for batch in part {
-                    batch.body = Some(encoding.encode(&batch.plain));
-                }
-            });
-        }
-    });
-}
-
+/// Takes batches and delivers them, one at a time, until the input ends or
+/// `--duration` runs out.
 async fn worker(shared: Arc<Shared>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>) {
     let mut connection = Connection::new();
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let deadline = shared.deadline.unwrap_or(far);
     loop {
         let next = async { rx.lock().await.recv().await };
-        let batch = match shared.deadline {
-            Some(deadline) => tokio::select! {
-                batch = next => batch,
-                _ = tokio::time::sleep_until(deadline.into()) => None,
-            },
-            None => next.await,
+        let batch = tokio::select! {
+            batch = next => batch,
+            _ = tokio::time::sleep_until(deadline.into()) => None,
         };
         let Some(batch) = batch else { return };
         if let Some(pace) = &shared.pace {
-            pace.wait(batch.events).await;
+            let slot = pace.slot(batch.events);
+            // A slot after the deadline is never reached.
+            if slot >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(slot.into()).await;
         }
-        if shared.deadline.is_some_and(|d| Instant::now() >= d) {
+        if Instant::now() >= deadline {
             return;
         }
         deliver(&shared, &mut connection, batch).await;
@@ -364,10 +234,7 @@ async fn worker(shared: Arc<Shared>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<B
 /// Sends one batch, retrying as Konnect does.
 async fn deliver(shared: &Shared, connection: &mut Connection, batch: Batch) {
     let options = &shared.options;
-    let body = match &batch.body {
-        Some(body) => body.clone(),
-        None => options.encoding.encode(&batch.plain),
-    };
+    let body = batch.body(options.encoding);
     shared.stats().events_sent += batch.events;
     let mut retry = 0;
     loop {
@@ -395,10 +262,11 @@ async fn deliver(shared: &Shared, connection: &mut Connection, batch: Batch) {
                         stats.batches_acknowledged += 1;
                         stats.add_receiver_counts(body);
                         drop(stats);
+                        write_ledger(shared, &batch.plain);
                         shared
+                            .counters
                             .acknowledged
                             .fetch_add(batch.events, Ordering::Relaxed);
-                        write_ledger(shared, &batch.plain);
                         return;
                     }
                     let failure = format!(
@@ -437,7 +305,10 @@ fn give_up(shared: &Shared, batch: &Batch, why: &str) {
         stats.failed_batches += 1;
         stats.failed_events += batch.events;
     }
-    shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .failed_batches
+        .fetch_add(1, Ordering::Relaxed);
     let reported = shared.reported_failures.fetch_add(1, Ordering::Relaxed);
     if reported < REPORTED_FAILURES {
         eprintln!(
@@ -457,123 +328,5 @@ fn write_ledger(shared: &Shared, plain: &[u8]) {
         .and_then(|_| ledger.write_all(b"\n"))
     {
         eprintln!("auditsink: writing the ledger: {e}");
-    }
-}
-
-async fn show_progress(
-    shared: Arc<Shared>,
-    read: Arc<AtomicU64>,
-    total: Option<u64>,
-    done: Arc<tokio::sync::Notify>,
-    started: Instant,
-) {
-    let mode = shared.options.progress;
-    if mode == Progress::Off {
-        return;
-    }
-    let bar = (mode == Progress::Bar).then(|| {
-        let bar = match total {
-            Some(total) => indicatif::ProgressBar::new(total),
-            None => indicatif::ProgressBar::new_spinner(),
-        };
-        let template = if total.is_some() {
-            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} acknowledged, {per_sec} {msg}"
-        } else {
-            "{spinner} {elapsed_precise} {pos} acknowledged, {per_sec} {msg}"
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    });
-    let every = if bar.is_some() {
-        Duration::from_millis(200)
-    } else {
-        Duration::from_secs(5)
-    };
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
-    loop {
-        let finished = tokio::select! {
-            _ = ticker.tick() => false,
-            _ = done.notified() => true,
-        };
-        let acknowledged = shared.acknowledged.load(Ordering::Relaxed);
-        let failed = shared.failed_batches.load(Ordering::Relaxed);
-        match &bar {
-            Some(bar) => {
-                bar.set_position(acknowledged);
-                if failed > 0 {
-                    bar.set_message(format!("{failed} batches failed"));
-                }
-                if finished {
-                    bar.finish();
-                }
-            }
-            None if !finished => {
-                let secs = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "progress: {:.0} s, read {}, acknowledged {acknowledged}, failed batches {failed}, {:.0} events/s",
-                    secs,
-                    read.load(Ordering::Relaxed),
-                    acknowledged as f64 / secs.max(1e-9)
-                );
-            }
-            None => {}
-        }
-        if finished {
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_follows_konnect_rules() {
-        let s = Duration::from_secs(1);
-        let waits: Vec<_> = (0..MAX_RETRIES).map(|r| retry_delay(r, None, s)).collect();
-        assert_eq!(waits, [1, 2, 4, 8].map(Duration::from_secs));
-        assert_eq!(retry_delay(9, None, s), Duration::from_secs(30));
-        assert_eq!(retry_delay(0, Some(0), s), Duration::from_secs(1));
-        assert_eq!(retry_delay(0, Some(7), s), Duration::from_secs(7));
-        assert_eq!(retry_delay(0, Some(3600), s), Duration::from_secs(30));
-        for r in 0..10 {
-            for after in [None, Some(0), Some(5), Some(99)] {
-                let d = retry_delay(r, after, s);
-                assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(30));
-            }
-        }
-    }
-
-    #[test]
-    fn only_500_and_429_are_retried() {
-        for status in [200, 201, 400, 401, 404, 408, 413, 415, 501, 502, 503, 504] {
-            assert!(!retried_status(status), "{status}");
-        }
-        assert!(retried_status(500) && retried_status(429));
-    }
-
-    #[test]
-    fn batches_split_lines() {
-        let lines: Lines = Box::new((0..7).map(|i| Ok(format!("l{i}").into_bytes())));
-        let read = AtomicU64::new(0);
-        let mut got = Vec::new();
-        batch_lines(lines, 3, &read, |b| {
-            got.push((b.events, String::from_utf8(b.plain.to_vec()).unwrap()));
-            true
-        })
-        .unwrap();
-        assert_eq!(
-            got,
-            [
-                (3, "l0\nl1\nl2".to_owned()),
-                (3, "l3\nl4\nl5".to_owned()),
-                (1, "l6".to_owned())
-            ]
-        );
-        assert_eq!(read.load(Ordering::Relaxed), 7);
     }
 }
