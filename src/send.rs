@@ -43,15 +43,16 @@ pub struct Args {
 
 /// What `send --help` and `replay --help` say after the options.
 pub const RETRY_AND_EXIT: &str = "\
-Delivery follows Konnect: each request POSTs a batch of lines joined by newlines, gzipped \
-and labelled `Content-Encoding: application/gzip`, with `Content-Type: application/text`. \
-A connection error (or no answer within --timeout), 429 and 500 are retried, waiting 1, 2, \
-4 then 8 s (or the receiver's Retry-After, 1 to 30 s), at most 4 retries; any other status \
-is final and the batch is counted as failed. The summary goes to stdout, progress and \
-failures to stderr (a bar on a terminal, a line every 5 s otherwise).
+Delivery follows Konnect: each request POSTs a batch of lines joined by newlines,
+by default gzipped and labelled `Content-Encoding: application/gzip`, with
+`Content-Type: application/text`. A connection error (or no answer within --timeout),
+429 and 500 are retried, waiting 1, 2, 4 then 8 s (or the receiver's Retry-After,
+1 to 30 s), at most 4 retries; any other status is final: the batch has failed.
+The summary goes to stdout; progress and failures to stderr (a bar on a terminal,
+a line every 5 s otherwise).
 
-Exit status: 0 when every batch sent was acknowledged (2xx), 1 when a batch failed, 2 on \
-an error such as an unreadable input or a bad option.";
+Exit status: 0 when every batch sent was acknowledged (2xx), 1 when a batch
+failed, 2 on an error such as an unreadable input or a bad option.";
 
 /// How to deliver: shared by `send` and `replay`.
 #[derive(clap::Args)]
