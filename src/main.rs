@@ -2,7 +2,6 @@
 //! module per subcommand.
 #![forbid(unsafe_code)]
 
-mod admin_client;
 mod admin_stream;
 mod check;
 mod export;
