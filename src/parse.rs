@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use auditsink_parser::{parse_line, Format, ParseOptions};
+use auditsink_parser::{parse_borrowed, Format, ParseOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,7 +53,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         lines += 1;
-        let written = match parse_line(line, &options) {
+        // The borrowed view renders byte for byte as the owned `Event`,
+        // without copying every string into it first.
+        let written = match parse_borrowed(line, &options) {
             Ok(event) => serde_json::to_writer(&mut out, &event).map_err(std::io::Error::from),
             Err(e) => serde_json::to_writer(
                 &mut out,
