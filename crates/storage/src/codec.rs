@@ -63,6 +63,27 @@ pub(crate) fn event_time(event: &Event, received_at_ms: i64) -> i64 {
         .unwrap_or(received_at_ms)
 }
 
+/// The first occurrence of `needle` in `haystack`, like
+/// `memchr::memmem::find`, without building a searcher for every short
+/// needle (most are a few bytes, in a line of a few hundred).
+fn find_first(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let Some(&first) = needle.first() else {
+        return Some(0);
+    };
+    if needle.len() > 16 {
+        return memchr::memmem::find(haystack, needle);
+    }
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(first, haystack.get(from..)?) {
+        let at = from + i;
+        if haystack[at..].starts_with(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 struct Writer<'a> {
     out: Vec<u8>,
     raw: &'a [u8],
@@ -109,9 +130,9 @@ impl Writer<'_> {
 
     fn find(&self, needle: &[u8]) -> Option<usize> {
         let from = self.cursor.min(self.raw.len());
-        memchr::memmem::find(&self.raw[from..], needle)
+        find_first(&self.raw[from..], needle)
             .map(|i| i + from)
-            .or_else(|| memchr::memmem::find(&self.raw[..from], needle))
+            .or_else(|| find_first(&self.raw[..from], needle))
     }
 
     fn value(&mut self, v: &Value) {
@@ -596,6 +617,27 @@ pub(crate) fn decode_posting(first_id: u64, buf: &[u8], out: &mut Vec<(u64, i64)
 mod tests {
     use super::*;
     use auditsink_parser::{parse_line, Format, ParseOptions};
+
+    #[test]
+    fn find_first_agrees_with_memmem() {
+        let hay = b"aab abab ba a=1 a=12 xyzzy ab";
+        for needle in [
+            &b"a"[..],
+            b"ab",
+            b"a=12",
+            b"zz",
+            b"ab ",
+            b"q",
+            b"",
+            b"xyzzy ab!",
+        ] {
+            assert_eq!(
+                find_first(hay, needle),
+                memchr::memmem::find(hay, needle),
+                "{needle:?}"
+            );
+        }
+    }
 
     fn round_trip(event: &Event) {
         let encoded = encode_event(1_700_000_000_123, "src", event);

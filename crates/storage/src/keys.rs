@@ -4,9 +4,9 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `e` id | event record ([`crate::codec`]) |
+//! | `e` first id | chunk of event records ([`crate::chunk`], [`crate::codec`]) |
 //! | `q` id | quarantined line record |
-//! | `d` identity | id of the event stored under it (8 bytes) |
+//! | `d` minute identity-hash | id of the event stored under it (8 bytes) |
 //! | `i` kind len term first_id | posting: the (id, time) pairs of one write with this term |
 //! | `m` name | metadata: format version, next id, counts |
 //!
@@ -14,7 +14,12 @@
 //! quarantined lines share one sequence. The identity of an event is `s:` +
 //! the 64 signature bytes when its `sig` decodes (padded or unpadded
 //! base64url give the same identity) and was not found invalid, else `h:` +
-//! SHA-256 of the raw line.
+//! the raw line; either with the event's `timestamp` (its milliseconds, or
+//! none). Its dedupe key is the minute of that timestamp (u32 big-endian,
+//! 0 without one) and the first 16 bytes of the SHA-256 of the identity:
+//! events arrive roughly in time order, so new dedupe entries land next to
+//! each other instead of all over the tree (what made them the costliest
+//! part of an append), and 128 bits make a collision negligible.
 
 use auditsink_parser::{Event, SignatureStatus};
 use sha2::{Digest, Sha256};
@@ -31,7 +36,7 @@ pub(crate) const META_COUNTS: &[u8] = b"mcounts";
 pub(crate) const META_REBUILDING: &[u8] = b"mrebuilding";
 
 /// Version of the key layout and record encoding this build writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// An id-keyed record key: `prefix` + id big-endian.
 pub(crate) fn id_key(prefix: u8, id: u64) -> [u8; 9] {
@@ -50,8 +55,11 @@ pub(crate) fn key_id(key: &[u8]) -> Option<u64> {
 /// identity: otherwise a forged line carrying a copied signature, arriving
 /// first, would make the genuine event a "duplicate".
 pub(crate) fn dedupe_key(event: &Event) -> Vec<u8> {
-    let mut key = Vec::with_capacity(67);
-    key.push(DEDUPE);
+    let timestamp = event
+        .timestamp
+        .as_deref()
+        .and_then(crate::timefmt::timestamp_ms);
+    let mut hash = Sha256::new();
     match event
         .sig
         .as_deref()
@@ -59,16 +67,34 @@ pub(crate) fn dedupe_key(event: &Event) -> Vec<u8> {
         .and_then(|sig| auditsink_parser::signature::decode_signature(sig.as_bytes()))
     {
         Some(sig) => {
-            key.extend_from_slice(b"s:");
-            key.extend_from_slice(&sig);
+            hash.update(b"s:");
+            hash.update(sig);
         }
         None => {
-            key.extend_from_slice(b"h:");
-            key.extend_from_slice(&Sha256::digest(event.raw.as_bytes()));
+            hash.update(b"h:");
+            hash.update(event.raw.as_bytes());
         }
     }
+    match timestamp {
+        Some(ms) => {
+            hash.update([1]);
+            hash.update(ms.to_be_bytes());
+        }
+        None => hash.update([0]),
+    }
+    let minute = timestamp.map_or(0, |ms| ms.div_euclid(60_000).clamp(0, i64::from(u32::MAX)));
+    let mut key = Vec::with_capacity(DEDUPE_KEY_LEN);
+    key.push(DEDUPE);
+    key.extend_from_slice(&(minute as u32).to_be_bytes());
+    key.extend_from_slice(&hash.finalize()[..DEDUPE_HASH]);
     key
 }
+
+/// Length of a dedupe key: `d`, minute, hash.
+pub(crate) const DEDUPE_KEY_LEN: usize = 1 + 4 + DEDUPE_HASH;
+
+/// Bytes of the identity's SHA-256 in a dedupe key.
+const DEDUPE_HASH: usize = 16;
 
 /// What an index is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

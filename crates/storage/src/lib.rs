@@ -5,9 +5,11 @@
 //!
 //! - **events**: normalized events with the store's keys (`id`,
 //!   `received_at`, `source`), in arrival order, in a compact binary record
-//!   that keeps the raw line and gives back the identical event;
-//! - **dedupe** entries: one per event identity (its `sig`, else the SHA-256
-//!   of its raw line), so a replayed event is counted, not stored twice;
+//!   that keeps the raw line and gives back the identical event, packed a
+//!   few kilobytes of records per sled value;
+//! - **dedupe** entries: one per event identity (its `sig`, else its raw
+//!   line; with its `timestamp`), so a replayed event is counted, not stored
+//!   twice (an in-memory Bloom filter over them spares new events a lookup);
 //! - **indexes** on event time, `principal_id`, `trace_id`, `org_id` and
 //!   `name`, for [`Store::query`] and [`Store::count`];
 //! - **quarantine**: lines (or whole bodies) that could not be read as
@@ -29,8 +31,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chunk;
 mod codec;
 mod error;
+mod filter;
 mod index;
 mod keys;
 mod maintain;
@@ -168,6 +172,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         drop(self.retention.take());
+        self.core.filter.stop();
         if let Err(e) = self.core.flush() {
             tracing::error!(error = %e, "store flush on close failed");
         }
@@ -223,13 +228,16 @@ impl Store {
             }
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
             Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(|b| u32::from_be_bytes(b).to_string())
+                    .unwrap_or_else(|_| format!("{:?}", v.as_ref()));
                 return Err(StoreError::Format {
                     path: dir.to_path_buf(),
                     reason: format!(
-                        "has format version {:?}; this version reads {FORMAT_VERSION}",
-                        v.as_ref()
+                        "has format version {found}; this version reads only format \
+                         {FORMAT_VERSION} (open it with the build that wrote it)"
                     ),
-                })
+                });
             }
         }
         let state = initial_state(&tree)?;
@@ -239,6 +247,7 @@ impl Store {
             counters: writer::Counters::default(),
             state: Mutex::new(state),
             tree,
+            filter: filter::DedupeFilter::new(),
         });
         {
             let state = core.lock();
@@ -250,13 +259,25 @@ impl Store {
                 .store(state.counts.quarantine, Ordering::Relaxed);
         }
         let open_report = verify_on_open(&core, options.verify_on_open)?;
-        let writer = writer::spawn(core.clone())?;
+        {
+            let state = core.lock();
+            core.filter.start(&core.tree, state.counts.events);
+        }
+        let writer = match writer::spawn(core.clone()) {
+            Ok(writer) => writer,
+            Err(e) => {
+                core.filter.stop();
+                return Err(e);
+            }
+        };
         let retention = match options.retention_days {
-            Some(days) => Some(spawn_retention(
-                core.clone(),
-                days,
-                options.retention_interval,
-            )?),
+            Some(days) => match spawn_retention(core.clone(), days, options.retention_interval) {
+                Ok(retention) => Some(retention),
+                Err(e) => {
+                    core.filter.stop();
+                    return Err(e);
+                }
+            },
             None => None,
         };
         Ok(Store {
@@ -332,7 +353,7 @@ impl Store {
 
     /// One event by id.
     pub fn event(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
-        let Some(value) = self.tree().get(id_key(EVENT, id))? else {
+        let Some(value) = chunk::get(self.tree(), id)? else {
             return Ok(None);
         };
         let d = codec::decode_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
@@ -479,12 +500,14 @@ fn initial_state(tree: &sled::Tree) -> Result<WriteState, StoreError> {
         .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
         .unwrap_or(1);
     let mut next_id = recorded.max(1);
-    for prefix in [EVENT, QUARANTINE] {
-        if let Some(item) = query::records_after(tree, prefix, None).next_back() {
-            let (key, _) = item?;
-            if let Some(id) = key_id(&key) {
-                next_id = next_id.max(id + 1);
-            }
+    if let Some(item) = chunk::Records::newest_first(tree).next() {
+        let (id, _) = item?;
+        next_id = next_id.max(id + 1);
+    }
+    if let Some(item) = query::records_after(tree, QUARANTINE, None).next_back() {
+        let (key, _) = item?;
+        if let Some(id) = key_id(&key) {
+            next_id = next_id.max(id + 1);
         }
     }
     let counts = tree

@@ -17,6 +17,7 @@ use auditsink_parser::signature::KeySet;
 use auditsink_parser::{parse_line, Event, ParseOptions, SignatureStatus};
 use serde::Serialize;
 
+use crate::chunk::{self, Chunk, ChunkBuilder, Records};
 use crate::codec::{
     decode_event, decode_posting, decode_quarantine, encode_posting, peek_event,
     peek_quarantine_received,
@@ -188,9 +189,8 @@ pub(crate) fn verify_tail(core: &Core, n: usize) -> Result<(u64, Vec<String>), S
     let _state = core.lock();
     let mut problems = Vec::new();
     let mut checked = 0;
-    for item in records_after(&core.tree, EVENT, None).rev().take(n) {
-        let (key, value) = item?;
-        let id = key_id(&key).ok_or_else(|| corrupt(&key, "event key"))?;
+    for item in Records::newest_first(&core.tree).take(n) {
+        let (id, value) = item?;
         event_problems(&core.tree, id, &value, &mut |p| problems.push(p))?;
         checked += 1;
     }
@@ -221,36 +221,42 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
     let mut max_id = 0u64;
     for item in records_after(tree, EVENT, None) {
         let (key, value) = item?;
-        let Some(id) = key_id(&key) else {
-            report.problem(format!("malformed event key {}", hex(&key)));
-            continue;
-        };
-        report.events += 1;
-        max_id = max_id.max(id);
-        let decoded = match decode_event(&value) {
-            Ok(d) => d,
+        let chunk = match Chunk::read(key.clone(), value) {
+            Ok(chunk) => chunk,
             Err(e) => {
-                report.problem(format!(
-                    "event {}: record does not decode ({})",
-                    format_id(id),
-                    e.0
-                ));
+                report.problem(format!("event chunk {}: {e}", hex(&key)));
                 continue;
             }
         };
-        match tree.get(dedupe_key(&decoded.event))? {
-            Some(v) if v.as_ref() == id.to_be_bytes() => self_dedupe += 1,
-            Some(_) => report.problem(format!(
-                "event {}: its identity is recorded for another event (stored twice?)",
-                format_id(id)
-            )),
-            None => report.problem(format!("event {}: no dedupe entry", format_id(id))),
-        }
-        for (kind, term) in terms(&decoded.event, decoded.time) {
-            let e = expected.entry(kind).or_default();
-            e.0 += 1;
-            e.1 =
-                e.1.wrapping_add(entry_hash(kind, &encoded(&term), id, decoded.time));
+        for i in 0..chunk.records.len() {
+            let (id, value) = chunk.record(i);
+            report.events += 1;
+            max_id = max_id.max(id);
+            let decoded = match decode_event(&value) {
+                Ok(d) => d,
+                Err(e) => {
+                    report.problem(format!(
+                        "event {}: record does not decode ({})",
+                        format_id(id),
+                        e.0
+                    ));
+                    continue;
+                }
+            };
+            match tree.get(dedupe_key(&decoded.event))? {
+                Some(v) if v.as_ref() == id.to_be_bytes() => self_dedupe += 1,
+                Some(_) => report.problem(format!(
+                    "event {}: its identity is recorded for another event (stored twice?)",
+                    format_id(id)
+                )),
+                None => report.problem(format!("event {}: no dedupe entry", format_id(id))),
+            }
+            for (kind, term) in terms(&decoded.event, decoded.time) {
+                let e = expected.entry(kind).or_default();
+                e.0 += 1;
+                e.1 =
+                    e.1.wrapping_add(entry_hash(kind, &encoded(&term), id, decoded.time));
+            }
         }
     }
 
@@ -286,7 +292,7 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
                 .try_into()
                 .ok()
                 .map(u64::from_be_bytes)
-                .map(|id| tree.get(id_key(EVENT, id)))
+                .map(|id| chunk::get(tree, id))
                 .transpose()?
                 .flatten();
             let ok = target
@@ -391,7 +397,7 @@ fn index_details(
             continue;
         }
         for &(id, time) in &entries {
-            let event = tree.get(id_key(EVENT, id))?;
+            let event = chunk::get(tree, id)?;
             let ok = event.and_then(|v| decode_event(&v).ok()).is_some_and(|d| {
                 d.time == time
                     && terms(&d.event, d.time)
@@ -409,21 +415,27 @@ fn index_details(
     }
     for item in records_after(tree, EVENT, None) {
         let (key, value) = item?;
-        let (Some(id), Ok(decoded)) = (key_id(&key), decode_event(&value)) else {
+        let Ok(chunk) = Chunk::read(key, value) else {
             continue;
         };
-        for (k, term) in terms(&decoded.event, decoded.time) {
-            if k != kind {
+        for i in 0..chunk.records.len() {
+            let (id, value) = chunk.record(i);
+            let Ok(decoded) = decode_event(&value) else {
                 continue;
-            }
-            let found = find_posting(tree, k, &term, id)?
-                .is_some_and(|(_, e)| e.contains(&(id, decoded.time)));
-            if !found {
-                report.problem(format!(
-                    "event {}: missing from the {} index",
-                    format_id(id),
-                    kind.as_str()
-                ));
+            };
+            for (k, term) in terms(&decoded.event, decoded.time) {
+                if k != kind {
+                    continue;
+                }
+                let found = find_posting(tree, k, &term, id)?
+                    .is_some_and(|(_, e)| e.contains(&(id, decoded.time)));
+                if !found {
+                    report.problem(format!(
+                        "event {}: missing from the {} index",
+                        format_id(id),
+                        kind.as_str()
+                    ));
+                }
             }
         }
     }
@@ -441,6 +453,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     let mut state = core.lock();
     let tree = &core.tree;
     let mut summary = RebuildSummary::default();
+    core.filter.disable();
     tree.insert(META_REBUILDING, &[1u8])?;
     core.flush()?;
 
@@ -464,20 +477,24 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     }
 
     let mut max_id = 0u64;
-    let mut after = None;
-    loop {
-        let chunk: Vec<(sled::IVec, sled::IVec)> = records_after(tree, EVENT, after)
-            .take(CHUNK)
-            .collect::<Result<_, _>>()?;
-        let Some((last, _)) = chunk.last() else {
-            break;
-        };
-        after = key_id(last);
+    let mut chunks = records_after(tree, EVENT, None).peekable();
+    while chunks.peek().is_some() {
+        // Whole chunks, about CHUNK events per write.
+        let mut records = Vec::new();
+        while records.len() < CHUNK {
+            let Some(item) = chunks.next() else { break };
+            let (key, value) = item?;
+            match Chunk::read(key, value) {
+                Ok(chunk) => records.extend((0..chunk.records.len()).map(|i| chunk.record(i))),
+                // Its events are lost; they are counted as one.
+                Err(_) => summary.corrupt_events += 1,
+            }
+        }
         let mut batch = sled::Batch::default();
         let mut postings = PostingBuilder::default();
         let mut seen = HashMap::new();
-        for (key, value) in &chunk {
-            let Some(id) = key_id(key) else { continue };
+        for (id, value) in &records {
+            let id = *id;
             max_id = max_id.max(id);
             let Ok(decoded) = decode_event(value) else {
                 summary.corrupt_events += 1;
@@ -517,6 +534,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     batch.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
     batch.remove(META_REBUILDING);
     tree.apply_batch(batch)?;
+    core.filter.start(tree, counts.events);
     core.counters.events.store(counts.events, Ordering::Relaxed);
     core.counters
         .quarantine
@@ -551,29 +569,49 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
     let tree = &core.tree;
     loop {
         let mut state = core.lock();
+        let mut batch = sled::Batch::default();
         let mut chunk = Vec::new();
         let mut done = false;
+        // Whole event chunks, about CHUNK events per write; the chunk where
+        // the expired events end is rewritten with the rest.
         for item in records_after(tree, EVENT, None) {
             let (key, value) = item?;
-            let head = peek_event(&value).map_err(|e| corrupt(&key, e.0))?;
-            if head.received_at_ms >= cutoff_ms {
-                done = true;
-                break;
+            let first = key_id(&key).ok_or_else(|| corrupt(&key, "event chunk key"))?;
+            let records = Chunk::read(key.clone(), value)?;
+            let mut kept = None;
+            for i in 0..records.records.len() {
+                let (id, value) = records.record(i);
+                let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+                if done || head.received_at_ms >= cutoff_ms {
+                    done = true;
+                    kept.get_or_insert_with(|| ChunkBuilder::new(first))
+                        .push(id, &value);
+                } else {
+                    chunk.push((id, value));
+                }
             }
-            chunk.push((key, value));
-            if chunk.len() == CHUNK {
+            match kept {
+                None => batch.remove(key),
+                Some(kept) if kept.is_empty() => batch.remove(key),
+                Some(kept) => {
+                    let (_, value) = kept.finish();
+                    if value.as_slice() != records.value.as_ref() {
+                        batch.insert(key, value);
+                    }
+                }
+            }
+            if done || chunk.len() >= CHUNK {
                 break;
             }
         }
         if chunk.is_empty() {
             break;
         }
-        let mut batch = sled::Batch::default();
         let mut changed: HashMap<sled::IVec, (u64, Entries)> = HashMap::new();
-        for (key, value) in &chunk {
-            let id = key_id(key).ok_or_else(|| corrupt(key, "event key"))?;
-            batch.remove(key.clone());
-            let decoded = decode_event(value).map_err(|e| corrupt(key, e.0))?;
+        for (id, value) in &chunk {
+            let id = *id;
+            let key = id_key(EVENT, id);
+            let decoded = decode_event(value).map_err(|e| corrupt(&key, e.0))?;
             let dkey = dedupe_key(&decoded.event);
             if tree
                 .get(&dkey)?
@@ -693,7 +731,7 @@ pub(crate) fn reprocess(
             break;
         };
         after = key_id(last);
-        let mut staging = Staging::new(&core.tree, &state);
+        let mut staging = Staging::new(core, &state);
         for (key, value) in &chunk {
             summary.examined += 1;
             let (Some(id), Ok(record)) = (key_id(key), decode_quarantine(value)) else {

@@ -12,10 +12,11 @@
 
 use std::ops::Bound;
 
+use crate::chunk::{self, Chunk, Records};
 use crate::codec::{decode_event, decode_posting, peek_event};
 use crate::index::attribute_term;
 use crate::keys::{
-    id_key, key_id, posting_prefix, prefix_end, split_posting_key, time_term, IndexKind, EVENT,
+    id_key, posting_prefix, prefix_end, split_posting_key, time_term, IndexKind, EVENT,
 };
 use crate::record::StoredEvent;
 use crate::{corrupt, StoreError};
@@ -213,8 +214,9 @@ pub(crate) fn count(tree: &sled::Tree, query: &Query, total: u64) -> Result<u64,
 }
 
 enum Source {
-    Ids(std::vec::IntoIter<u64>),
-    Scan(Box<sled::Iter>),
+    /// The ids, and the chunk last read (ids in a row share chunks).
+    Ids(std::vec::IntoIter<u64>, Option<Chunk>),
+    Scan(Box<Records>),
     Done,
 }
 
@@ -231,8 +233,8 @@ impl QueryIter {
     pub(crate) fn new(tree: sled::Tree, query: Query, plan: Plan) -> QueryIter {
         let source = match plan {
             Plan::Empty => Source::Done,
-            Plan::Ids(ids) => Source::Ids(ids.into_iter()),
-            Plan::Scan => Source::Scan(Box::new(events_after(&tree, query.after))),
+            Plan::Ids(ids) => Source::Ids(ids.into_iter(), None),
+            Plan::Scan => Source::Scan(Box::new(Records::after(&tree, query.after))),
         };
         QueryIter {
             remaining: query.limit.unwrap_or(usize::MAX),
@@ -246,12 +248,24 @@ impl QueryIter {
         loop {
             let (id, value) = match &mut self.source {
                 Source::Done => return Ok(None),
-                Source::Ids(ids) => {
+                Source::Ids(ids, cached) => {
                     let Some(id) = ids.next() else {
                         return Ok(None);
                     };
-                    match self.tree.get(id_key(EVENT, id))? {
-                        Some(value) => (id, value),
+                    let hit = cached
+                        .as_ref()
+                        .and_then(|c| c.find(id).map(|i| c.record(i)));
+                    let hit = match hit {
+                        Some(hit) => Some(hit),
+                        None => {
+                            *cached = chunk::chunk_for(&self.tree, id)?;
+                            cached
+                                .as_ref()
+                                .and_then(|c| c.find(id).map(|i| c.record(i)))
+                        }
+                    };
+                    match hit {
+                        Some(found) => found,
                         // Removed since planning (retention).
                         None => continue,
                     }
@@ -260,10 +274,10 @@ impl QueryIter {
                     let Some(item) = iter.next() else {
                         return Ok(None);
                     };
-                    let (key, value) = item?;
-                    let id = key_id(&key).ok_or_else(|| corrupt(&key, "event key"))?;
+                    let (id, value) = item?;
                     if self.query.time_bounded() {
-                        let head = peek_event(&value).map_err(|e| corrupt(&key, e.0))?;
+                        let head =
+                            peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
                         if !self.query.in_time(head.time) {
                             continue;
                         }
@@ -306,11 +320,6 @@ impl Iterator for QueryIter {
             }
         }
     }
-}
-
-/// Event records with an id greater than `after` (all when `None`).
-pub(crate) fn events_after(tree: &sled::Tree, after: Option<u64>) -> sled::Iter {
-    records_after(tree, EVENT, after)
 }
 
 /// Records under `prefix` with an id greater than `after`.

@@ -17,9 +17,11 @@ use std::thread;
 use auditsink_parser::Event;
 use tokio::sync::oneshot;
 
+use crate::chunk::ChunkBuilder;
 use crate::codec::{encode_event, encode_quarantine, event_time};
+use crate::filter::DedupeFilter;
 use crate::index::{terms, PostingBuilder};
-use crate::keys::{dedupe_key, id_key, IndexKind, EVENT, META_COUNTS, META_NEXT_ID, QUARANTINE};
+use crate::keys::{dedupe_key, id_key, IndexKind, META_COUNTS, META_NEXT_ID, QUARANTINE};
 use crate::{AppendSummary, Batch, StoreError};
 
 /// Upper bound on batches sharing one flush, so the first caller of a long
@@ -80,6 +82,7 @@ pub(crate) struct Core {
     pub state: Mutex<WriteState>,
     pub counters: Counters,
     pub durability: Durability,
+    pub filter: DedupeFilter,
 }
 
 impl Core {
@@ -221,20 +224,24 @@ impl PreparedBatch {
 /// One atomic write being assembled.
 pub(crate) struct Staging<'a> {
     tree: &'a sled::Tree,
+    filter: &'a DedupeFilter,
     batch: sled::Batch,
     seen: HashSet<Vec<u8>>,
     postings: PostingBuilder,
+    chunk: Option<ChunkBuilder>,
     pub next_id: u64,
     pub counts: Counts,
 }
 
 impl<'a> Staging<'a> {
-    pub fn new(tree: &'a sled::Tree, state: &WriteState) -> Staging<'a> {
+    pub fn new(core: &'a Core, state: &WriteState) -> Staging<'a> {
         Staging {
-            tree,
+            tree: &core.tree,
+            filter: &core.filter,
             batch: sled::Batch::default(),
             seen: HashSet::new(),
             postings: PostingBuilder::default(),
+            chunk: None,
             next_id: state.next_id,
             counts: state.counts,
         }
@@ -243,12 +250,23 @@ impl<'a> Staging<'a> {
     /// Stages an event unless its identity is stored (or staged); returns
     /// its new id, or `None` for a duplicate.
     pub fn add_event(&mut self, event: PreparedEvent) -> Result<Option<u64>, StoreError> {
-        if self.seen.contains(&event.dedupe_key) || self.tree.get(&event.dedupe_key)?.is_some() {
+        if self.seen.contains(&event.dedupe_key)
+            || (self.filter.may_contain(&event.dedupe_key)
+                && self.tree.get(&event.dedupe_key)?.is_some())
+        {
             return Ok(None);
         }
+        self.filter.add(&event.dedupe_key);
         let id = self.next_id;
         self.next_id += 1;
-        self.batch.insert(&id_key(EVENT, id), event.record);
+        let chunk = self.chunk.get_or_insert_with(|| ChunkBuilder::new(id));
+        chunk.push(id, &event.record);
+        if chunk.is_full() {
+            if let Some(full) = self.chunk.take() {
+                let (key, value) = full.finish();
+                self.batch.insert(&key, value);
+            }
+        }
         self.batch
             .insert(event.dedupe_key.as_slice(), &id.to_be_bytes());
         self.postings.add(id, event.time, event.terms);
@@ -277,10 +295,15 @@ impl<'a> Staging<'a> {
             tree,
             mut batch,
             postings,
+            chunk,
             next_id,
             counts,
             ..
         } = self;
+        if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
+            let (key, value) = chunk.finish();
+            batch.insert(&key, value);
+        }
         for (key, value) in postings.finish() {
             batch.insert(key, value);
         }
@@ -300,7 +323,10 @@ impl<'a> Staging<'a> {
 /// Applies one prepared delivery atomically (not yet flushed).
 fn apply(core: &Core, prepared: PreparedBatch) -> Result<AppendSummary, StoreError> {
     let mut state = core.lock();
-    let mut staging = Staging::new(&core.tree, &state);
+    if core.filter.is_full() {
+        core.filter.start(&core.tree, state.counts.events);
+    }
+    let mut staging = Staging::new(core, &state);
     let mut summary = AppendSummary::default();
     for event in prepared.events {
         match staging.add_event(event)? {

@@ -192,7 +192,19 @@ fn events_without_timestamp_are_indexed_by_receive_time() {
 
 /// Opens the store's sled tree directly, as a crash or a bug could leave it.
 fn tamper(dir: &std::path::Path, f: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir).unwrap();
+    // The store just closed: sled's I/O threads may hold its lock a moment.
+    let mut attempts = 0;
+    let db = loop {
+        match sled::open(dir) {
+            Ok(db) => break db,
+            Err(e) if attempts < 40 => {
+                attempts += 1;
+                eprintln!("tamper: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     let tree = db.open_tree("store").unwrap();
     f(&tree);
     db.flush().unwrap();
@@ -553,4 +565,103 @@ fn a_forged_line_with_a_copied_signature_does_not_shadow_the_genuine_event() {
         .append_blocking(batch(T0, vec![genuine, forged], vec![]))
         .unwrap();
     assert_eq!((summary.stored, summary.duplicates), (0, 2));
+}
+
+#[test]
+fn events_packed_in_many_chunks_read_page_and_expire_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let events: Vec<Event> = (0..1500)
+        .map(|n| konnect(n, i64::from(n) / 100, "p", "Authz.usage", None))
+        .collect();
+    let summary = store.append_blocking(batch(T0, events, vec![])).unwrap();
+    assert_eq!(summary.stored, 1500);
+    // Quarantined lines received at different times that later parse: one
+    // chunk holding events of two receive times.
+    let line = |n: u32| konnect(n, 0, "q", "Late", None).raw.into_bytes();
+    let late = |n: u32, at: i64| {
+        batch(
+            at,
+            vec![],
+            vec![QuarantinedLine {
+                raw: line(n),
+                reason: "unparsed".into(),
+            }],
+        )
+    };
+    store.append_blocking(late(5000, T0 + 10)).unwrap();
+    store.append_blocking(late(5001, T0 + 20)).unwrap();
+    let reparse = |_: &str| Reparse {
+        options: ParseOptions::new(Format::Cef),
+        keys: None,
+        enforce: false,
+    };
+    assert_eq!(store.reprocess_quarantine(&reparse).unwrap().moved, 2);
+    assert_eq!(store.event_count(), 1502);
+
+    let all: Vec<_> = store.events(None).map(|e| e.unwrap()).collect();
+    assert_eq!(all.len(), 1502);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    for probe in [0, 1, 17, 499, 1000, 1499, 1500, 1501] {
+        let id = all[probe].id;
+        assert_eq!(store.event(id).unwrap().as_ref(), Some(&all[probe]));
+        let after: Vec<u64> = store.events(Some(id)).map(|e| e.unwrap().id).collect();
+        assert_eq!(after.len(), 1501 - probe, "after {probe}");
+        assert_eq!(after.first(), all.get(probe + 1).map(|e| &e.id));
+    }
+    assert_eq!(store.event(all[1501].id + 1).unwrap(), None);
+    let trace = Query {
+        trace: Some("1777".into()),
+        ..Query::default()
+    };
+    assert_eq!(ns(store.query(&trace).unwrap()), ["777"]);
+    assert!(store.check().unwrap().is_ok());
+
+    // Reopen: the next id comes after the last event of the last chunk.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.open_report().problems.is_empty());
+    let more = store
+        .append_blocking(batch(
+            T0 + 30,
+            vec![konnect(9000, 0, "r", "New", None)],
+            vec![],
+        ))
+        .unwrap();
+    assert_eq!(more.stored, 1);
+    let last = store.events(Some(all[1501].id)).next().unwrap().unwrap();
+    assert!(last.id > all[1501].id);
+
+    // Retention up to the second late event: it, and everything after it,
+    // stays; its chunk is rewritten with it alone.
+    let removed = store.apply_retention(T0 + 20).unwrap();
+    assert_eq!(removed.events_removed, 1501);
+    let left = ns(store.events(None));
+    assert_eq!(left, ["5001", "9000"]);
+    assert_eq!(store.event(all[1500].id).unwrap(), None);
+    assert_eq!(
+        store.event(all[1501].id).unwrap().as_ref(),
+        Some(&all[1501])
+    );
+    assert!(store.check().unwrap().is_ok());
+    // Duplicates are still found, after reopen too.
+    let again = store
+        .append_blocking(batch(
+            T0 + 40,
+            vec![konnect(9000, 0, "r", "New", None)],
+            vec![],
+        ))
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 1));
+}
+
+#[test]
+fn a_store_of_another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    tamper(dir.path(), |tree| {
+        tree.insert(b"mformat", &1u32.to_be_bytes()).unwrap();
+    });
+    let error = Store::open(dir.path()).err().expect("refused").to_string();
+    assert!(error.contains("format version 1"), "{error}");
 }

@@ -1,0 +1,318 @@
+//! Event chunks: the event records of one write, packed a few kilobytes at
+//! a time into one sled value instead of one key per event.
+//!
+//! ```text
+//! key   = `e` first_id:u64be          (no id in the chunk is below it)
+//! value = version:u8=1 varint(n) (varint(id - first_id) varint(len) record)*
+//! ```
+//!
+//! Ids inside a chunk increase, and every id of a chunk is below the key of
+//! the next chunk, so the chunk holding an id is the one with the greatest
+//! key not above it. Retention rewrites a chunk it empties only in part
+//! under the same key.
+//!
+//! Why not bigger: sled splits a leaf at 17 entries and writes a node of
+//! more than a quarter of a log segment (128 KiB) to a blob file of its own,
+//! so a leaf full of chunks must stay well under that.
+
+use std::ops::{Bound, Range};
+
+use crate::keys::{id_key, key_id, EVENT};
+use crate::{corrupt, StoreError};
+
+/// A chunk is closed once its records reach this many bytes.
+pub(crate) const CHUNK_BYTES: usize = 6 * 1024;
+const CHUNK_VERSION: u8 = 1;
+
+/// One chunk being filled.
+pub(crate) struct ChunkBuilder {
+    first: u64,
+    n: u64,
+    body: Vec<u8>,
+}
+
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+impl ChunkBuilder {
+    pub fn new(first: u64) -> ChunkBuilder {
+        ChunkBuilder {
+            first,
+            n: 0,
+            body: Vec::with_capacity(CHUNK_BYTES + 1024),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.body.len() >= CHUNK_BYTES
+    }
+
+    /// Adds a record; ids must increase and not be below the first id.
+    pub fn push(&mut self, id: u64, record: &[u8]) {
+        debug_assert!(id >= self.first);
+        varint(&mut self.body, id - self.first);
+        varint(&mut self.body, record.len() as u64);
+        self.body.extend_from_slice(record);
+        self.n += 1;
+    }
+
+    /// The (key, value) of the chunk.
+    pub fn finish(self) -> ([u8; 9], Vec<u8>) {
+        let mut value = Vec::with_capacity(self.body.len() + 11);
+        value.push(CHUNK_VERSION);
+        varint(&mut value, self.n);
+        value.extend_from_slice(&self.body);
+        (id_key(EVENT, self.first), value)
+    }
+}
+
+fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        n |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// The (id, byte range) of every record of a chunk, in id order.
+pub(crate) fn split(key: &[u8], value: &[u8]) -> Result<Vec<(u64, Range<usize>)>, StoreError> {
+    let first = key_id(key).ok_or_else(|| corrupt(key, "event chunk key"))?;
+    let bad = |what: &str| corrupt(key, format!("event chunk: {what}"));
+    if value.first() != Some(&CHUNK_VERSION) {
+        return Err(bad("unknown version"));
+    }
+    let mut pos = 1;
+    let n = read_varint(value, &mut pos).ok_or_else(|| bad("truncated"))?;
+    let mut out = Vec::with_capacity(n.min(4096) as usize);
+    let mut previous = None;
+    for _ in 0..n {
+        let delta = read_varint(value, &mut pos).ok_or_else(|| bad("truncated"))?;
+        let len = read_varint(value, &mut pos).ok_or_else(|| bad("truncated"))?;
+        let id = first.checked_add(delta).ok_or_else(|| bad("id overflow"))?;
+        if previous.is_some_and(|p| id <= p) {
+            return Err(bad("ids out of order"));
+        }
+        previous = Some(id);
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= value.len())
+            .ok_or_else(|| bad("truncated"))?;
+        out.push((id, pos..end));
+        pos = end;
+    }
+    if pos != value.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(out)
+}
+
+/// An event record inside the chunk it was read from.
+#[derive(Clone)]
+pub(crate) struct Record {
+    chunk: sled::IVec,
+    range: Range<usize>,
+}
+
+impl std::ops::Deref for Record {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.chunk[self.range.clone()]
+    }
+}
+
+/// One decoded chunk.
+pub(crate) struct Chunk {
+    pub value: sled::IVec,
+    pub records: Vec<(u64, Range<usize>)>,
+}
+
+impl Chunk {
+    pub fn read(key: sled::IVec, value: sled::IVec) -> Result<Chunk, StoreError> {
+        let records = split(&key, &value)?;
+        Ok(Chunk { value, records })
+    }
+
+    pub fn record(&self, i: usize) -> (u64, Record) {
+        let (id, range) = self.records[i].clone();
+        (
+            id,
+            Record {
+                chunk: self.value.clone(),
+                range,
+            },
+        )
+    }
+
+    /// Index of `id` among the records.
+    pub fn find(&self, id: u64) -> Option<usize> {
+        self.records.binary_search_by_key(&id, |(i, _)| *i).ok()
+    }
+}
+
+/// The chunk that would hold `id` (the one with the greatest key not above
+/// it), if any.
+pub(crate) fn chunk_for(tree: &sled::Tree, id: u64) -> Result<Option<Chunk>, StoreError> {
+    let upper = id_key(EVENT, id);
+    let Some(item) = tree
+        .range::<&[u8], _>((Bound::Included(&[EVENT][..]), Bound::Included(&upper[..])))
+        .next_back()
+    else {
+        return Ok(None);
+    };
+    let (key, value) = item?;
+    Chunk::read(key, value).map(Some)
+}
+
+/// One event record by id.
+pub(crate) fn get(tree: &sled::Tree, id: u64) -> Result<Option<Record>, StoreError> {
+    Ok(chunk_for(tree, id)?.and_then(|c| c.find(id).map(|i| c.record(i).1)))
+}
+
+/// Event records in id order (or reverse), with an id greater than `after`.
+pub(crate) struct Records {
+    chunks: sled::Iter,
+    current: Option<Chunk>,
+    /// Next record of `current` (forward: index; reverse: one past it).
+    pos: usize,
+    after: Option<u64>,
+    reverse: bool,
+    failed: bool,
+}
+
+impl Records {
+    /// Forward from after `after` (from the start when `None`).
+    pub fn after(tree: &sled::Tree, after: Option<u64>) -> Records {
+        let end: &[u8] = &[EVENT + 1];
+        let chunks = match after {
+            None => tree.range::<&[u8], _>(&[EVENT][..]..end),
+            Some(u64::MAX) => tree.range::<&[u8], _>(end..end),
+            Some(id) => {
+                // Start at the chunk that would hold `id + 1`.
+                let start = tree
+                    .range::<&[u8], _>((
+                        Bound::Included(&[EVENT][..]),
+                        Bound::Included(&id_key(EVENT, id + 1)[..]),
+                    ))
+                    .keys()
+                    .next_back()
+                    .and_then(Result::ok)
+                    .map_or_else(|| vec![EVENT], |k| k.to_vec());
+                tree.range::<&[u8], _>(&start[..]..end)
+            }
+        };
+        Records {
+            chunks,
+            current: None,
+            pos: 0,
+            after,
+            reverse: false,
+            failed: false,
+        }
+    }
+
+    /// Every record, newest first.
+    pub fn newest_first(tree: &sled::Tree) -> Records {
+        let end: &[u8] = &[EVENT + 1];
+        Records {
+            chunks: tree.range::<&[u8], _>(&[EVENT][..]..end),
+            current: None,
+            pos: 0,
+            after: None,
+            reverse: true,
+            failed: false,
+        }
+    }
+
+    fn next_chunk(&mut self) -> Option<Result<(), StoreError>> {
+        let item = if self.reverse {
+            self.chunks.next_back()
+        } else {
+            self.chunks.next()
+        }?;
+        let chunk = item
+            .map_err(StoreError::from)
+            .and_then(|(k, v)| Chunk::read(k, v));
+        match chunk {
+            Ok(chunk) => {
+                self.pos = if self.reverse { chunk.records.len() } else { 0 };
+                self.current = Some(chunk);
+                Some(Ok(()))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<(u64, Record), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if let Some(chunk) = &self.current {
+                let index = if self.reverse {
+                    self.pos.checked_sub(1)
+                } else {
+                    Some(self.pos).filter(|&p| p < chunk.records.len())
+                };
+                if let Some(i) = index {
+                    self.pos = if self.reverse { i } else { i + 1 };
+                    let (id, record) = chunk.record(i);
+                    if self.after.is_some_and(|a| id <= a) {
+                        continue;
+                    }
+                    return Some(Ok((id, record)));
+                }
+                self.current = None;
+            }
+            match self.next_chunk()? {
+                Ok(()) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip() {
+        let mut b = ChunkBuilder::new(7);
+        b.push(7, b"first");
+        b.push(9, b"");
+        b.push(300, &[1u8; 200]);
+        let (key, value) = b.finish();
+        let records = split(&key, &value).unwrap();
+        let ids: Vec<u64> = records.iter().map(|r| r.0).collect();
+        assert_eq!(ids, [7, 9, 300]);
+        assert_eq!(&value[records[0].1.clone()], b"first");
+        assert_eq!(value[records[2].1.clone()].len(), 200);
+        assert!(split(&key, &value[..value.len() - 1]).is_err());
+        let mut bad = value.clone();
+        bad[0] = 9;
+        assert!(split(&key, &bad).is_err());
+    }
+}

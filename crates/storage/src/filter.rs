@@ -1,0 +1,247 @@
+//! An in-memory Bloom filter over the dedupe keys, so that a new event
+//! (nearly every event) costs no random sled read: only when the filter
+//! says "maybe" does the writer look the key up in the tree. The tree stays
+//! the truth; the filter is derived from it and never misses a key that is
+//! in it (a false positive only costs the lookup it saves otherwise).
+//!
+//! It is built from a scan of the dedupe entries in a background thread
+//! (on open, after a rebuild, and again larger when it fills up); until it
+//! is ready every key is looked up, and the keys staged meanwhile are kept
+//! and added when the scan ends. It starts only while the write lock is held
+//! and nothing is staged, so every key the scan can miss is one of those.
+//! Removed keys (retention) stay in it, as false positives.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+
+use crate::keys::{DEDUPE, DEDUPE_KEY_LEN};
+
+/// Bits per key the filter is sized for, and hash functions (~1% false
+/// positives when full).
+const BITS_PER_KEY: u64 = 10;
+const HASHES: u64 = 7;
+/// Smallest capacity, in keys.
+const MIN_CAPACITY: u64 = 1 << 20;
+
+struct Bloom {
+    bits: Vec<u64>,
+    mask: u64,
+    capacity: u64,
+    keys: u64,
+}
+
+fn hashes(key: &[u8]) -> (u64, u64) {
+    // Dedupe keys end with 16 bytes of SHA-256: already uniform.
+    if let (DEDUPE_KEY_LEN, Some(a), Some(b)) = (key.len(), key.get(5..13), key.get(13..21)) {
+        let a = u64::from_le_bytes(a.try_into().unwrap_or_default());
+        let b = u64::from_le_bytes(b.try_into().unwrap_or_default());
+        return (a, b | 1);
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let a = h.finish();
+    (a, a.rotate_left(32).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+}
+
+impl Bloom {
+    fn with_capacity(keys: u64) -> Bloom {
+        let capacity = keys.max(MIN_CAPACITY);
+        let bits = (capacity * BITS_PER_KEY).next_power_of_two();
+        Bloom {
+            bits: vec![0; (bits / 64) as usize],
+            mask: bits - 1,
+            capacity,
+            keys: 0,
+        }
+    }
+
+    fn add(&mut self, key: &[u8]) {
+        let (a, b) = hashes(key);
+        for i in 0..HASHES {
+            let bit = a.wrapping_add(i.wrapping_mul(b)) & self.mask;
+            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        self.keys += 1;
+    }
+
+    fn may_contain(&self, key: &[u8]) -> bool {
+        let (a, b) = hashes(key);
+        (0..HASHES).all(|i| {
+            let bit = a.wrapping_add(i.wrapping_mul(b)) & self.mask;
+            self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        })
+    }
+}
+
+enum State {
+    /// No filter: every key is looked up.
+    Off,
+    /// A scan is running (generation); keys staged meanwhile.
+    Building(u64, Vec<Vec<u8>>),
+    Ready(Bloom),
+}
+
+struct Shared {
+    state: Mutex<State>,
+    stop: AtomicBool,
+}
+
+/// The dedupe filter of a store.
+pub(crate) struct DedupeFilter {
+    shared: Arc<Shared>,
+    generation: Mutex<u64>,
+    builder: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl DedupeFilter {
+    pub fn new() -> DedupeFilter {
+        DedupeFilter {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::Off),
+                stop: AtomicBool::new(false),
+            }),
+            generation: Mutex::new(0),
+            builder: Mutex::new(None),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `key` may be in the tree (false: it certainly is not).
+    pub fn may_contain(&self, key: &[u8]) -> bool {
+        match &*self.state() {
+            State::Ready(bloom) => bloom.may_contain(key),
+            _ => true,
+        }
+    }
+
+    /// Records a key about to be written to the tree.
+    pub fn add(&self, key: &[u8]) {
+        match &mut *self.state() {
+            State::Ready(bloom) => bloom.add(key),
+            State::Building(_, added) => added.push(key.to_vec()),
+            State::Off => {}
+        }
+    }
+
+    /// Whether the filter is full (time to build a larger one).
+    pub fn is_full(&self) -> bool {
+        matches!(&*self.state(), State::Ready(b) if b.keys > b.capacity)
+    }
+
+    /// Stops using the filter (before the dedupe entries are rewritten).
+    pub fn disable(&self) {
+        *self.state() = State::Off;
+    }
+
+    /// Starts building the filter from the dedupe entries of `tree`, sized
+    /// for `expected` keys. Call with the write lock held and nothing
+    /// staged.
+    pub fn start(&self, tree: &sled::Tree, expected: u64) {
+        let generation = {
+            let mut g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+            *g += 1;
+            *g
+        };
+        *self.state() = State::Building(generation, Vec::new());
+        let shared = self.shared.clone();
+        let tree = tree.clone();
+        let spawned = thread::Builder::new()
+            .name("auditsink-store-filter".into())
+            .spawn(move || build(&shared, &tree, generation, expected));
+        let mut builder = self.builder.lock().unwrap_or_else(|p| p.into_inner());
+        match spawned {
+            Ok(handle) => {
+                // The previous builder (if any) ends at its next check.
+                if let Some(old) = builder.replace(handle) {
+                    drop(builder);
+                    let _ = old.join();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no dedupe filter thread; looking every key up");
+                *self.state() = State::Off;
+            }
+        }
+    }
+
+    /// Stops the builder thread (on close).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let handle = self
+            .builder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn build(shared: &Shared, tree: &sled::Tree, generation: u64, expected: u64) {
+    let current = || {
+        matches!(&*shared.state.lock().unwrap_or_else(|p| p.into_inner()),
+            State::Building(g, _) if *g == generation)
+    };
+    let mut bloom = Bloom::with_capacity(expected.saturating_mul(2));
+    for (n, item) in tree.range([DEDUPE]..[DEDUPE + 1]).keys().enumerate() {
+        if n % 4096 == 0 && (shared.stop.load(Ordering::Relaxed) || !current()) {
+            return;
+        }
+        match item {
+            Ok(key) => bloom.add(&key),
+            Err(e) => {
+                tracing::warn!(error = %e, "dedupe filter scan failed; looking every key up");
+                let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                if matches!(&*state, State::Building(g, _) if *g == generation) {
+                    *state = State::Off;
+                }
+                return;
+            }
+        }
+    }
+    let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    if let State::Building(g, added) = &*state {
+        if *g == generation {
+            for key in added {
+                bloom.add(key);
+            }
+            *state = State::Ready(bloom);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bloom_has_no_false_negatives() {
+        let mut bloom = Bloom::with_capacity(1000);
+        let key = |i: u32| {
+            let mut k = vec![DEDUPE, 0, 0, 0, 1];
+            k.extend_from_slice(
+                &sha2::Digest::finalize(sha2::Digest::chain_update(
+                    <sha2::Sha256 as sha2::Digest>::new(),
+                    i.to_be_bytes(),
+                ))[..16],
+            );
+            k
+        };
+        for i in 0..10_000 {
+            bloom.add(&key(i));
+        }
+        bloom.add(b"dh:other");
+        assert!((0..10_000).all(|i| bloom.may_contain(&key(i))));
+        assert!(bloom.may_contain(b"dh:other"));
+        let false_positives = (10_000..20_000)
+            .filter(|&i| bloom.may_contain(&key(i)))
+            .count();
+        assert!(false_positives < 100, "{false_positives}");
+    }
+}
