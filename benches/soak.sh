@@ -9,10 +9,13 @@
 # store size on disk.
 # At the end it checks that every acknowledged event is in the store and
 # prints the first, median-of-the-rest and last samples, so "flat" can be
-# judged at a glance.
+# judged at a glance. With -u N only N unique events are generated and sent
+# over and over (duplicates after the first round): the store stops growing,
+# which separates memory that follows the store's size from memory that
+# follows the traffic.
 #
 #   benches/soak.sh [-r EVENTS_PER_S] [-d SECONDS] [-i SAMPLE_SECONDS]
-#                   [-c CONNECTIONS] [-b BATCH]
+#                   [-c CONNECTIONS] [-b BATCH] [-u UNIQUE_EVENTS]
 #
 # Needs cargo and jq. Honours CARGO_TARGET_DIR; NO_BUILD=1 skips the build;
 # KEEP=1 keeps the work directory.
@@ -24,14 +27,16 @@ DURATION=300
 INTERVAL=10
 CONNECTIONS=4
 BATCH=200
-while getopts "r:d:i:c:b:h" opt; do
+UNIQUE=
+while getopts "r:d:i:c:b:u:h" opt; do
     case $opt in
     r) RATE=$OPTARG ;;
     d) DURATION=$OPTARG ;;
     i) INTERVAL=$OPTARG ;;
     c) CONNECTIONS=$OPTARG ;;
     b) BATCH=$OPTARG ;;
-    *) sed -n '2,18p' "$0"; exit 2 ;;
+    u) UNIQUE=$OPTARG ;;
+    *) sed -n '2,22p' "$0"; exit 2 ;;
     esac
 done
 command -v jq >/dev/null || { echo "soak.sh: jq is required" >&2; exit 2; }
@@ -76,9 +81,21 @@ PORT=$(grep -o 'listening on https://[^ ]*' "$WORK/server.log" | head -1 | sed '
 [ -n "$PORT" ] || { cat "$WORK/server.log" >&2; exit 1; }
 ADMIN=$(cat "$WORK/data/admin.addr")
 
-# Enough unique events for the whole run; simulate streams, send paces.
+# Enough events for the whole run (unique, or -u of them repeated);
+# simulate streams, send paces.
 EVENTS=$(awk -v r="$RATE" -v d="$DURATION" 'BEGIN { printf "%d", r * d + r }')
-"$BIN" simulate --jwks-dir "$WORK/keys" -n "$EVENTS" --format mixed --seed 7 2>/dev/null |
+events() {
+    if [ -z "$UNIQUE" ]; then
+        "$BIN" simulate --jwks-dir "$WORK/keys" -n "$EVENTS" --format mixed --seed 7 2>/dev/null
+    else
+        "$BIN" simulate --jwks-dir "$WORK/keys" -n "$UNIQUE" --format mixed --seed 7 \
+            >"$WORK/unique.log" 2>/dev/null
+        # cat fails once head has what it needs: that ends the loop.
+        while cat "$WORK/unique.log"; do :; done | head -n "$EVENTS"
+    fi
+}
+# A generator cut short by the sender's --duration is not a failure.
+{ events || true; } |
     "$BIN" send --url "https://localhost:$PORT/audit-logs" --auth 'Bearer soak' \
         --cacert "$WORK/data/tls/cert.pem" --rate "$RATE" --duration "$DURATION" \
         --batch "$BATCH" --concurrency "$CONNECTIONS" --quiet --json \
@@ -116,9 +133,10 @@ wait "$SERVER_PID" || true
 SERVER_PID=
 STORED=$("$BIN" query --config "$WORK/auditsink.toml" | wc -l)
 LEDGER=$(wc -l <"$WORK/ledger.log")
+LEDGER_UNIQUE=$(sort -u "$WORK/ledger.log" | wc -l)
 
 echo
-echo "acknowledged $ACKED events ($FAILED failed batches), ledger $LEDGER lines, store $STORED events"
+echo "acknowledged $ACKED events ($FAILED failed batches), ledger $LEDGER lines ($LEDGER_UNIQUE unique), store $STORED events"
 awk -F'\t' 'NR > 1 { n++; rss[n] = $2; fds[n] = $3 }
     END {
         printf "RSS KiB: first %d, max %d, last %d;  fds: first %d, max %d, last %d  (%d samples)\n",
@@ -126,7 +144,7 @@ awk -F'\t' 'NR > 1 { n++; rss[n] = $2; fds[n] = $3 }
     }
     function maxof(a, n,   i, m) { m = a[1]; for (i = 2; i <= n; i++) if (a[i] > m) m = a[i]; return m }' \
     "$WORK/samples.tsv"
-if [ "$ACKED" != "$STORED" ] || [ "$FAILED" != 0 ] || [ "$LEDGER" != "$ACKED" ]; then
+if [ "$LEDGER_UNIQUE" != "$STORED" ] || [ "$FAILED" != 0 ] || [ "$LEDGER" != "$ACKED" ]; then
     echo "soak.sh: acknowledged and stored differ" >&2
     exit 1
 fi
