@@ -24,6 +24,9 @@ pub struct Config {
     /// entries). Absent: keep everything forever.
     #[serde(default)]
     pub retention_days: Option<u64>,
+    /// The store's page cache in MiB (sled's cache_capacity).
+    #[serde(default = "default_store_cache_mb")]
+    pub store_cache_mb: u64,
     /// The HTTPS listener.
     #[serde(default)]
     pub server: ServerConfig,
@@ -281,8 +284,13 @@ impl Default for Config {
             limits: Limits::default(),
             sources: Vec::new(),
             retention_days: None,
+            store_cache_mb: default_store_cache_mb(),
         }
     }
+}
+
+fn default_store_cache_mb() -> u64 {
+    256
 }
 
 /// A configuration problem, reported to the operator at startup.
@@ -342,6 +350,9 @@ impl Config {
             return invalid(
                 "retention_days must be at least 1 (leave it out to keep events forever)".into(),
             );
+        }
+        if !(16..=1 << 20).contains(&self.store_cache_mb) {
+            return invalid("store_cache_mb must be between 16 and 1048576".into());
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return invalid(
@@ -454,6 +465,7 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(config.data_dir, defaults.data_dir);
         assert_eq!(config.retention_days, defaults.retention_days);
+        assert_eq!(config.store_cache_mb, defaults.store_cache_mb);
         assert_eq!(config.server.listen, defaults.server.listen);
         assert_eq!(config.admin.listen, defaults.admin.listen);
         assert_eq!(config.limits.max_body_bytes, defaults.limits.max_body_bytes);
@@ -537,6 +549,10 @@ mod tests {
                 "retention_days must be at least 1",
             ),
             ("retention_days = -3".into(), "retention_days"),
+            (
+                "store_cache_mb = 1".into(),
+                "store_cache_mb must be between",
+            ),
             (
                 source("authorization = \"x\"").replace("\"/a\"", "\"a\""),
                 "start with '/'",

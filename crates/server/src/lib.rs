@@ -126,6 +126,7 @@ impl Server {
             &config.data_dir.join("store"),
             auditsink_storage::StoreOptions {
                 retention_days: config.retention_days,
+                cache_capacity_bytes: config.store_cache_mb * 1024 * 1024,
                 ..Default::default()
             },
         )?;

@@ -99,6 +99,9 @@ pub struct StoreOptions {
     pub retention_interval: Duration,
     /// How many of the newest events to verify on open.
     pub verify_on_open: usize,
+    /// sled's page cache, in bytes. Memory grows with it (and, beyond it,
+    /// with sled's per-page bookkeeping for the whole store).
+    pub cache_capacity_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -107,6 +110,7 @@ impl Default for StoreOptions {
             retention_days: None,
             retention_interval: Duration::from_secs(3600),
             verify_on_open: 5000,
+            cache_capacity_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -207,7 +211,7 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let db = open_db(dir)?;
+        let db = open_db(dir, options.cache_capacity_bytes)?;
         if db
             .tree_names()
             .iter()
@@ -471,7 +475,7 @@ impl Store {
 /// store of this process just closed while sled's I/O threads finish, or a
 /// child process forked meanwhile still holds the descriptor until it execs)
 /// is waited for briefly; a store held by a running server is not.
-fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+fn open_db(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
     let mut attempts = 0;
     loop {
         let opened = sled::Config::new()
@@ -479,7 +483,7 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
             // Durability comes from the explicit flush of every group
             // commit; the background flusher only bounds the work left for it.
             .flush_every_ms(Some(1000))
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(cache_capacity_bytes)
             .open()
             .map_err(|e| StoreError::from_open(dir, e));
         match opened {
