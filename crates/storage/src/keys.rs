@@ -14,9 +14,9 @@
 //! quarantined lines share one sequence. The identity of an event is `s:` +
 //! the 64 signature bytes when its `sig` decodes (padded or unpadded
 //! base64url give the same identity) and was not found invalid, else `h:` +
-//! the raw line; either with the event's `timestamp` (its milliseconds, or
-//! none). Its dedupe key is the minute of that timestamp (u32 big-endian,
-//! 0 without one) and the first 16 bytes of the SHA-256 of the identity:
+//! the raw line. Its dedupe key is the minute of the line's `rt` when it is
+//! epoch milliseconds (u32 big-endian, 0 otherwise) and the first 16 bytes
+//! of the SHA-256 of the identity:
 //! events arrive roughly in time order, so new dedupe entries land next to
 //! each other instead of all over the tree (what made them the costliest
 //! part of an append), and 128 bits make a collision negligible.
@@ -36,7 +36,7 @@ pub(crate) const META_COUNTS: &[u8] = b"mcounts";
 pub(crate) const META_REBUILDING: &[u8] = b"mrebuilding";
 
 /// Version of the key layout and record encoding this build writes.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// An id-keyed record key: `prefix` + id big-endian.
 pub(crate) fn id_key(prefix: u8, id: u64) -> [u8; 9] {
@@ -54,11 +54,12 @@ pub(crate) fn key_id(key: &[u8]) -> Option<u64> {
 /// The dedupe key of an event. A signature known to be invalid is no
 /// identity: otherwise a forged line carrying a copied signature, arriving
 /// first, would make the genuine event a "duplicate".
+///
+/// Everything in the key comes from the line's own bytes, never from when
+/// or how it was parsed: the normalized `timestamp` is not used, since for
+/// a line without `rt` it may come from an RFC 3164 prefix read with the
+/// current year (a retry across New Year would get another key).
 pub(crate) fn dedupe_key(event: &Event) -> Vec<u8> {
-    let timestamp = event
-        .timestamp
-        .as_deref()
-        .and_then(crate::timefmt::timestamp_ms);
     let mut hash = Sha256::new();
     match event
         .sig
@@ -75,19 +76,26 @@ pub(crate) fn dedupe_key(event: &Event) -> Vec<u8> {
             hash.update(event.raw.as_bytes());
         }
     }
-    match timestamp {
-        Some(ms) => {
-            hash.update([1]);
-            hash.update(ms.to_be_bytes());
-        }
-        None => hash.update([0]),
-    }
-    let minute = timestamp.map_or(0, |ms| ms.div_euclid(60_000).clamp(0, i64::from(u32::MAX)));
+    let minute = rt_ms(event).map_or(0, |ms| ms.div_euclid(60_000).clamp(0, i64::from(u32::MAX)));
     let mut key = Vec::with_capacity(DEDUPE_KEY_LEN);
     key.push(DEDUPE);
     key.extend_from_slice(&(minute as u32).to_be_bytes());
     key.extend_from_slice(&hash.finalize()[..DEDUPE_HASH]);
     key
+}
+
+/// The line's `rt` as epoch milliseconds, when it is written as such (a
+/// number, or a string of digits): it orders dedupe keys by time so that
+/// new entries land together. Signed lines carry `rt` inside the signed
+/// payload, so one signature has one `rt`.
+fn rt_ms(event: &Event) -> Option<i64> {
+    match event.fields.get("rt")? {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    }
 }
 
 /// Length of a dedupe key: `d`, minute, hash.
@@ -237,6 +245,36 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedupe_key_depends_on_the_line_not_on_the_year_it_is_read_in() {
+        use auditsink_parser::{parse_line, Format, ParseOptions};
+        let parse = |line: &str, year| {
+            let options = ParseOptions {
+                format: Format::Cef,
+                year_hint: year,
+            };
+            parse_line(line.as_bytes(), &options).unwrap()
+        };
+        // No rt: the timestamp comes from the RFC 3164 prefix and the year.
+        let line = "<134>Dec 31 23:59:58 host CEF:0|Kong|Konnect|1|a|b|1|src=10.0.0.1";
+        let (this_year, next_year) = (parse(line, 2026), parse(line, 2027));
+        assert_ne!(this_year.timestamp, next_year.timestamp);
+        assert_eq!(dedupe_key(&this_year), dedupe_key(&next_year));
+        // Feb 29 has a timestamp only in leap years.
+        let leap = "<134>Feb 29 10:00:00 host CEF:0|Kong|Konnect|1|a|b|1|src=10.0.0.1";
+        assert_eq!(
+            dedupe_key(&parse(leap, 2028)),
+            dedupe_key(&parse(leap, 2027))
+        );
+        // With rt, the key is ordered by its minute.
+        let with_rt = parse(
+            "CEF:0|Kong|Konnect|1|a|b|1|rt=1700000000000 src=10.0.0.1",
+            2026,
+        );
+        let minute = (1_700_000_000_000_i64 / 60_000) as u32;
+        assert_eq!(dedupe_key(&with_rt)[1..5], minute.to_be_bytes());
+    }
 
     #[test]
     fn posting_keys_round_trip_and_keep_order() {

@@ -504,9 +504,21 @@ fn initial_state(tree: &sled::Tree) -> Result<WriteState, StoreError> {
         .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
         .unwrap_or(1);
     let mut next_id = recorded.max(1);
-    if let Some(item) = chunk::Records::newest_first(tree).next() {
-        let (id, _) = item?;
-        next_id = next_id.max(id + 1);
+    match chunk::Records::newest_first(tree).next() {
+        Some(Ok((id, _))) => next_id = next_id.max(id + 1),
+        // A newest chunk that does not decode must not keep the store (and
+        // `check --repair`) from opening: its key, the first id it holds,
+        // still bounds the ids; verifying on open reports it.
+        Some(Err(StoreError::Corrupt { .. })) => {
+            let end: &[u8] = &[EVENT + 1];
+            if let Some(item) = tree.range::<&[u8], _>(&[EVENT][..]..end).next_back() {
+                if let Some(first) = item?.0.get(1..9).and_then(|b| b.try_into().ok()) {
+                    next_id = next_id.max(u64::from_be_bytes(first) + 1);
+                }
+            }
+        }
+        Some(Err(e)) => return Err(e),
+        None => {}
     }
     if let Some(item) = query::records_after(tree, QUARANTINE, None).next_back() {
         let (key, _) = item?;

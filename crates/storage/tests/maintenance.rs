@@ -303,6 +303,36 @@ fn open_verifies_the_newest_events_and_rebuilds_when_damaged() {
 }
 
 #[test]
+fn a_newest_chunk_that_does_not_decode_does_not_keep_the_store_closed() {
+    let (dir, store) = populated();
+    drop(store);
+    tamper(dir.path(), |tree| {
+        let (key, value) = tree.scan_prefix(b"e").next_back().unwrap().unwrap();
+        let mut damaged = value.to_vec();
+        damaged.truncate(damaged.len() / 2);
+        tree.insert(key, damaged).unwrap();
+    });
+    let store = Store::open(dir.path()).unwrap();
+    let report = store.open_report();
+    assert!(report.rebuilt, "{report:?}");
+    assert!(
+        report.problems.iter().any(|p| p.contains("corrupt record")),
+        "{report:?}"
+    );
+    // The events of the other deliveries are still there, and new ids do
+    // not collide with the damaged chunk's.
+    assert!(store.check().unwrap().events >= 20);
+    let summary = store
+        .append_blocking(batch(
+            T0 + 10,
+            vec![konnect(99, 0, "carol", "Ingress", None)],
+            vec![],
+        ))
+        .unwrap();
+    assert_eq!(summary.stored, 1);
+}
+
+#[test]
 fn retention_removes_old_events_with_their_entries() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
