@@ -15,7 +15,7 @@
 # follows the traffic.
 #
 #   benches/soak.sh [-r EVENTS_PER_S] [-d SECONDS] [-i SAMPLE_SECONDS]
-#                   [-c CONNECTIONS] [-b BATCH] [-u UNIQUE_EVENTS]
+#                   [-c CONNECTIONS] [-b BATCH] [-u UNIQUE_EVENTS] [-m STORE_CACHE_MB]
 #
 # Needs cargo and jq. Honours CARGO_TARGET_DIR; NO_BUILD=1 skips the build;
 # KEEP=1 keeps the work directory.
@@ -28,7 +28,8 @@ INTERVAL=10
 CONNECTIONS=4
 BATCH=200
 UNIQUE=
-while getopts "r:d:i:c:b:u:h" opt; do
+CACHE_MB=256
+while getopts "r:d:i:c:b:u:m:h" opt; do
     case $opt in
     r) RATE=$OPTARG ;;
     d) DURATION=$OPTARG ;;
@@ -36,6 +37,7 @@ while getopts "r:d:i:c:b:u:h" opt; do
     c) CONNECTIONS=$OPTARG ;;
     b) BATCH=$OPTARG ;;
     u) UNIQUE=$OPTARG ;;
+    m) CACHE_MB=$OPTARG ;;
     *) sed -n '2,22p' "$0"; exit 2 ;;
     esac
 done
@@ -60,6 +62,7 @@ trap cleanup EXIT
 "$BIN" keygen "$WORK/keys" >/dev/null
 cat >"$WORK/auditsink.toml" <<EOF
 data_dir = "$WORK/data"
+store_cache_mb = $CACHE_MB
 [server]
 listen = "127.0.0.1:0"
 [admin]
@@ -115,7 +118,7 @@ sample() {
     printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$rss" "$fds" "$threads" "$(stored)"
 }
 
-echo "soak: $RATE events/s for $DURATION s, batches of $BATCH, $CONNECTIONS connections, sample every $INTERVAL s" >&2
+echo "soak: $RATE events/s for $DURATION s, batches of $BATCH, $CONNECTIONS connections, store cache $CACHE_MB MiB, sample every $INTERVAL s" >&2
 printf 'elapsed_s\trss_kib\tfds\tthreads\tevents_stored\tstore_bytes\n' | tee "$WORK/samples.tsv"
 START=$(date +%s)
 while kill -0 "$SENDER_PID" 2>/dev/null; do
