@@ -5,41 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::{query, write_config, TestServer, BIN};
+use common::{query, run_bin, simulate_to, write_config, TestServer};
 use serde_json::Value;
 
 const TOKEN: &str = "Bearer replay-test";
-
-/// `auditsink simulate` into `dir/NAME` (keys in `dir/keys`); the path.
-fn simulate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let output = Command::new(BIN)
-        .args(["simulate", "--jwks-dir"])
-        .arg(dir.join("keys"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, output.stdout).unwrap();
-    path
-}
-
-/// Runs the binary; (exit code, stdout, stderr).
-fn run_bin(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(BIN).args(args).output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
-}
 
 fn url(server: &TestServer, path: &str) -> String {
     format!("https://localhost:{}{path}", server.addr.port())
@@ -51,17 +22,20 @@ fn cert(server: &TestServer) -> String {
 
 /// `auditsink send FILE` to `server` at `path`; asserts every event is acknowledged.
 fn send(server: &TestServer, path: &str, file: &Path) {
-    let (code, stdout, stderr) = run_bin(&[
-        "send",
-        "--quiet",
-        "--url",
-        &url(server, path),
-        "--auth",
-        TOKEN,
-        "--cacert",
-        &cert(server),
-        file.to_str().unwrap(),
-    ]);
+    let (code, stdout, stderr) = run_bin(
+        &[
+            "send",
+            "--quiet",
+            "--url",
+            &url(server, path),
+            "--auth",
+            TOKEN,
+            "--cacert",
+            &cert(server),
+            file.to_str().unwrap(),
+        ],
+        b"",
+    );
     assert_eq!(code, 0, "{stdout} {stderr}");
 }
 
@@ -79,8 +53,8 @@ fn replay_resends_exactly_a_window_to_another_receiver() {
     std::fs::create_dir_all(&a_dir).unwrap();
     std::fs::create_dir_all(&b_dir).unwrap();
     // Two sources whose events interleave in time.
-    let eu = simulate(dir.path(), "eu.log", &["-n", "300", "--seed", "7"]);
-    let us = simulate(
+    let eu = simulate_to(dir.path(), "eu.log", &["-n", "300", "--seed", "7"]);
+    let us = simulate_to(
         dir.path(),
         "us.log",
         &["-n", "300", "--seed", "8", "--format", "json"],
@@ -145,7 +119,7 @@ fn replay_resends_exactly_a_window_to_another_receiver() {
             "--quiet",
         ];
         args.extend_from_slice(extra);
-        let (code, stdout, stderr) = run_bin(&args);
+        let (code, stdout, stderr) = run_bin(&args, b"");
         assert_eq!(code, 0, "{stdout} {stderr}");
         (serde_json::from_str(stdout.trim()).unwrap(), stderr)
     };
@@ -178,17 +152,20 @@ fn replay_resends_exactly_a_window_to_another_receiver() {
     // An empty window sends nothing and succeeds; a reversed one is refused.
     let (summary, _) = replay(&["--since", "2000-01-01", "--until", "2000-01-02"]);
     assert_eq!(summary["events_read"], 0);
-    let (code, _, stderr) = run_bin(&[
-        "replay",
-        "--config",
-        a_config.to_str().unwrap(),
-        "--since",
-        &until,
-        "--until",
-        &since,
-        "--url",
-        "https://localhost:1/",
-    ]);
+    let (code, _, stderr) = run_bin(
+        &[
+            "replay",
+            "--config",
+            a_config.to_str().unwrap(),
+            "--since",
+            &until,
+            "--until",
+            &since,
+            "--url",
+            "https://localhost:1/",
+        ],
+        b"",
+    );
     assert_eq!(code, 2);
     assert!(
         stderr.contains("--since must be before --until"),

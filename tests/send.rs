@@ -12,29 +12,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{query, write_config, TestServer, BIN};
+use common::{query, run_bin, simulate_to, write_config, TestServer, BIN};
 use serde_json::Value;
 
 const TOKEN: &str = "Bearer send-test";
-
-/// `auditsink simulate` into `dir/NAME`; the path.
-fn simulate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let keys = dir.join("keys");
-    let output = Command::new(BIN)
-        .args(["simulate", "--jwks-dir"])
-        .arg(&keys)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, output.stdout).unwrap();
-    path
-}
 
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -42,24 +23,6 @@ fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// Runs the binary; (exit code, stdout, stderr).
-fn run_bin(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
 }
 
 /// `auditsink send ... --json`; (exit code, summary, stderr).
@@ -96,7 +59,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 #[test]
 fn ledger_equals_what_query_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let events = simulate(
+    let events = simulate_to(
         dir.path(),
         "events.log",
         &["-n", "1234", "--format", "mixed"],

@@ -14,6 +14,41 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_auditsink");
 
+/// Runs the binary with `stdin`; (exit code, stdout, stderr).
+pub fn run_bin(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Written from another thread: the child may fill its stdout before it
+    // has read all of its stdin.
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || pipe.write_all(&input));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// `auditsink simulate` (keys in `dir/keys`) into `dir/NAME`; the path.
+pub fn simulate_to(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let keys = dir.join("keys");
+    let mut all = vec!["simulate", "--jwks-dir", keys.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run_bin(&all, b"");
+    assert_eq!(code, 0, "{stderr}");
+    let path = dir.join(name);
+    std::fs::write(&path, stdout).unwrap();
+    path
+}
+
 /// The shared corpus, or None (with the reason printed) when it is absent.
 pub fn corpus(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
