@@ -1,10 +1,11 @@
 //! An in-memory Bloom filter over the dedupe keys, so that a new event
-//! (nearly every event) costs no random sled read: only when the filter
-//! says "maybe" does the writer look the key up in the tree. The tree stays
-//! the truth; the filter is derived from it and never misses a key that is
-//! in it (a false positive only costs the lookup it saves otherwise).
+//! (nearly every event) costs no sled read: only when the filter says
+//! "maybe" does the writer look the key up in the dedupe runs (a page read
+//! per run). The runs stay the truth; the filter is derived from them and
+//! never misses a key that is in them (a false positive only costs the
+//! lookup it saves otherwise).
 //!
-//! It is built from a scan of the dedupe entries in a background thread
+//! It is built from a scan of the dedupe runs in a background thread
 //! (on open, after a rebuild, and again larger when it fills up); until it
 //! is ready every key is looked up, and the keys staged meanwhile are kept
 //! and added when the scan ends. It starts only while the write lock is held
@@ -15,38 +16,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
-use crate::keys::{DEDUPE, DEDUPE_KEY_LEN};
+use crate::StoreError;
 
-/// Bits per key the filter is sized for, and hash functions (~1% false
-/// positives when full).
-const BITS_PER_KEY: u64 = 10;
-const HASHES: u64 = 7;
+use crate::runs::{Key, Runs};
+
+/// Bits per key the filter is sized for, and hash functions (about 0.05%
+/// false positives when full: a false positive reads a page of every run).
+const BITS_PER_KEY: u64 = 16;
+const HASHES: u64 = 11;
 /// Smallest capacity, in keys.
 const MIN_CAPACITY: u64 = 1 << 20;
 
-struct Bloom {
+/// A plain Bloom filter over dedupe keys (also used by the rebuild).
+pub(crate) struct Bloom {
     bits: Vec<u64>,
     mask: u64,
     capacity: u64,
     keys: u64,
 }
 
-fn hashes(key: &[u8]) -> (u64, u64) {
-    // Dedupe keys end with 16 bytes of SHA-256: already uniform.
-    if let (DEDUPE_KEY_LEN, Some(a), Some(b)) = (key.len(), key.get(5..13), key.get(13..21)) {
-        let a = u64::from_le_bytes(a.try_into().unwrap_or_default());
-        let b = u64::from_le_bytes(b.try_into().unwrap_or_default());
-        return (a, b | 1);
-    }
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    let a = h.finish();
-    (a, a.rotate_left(32).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+/// Dedupe keys are 16 bytes of SHA-256: already uniform.
+fn hashes(key: &Key) -> (u64, u64) {
+    let mut a = [0; 8];
+    let mut b = [0; 8];
+    a.copy_from_slice(&key[..8]);
+    b.copy_from_slice(&key[8..]);
+    (u64::from_le_bytes(a), u64::from_le_bytes(b) | 1)
 }
 
 impl Bloom {
-    fn with_capacity(keys: u64) -> Bloom {
+    pub fn with_capacity(keys: u64) -> Bloom {
         let capacity = keys.max(MIN_CAPACITY);
         let bits = (capacity * BITS_PER_KEY).next_power_of_two();
         Bloom {
@@ -57,7 +56,7 @@ impl Bloom {
         }
     }
 
-    fn add(&mut self, key: &[u8]) {
+    pub fn add(&mut self, key: &Key) {
         let (a, b) = hashes(key);
         for i in 0..HASHES {
             let bit = a.wrapping_add(i.wrapping_mul(b)) & self.mask;
@@ -66,7 +65,7 @@ impl Bloom {
         self.keys += 1;
     }
 
-    fn may_contain(&self, key: &[u8]) -> bool {
+    pub fn may_contain(&self, key: &Key) -> bool {
         let (a, b) = hashes(key);
         (0..HASHES).all(|i| {
             let bit = a.wrapping_add(i.wrapping_mul(b)) & self.mask;
@@ -79,7 +78,7 @@ enum State {
     /// No filter: every key is looked up.
     Off,
     /// A scan is running (generation); keys staged meanwhile.
-    Building(u64, Vec<Vec<u8>>),
+    Building(u64, Vec<Key>),
     Ready(Bloom),
 }
 
@@ -111,19 +110,19 @@ impl DedupeFilter {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `key` may be in the tree (false: it certainly is not).
-    pub fn may_contain(&self, key: &[u8]) -> bool {
+    /// Whether `key` may be in the runs (false: it certainly is not).
+    pub fn may_contain(&self, key: &Key) -> bool {
         match &*self.state() {
             State::Ready(bloom) => bloom.may_contain(key),
             _ => true,
         }
     }
 
-    /// Records a key about to be written to the tree.
-    pub fn add(&self, key: &[u8]) {
+    /// Records a key about to be written to the runs.
+    pub fn add(&self, key: &Key) {
         match &mut *self.state() {
             State::Ready(bloom) => bloom.add(key),
-            State::Building(_, added) => added.push(key.to_vec()),
+            State::Building(_, added) => added.push(*key),
             State::Off => {}
         }
     }
@@ -138,10 +137,9 @@ impl DedupeFilter {
         *self.state() = State::Off;
     }
 
-    /// Starts building the filter from the dedupe entries of `tree`, sized
-    /// for `expected` keys. Call with the write lock held and nothing
-    /// staged.
-    pub fn start(&self, tree: &sled::Tree, expected: u64) {
+    /// Starts building the filter from the dedupe runs, sized for
+    /// `expected` keys. Call with the write lock held and nothing staged.
+    pub fn start(&self, tree: &sled::Tree, runs: &Arc<Runs>, expected: u64) {
         let generation = {
             let mut g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
             *g += 1;
@@ -150,9 +148,10 @@ impl DedupeFilter {
         *self.state() = State::Building(generation, Vec::new());
         let shared = self.shared.clone();
         let tree = tree.clone();
+        let runs = runs.clone();
         let spawned = thread::Builder::new()
             .name("auditsink-store-filter".into())
-            .spawn(move || build(&shared, &tree, generation, expected));
+            .spawn(move || build(&shared, &tree, &runs, generation, expected));
         let mut builder = self.builder.lock().unwrap_or_else(|p| p.into_inner());
         match spawned {
             Ok(handle) => {
@@ -183,28 +182,42 @@ impl DedupeFilter {
     }
 }
 
-fn build(shared: &Shared, tree: &sled::Tree, generation: u64, expected: u64) {
+fn build(shared: &Shared, tree: &sled::Tree, runs: &Runs, generation: u64, expected: u64) {
     let current = || {
         matches!(&*shared.state.lock().unwrap_or_else(|p| p.into_inner()),
             State::Building(g, _) if *g == generation)
     };
-    let mut bloom = Bloom::with_capacity(expected.saturating_mul(2));
-    for (n, item) in tree.range([DEDUPE]..[DEDUPE + 1]).keys().enumerate() {
-        if n % 4096 == 0 && (shared.stop.load(Ordering::Relaxed) || !current()) {
-            return;
+    let give_up = |e: &StoreError| {
+        tracing::warn!(error = %e, "dedupe filter scan failed; looking every key up");
+        let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(&*state, State::Building(g, _) if *g == generation) {
+            *state = State::Off;
         }
-        match item {
-            Ok(key) => bloom.add(&key),
-            Err(e) => {
-                tracing::warn!(error = %e, "dedupe filter scan failed; looking every key up");
-                let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-                if matches!(&*state, State::Building(g, _) if *g == generation) {
-                    *state = State::Off;
-                }
+    };
+    // A merge may remove a run while it is read: start over on the new runs.
+    let mut attempts = 0;
+    let bloom = 'scan: loop {
+        let list = runs.snapshot();
+        let mut bloom = Bloom::with_capacity(expected.saturating_mul(2));
+        for (n, item) in runs.merged(tree, &list).enumerate() {
+            if n % 4096 == 0 && (shared.stop.load(Ordering::Relaxed) || !current()) {
                 return;
             }
+            match item {
+                Ok(entry) => bloom.add(&entry.key),
+                Err(e) => {
+                    attempts += 1;
+                    if attempts < 10 && !Arc::ptr_eq(&list, &runs.snapshot()) {
+                        continue 'scan;
+                    }
+                    give_up(&e);
+                    return;
+                }
+            }
         }
-    }
+        break bloom;
+    };
+    let mut bloom = bloom;
     let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
     if let State::Building(g, added) = &*state {
         if *g == generation {
@@ -223,23 +236,18 @@ mod tests {
     #[test]
     fn bloom_has_no_false_negatives() {
         let mut bloom = Bloom::with_capacity(1000);
-        let key = |i: u32| {
-            let mut k = vec![DEDUPE, 0, 0, 0, 1];
-            k.extend_from_slice(
-                &sha2::Digest::finalize(sha2::Digest::chain_update(
-                    <sha2::Sha256 as sha2::Digest>::new(),
-                    i.to_be_bytes(),
-                ))[..16],
-            );
-            k
+        let key = |i: u32| -> Key {
+            let hash = sha2::Digest::finalize(sha2::Digest::chain_update(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                i.to_be_bytes(),
+            ));
+            hash[..16].try_into().unwrap()
         };
         for i in 0..10_000 {
             bloom.add(&key(i));
         }
-        bloom.add(b"dh:other");
         assert!((0..10_000).all(|i| bloom.may_contain(&key(i))));
-        assert!(bloom.may_contain(b"dh:other"));
-        let false_positives = (10_000..20_000)
+        let false_positives = (10_000..110_000)
             .filter(|&i| bloom.may_contain(&key(i)))
             .count();
         assert!(false_positives < 100, "{false_positives}");

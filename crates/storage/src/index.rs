@@ -7,10 +7,12 @@
 //! postings as a set of (term, id, time) entries; how they are grouped is
 //! an implementation detail (a rebuild groups differently).
 //!
-//! Indexed: the event time (one-minute buckets), `fields.principal_id`,
-//! `fields.trace_id`, `fields.org_id` (strings as they are; numbers and
+//! Indexed as postings: the event time (one-minute buckets),
+//! `fields.principal_id`, `fields.org_id` (strings as they are; numbers and
 //! booleans as their JSON text; empty strings, null, arrays and objects are
-//! not indexed) and `name`.
+//! not indexed) and `name`. `fields.trace_id` (the same way) is nearly
+//! unique per event, so a posting per term would be a sled key per event:
+//! it is kept in sorted runs instead ([`crate::runs`]).
 
 use std::collections::BTreeMap;
 
@@ -41,11 +43,19 @@ pub(crate) fn attribute_term(kind: IndexKind, event: &Event) -> Option<std::borr
     }
 }
 
-/// Every (kind, term) of an event, time first.
+/// The indexes kept as postings (`trace_id` is in runs).
+pub(crate) const POSTING_KINDS: [IndexKind; 4] = [
+    IndexKind::Time,
+    IndexKind::Principal,
+    IndexKind::Org,
+    IndexKind::Name,
+];
+
+/// Every posting (kind, term) of an event, time first.
 pub(crate) fn terms(event: &Event, time: i64) -> Vec<(IndexKind, Vec<u8>)> {
-    let mut out = Vec::with_capacity(5);
+    let mut out = Vec::with_capacity(4);
     out.push((IndexKind::Time, time_term(time).to_vec()));
-    for kind in &IndexKind::ALL[1..] {
+    for kind in &POSTING_KINDS[1..] {
         if let Some(term) = attribute_term(*kind, event) {
             out.push((*kind, term.as_bytes().to_vec()));
         }

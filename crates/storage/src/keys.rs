@@ -6,26 +6,27 @@
 //! |---|---|
 //! | `e` first id | chunk of event records ([`crate::chunk`], [`crate::codec`]) |
 //! | `q` id | quarantined line record |
-//! | `d` minute identity-hash | id of the event stored under it (8 bytes) |
+//! | `R` ... | dedupe and `trace_id` entries, in sorted runs ([`crate::runs`]) |
 //! | `i` kind len term first_id | posting: the (id, time) pairs of one write with this term |
-//! | `m` name | metadata: format version, next id, counts |
+//! | `m` name | metadata: format version, next id, counts, retention horizon, run manifests |
 //!
 //! Ids are u64 big-endian, so byte order is arrival order. Events and
 //! quarantined lines share one sequence. The identity of an event is `s:` +
 //! the 64 signature bytes when its `sig` decodes (padded or unpadded
 //! base64url give the same identity) and was not found invalid, else `h:` +
-//! the raw line. Its dedupe key is the minute of the line's `rt` when it is
-//! epoch milliseconds (u32 big-endian, 0 otherwise) and the first 16 bytes
-//! of the SHA-256 of the identity:
-//! events arrive roughly in time order, so new dedupe entries land next to
-//! each other instead of all over the tree (what made them the costliest
-//! part of an append), and 128 bits make a collision negligible.
+//! the raw line; its dedupe key is the first 16 bytes of the SHA-256 of the
+//! identity (128 bits make a collision negligible). Format 3 kept dedupe
+//! entries (`d` ...) and `trace_id` postings as one sled key per event;
+//! opening such a store rebuilds them as runs.
 
 use auditsink_parser::{Event, SignatureStatus};
 use sha2::{Digest, Sha256};
 
+use crate::runs::Key;
+
 pub(crate) const EVENT: u8 = b'e';
 pub(crate) const QUARANTINE: u8 = b'q';
+/// Dedupe entries of format 3 (removed by the upgrade rebuild).
 pub(crate) const DEDUPE: u8 = b'd';
 pub(crate) const INDEX: u8 = b'i';
 pub(crate) const META: u8 = b'm';
@@ -34,9 +35,13 @@ pub(crate) const META_FORMAT: &[u8] = b"mformat";
 pub(crate) const META_NEXT_ID: &[u8] = b"mnext_id";
 pub(crate) const META_COUNTS: &[u8] = b"mcounts";
 pub(crate) const META_REBUILDING: &[u8] = b"mrebuilding";
+/// Every event id below it was removed by retention.
+pub(crate) const META_HORIZON: &[u8] = b"mhorizon";
 
 /// Version of the key layout and record encoding this build writes.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 4;
+/// The format that [`crate::Store::open`] upgrades by rebuilding the indexes.
+pub(crate) const UPGRADABLE_FORMAT: u32 = 3;
 
 /// An id-keyed record key: `prefix` + id big-endian.
 pub(crate) fn id_key(prefix: u8, id: u64) -> [u8; 9] {
@@ -56,10 +61,10 @@ pub(crate) fn key_id(key: &[u8]) -> Option<u64> {
 /// first, would make the genuine event a "duplicate".
 ///
 /// Everything in the key comes from the line's own bytes, never from when
-/// or how it was parsed: the normalized `timestamp` is not used, since for
-/// a line without `rt` it may come from an RFC 3164 prefix read with the
-/// current year (a retry across New Year would get another key).
-pub(crate) fn dedupe_key(event: &Event) -> Vec<u8> {
+/// or how it was parsed (the normalized `timestamp` of a line without `rt`
+/// may come from an RFC 3164 prefix read with the current year: a retry
+/// across New Year would get another key).
+pub(crate) fn dedupe_key(event: &Event) -> Key {
     let mut hash = Sha256::new();
     match event
         .sig
@@ -76,33 +81,28 @@ pub(crate) fn dedupe_key(event: &Event) -> Vec<u8> {
             hash.update(event.raw.as_bytes());
         }
     }
-    let minute = rt_ms(event).map_or(0, |ms| ms.div_euclid(60_000).clamp(0, i64::from(u32::MAX)));
-    let mut key = Vec::with_capacity(DEDUPE_KEY_LEN);
-    key.push(DEDUPE);
-    key.extend_from_slice(&(minute as u32).to_be_bytes());
-    key.extend_from_slice(&hash.finalize()[..DEDUPE_HASH]);
+    truncated(hash)
+}
+
+/// The `trace_id` index key of an event, if it has a `trace_id` term:
+/// SHA-256 of the encoded term.
+pub(crate) fn trace_key(event: &Event) -> Option<Key> {
+    let term = crate::index::attribute_term(IndexKind::Trace, event)?;
+    Some(trace_term_key(term.as_bytes()))
+}
+
+/// The `trace_id` index key of a term.
+pub(crate) fn trace_term_key(term: &[u8]) -> Key {
+    let mut encoded = Vec::with_capacity(term.len() + 1);
+    encode_term(term, &mut encoded);
+    truncated(Sha256::new().chain_update(&encoded))
+}
+
+fn truncated(hash: Sha256) -> Key {
+    let mut key = [0; 16];
+    key.copy_from_slice(&hash.finalize()[..16]);
     key
 }
-
-/// The line's `rt` as epoch milliseconds, when it is written as such (a
-/// number, or a string of digits): it orders dedupe keys by time so that
-/// new entries land together. Signed lines carry `rt` inside the signed
-/// payload, so one signature has one `rt`.
-fn rt_ms(event: &Event) -> Option<i64> {
-    match event.fields.get("rt")? {
-        serde_json::Value::Number(n) => n.as_i64(),
-        serde_json::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().ok()
-        }
-        _ => None,
-    }
-}
-
-/// Length of a dedupe key: `d`, minute, hash.
-pub(crate) const DEDUPE_KEY_LEN: usize = 1 + 4 + DEDUPE_HASH;
-
-/// Bytes of the identity's SHA-256 in a dedupe key.
-const DEDUPE_HASH: usize = 16;
 
 /// What an index is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -267,13 +267,12 @@ mod tests {
             dedupe_key(&parse(leap, 2028)),
             dedupe_key(&parse(leap, 2027))
         );
-        // With rt, the key is ordered by its minute.
-        let with_rt = parse(
-            "CEF:0|Kong|Konnect|1|a|b|1|rt=1700000000000 src=10.0.0.1",
-            2026,
+        // Another line, another key.
+        let other = "<134>Feb 29 10:00:01 host CEF:0|Kong|Konnect|1|a|b|1|src=10.0.0.1";
+        assert_ne!(
+            dedupe_key(&parse(leap, 2028)),
+            dedupe_key(&parse(other, 2028))
         );
-        let minute = (1_700_000_000_000_i64 / 60_000) as u32;
-        assert_eq!(dedupe_key(&with_rt)[1..5], minute.to_be_bytes());
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //!   that keeps the raw line and gives back the identical event, packed a
 //!   few kilobytes of records per sled value;
 //! - **dedupe** entries: one per event identity (its `sig`, else its raw
-//!   line; with its `timestamp`), so a replayed event is counted, not stored
-//!   twice (an in-memory Bloom filter over them spares new events a lookup);
+//!   line), so a replayed event is counted, not stored twice, kept in
+//!   sorted runs of pages (an in-memory Bloom filter over them spares new
+//!   events a lookup);
 //! - **indexes** on event time, `principal_id`, `trace_id`, `org_id` and
-//!   `name`, for [`Store::query`] and [`Store::count`];
+//!   `name`, for [`Store::query`] and [`Store::count`] (`trace_id`, nearly
+//!   one term per event, in sorted runs too);
 //! - **quarantine**: lines (or whole bodies) that could not be read as
 //!   events, kept byte-exact with the reason, until
 //!   [`Store::reprocess_quarantine`] finds that they now parse.
@@ -40,6 +42,7 @@ mod keys;
 mod maintain;
 mod query;
 mod record;
+mod runs;
 mod timefmt;
 mod writer;
 
@@ -60,9 +63,10 @@ use auditsink_parser::Event;
 use serde::Serialize;
 
 use keys::{
-    id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_NEXT_ID, META_REBUILDING,
-    QUARANTINE,
+    id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
+    META_REBUILDING, QUARANTINE, UPGRADABLE_FORMAT,
 };
+use runs::{RunKind, Runs};
 use writer::{Core, Counts, PreparedBatch, WriteState};
 
 /// One delivery's worth of work, appended atomically.
@@ -226,11 +230,14 @@ impl Store {
             });
         }
         let tree = db.open_tree("store")?;
+        let mut upgrade = false;
         match tree.get(META_FORMAT)? {
             None => {
                 tree.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
             }
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            // Same events, other dedupe and trace entries: rebuilt below.
+            Some(v) if v.as_ref() == UPGRADABLE_FORMAT.to_be_bytes() => upgrade = true,
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref())
                     .map(|b| u32::from_be_bytes(b).to_string())
@@ -238,18 +245,23 @@ impl Store {
                 return Err(StoreError::Format {
                     path: dir.to_path_buf(),
                     reason: format!(
-                        "has format version {found}; this version reads only format \
-                         {FORMAT_VERSION} (open it with the build that wrote it)"
+                        "has format version {found}; this version reads only formats \
+                         {UPGRADABLE_FORMAT} and {FORMAT_VERSION} (open it with the build that wrote it)"
                     ),
                 });
             }
         }
         let state = initial_state(&tree)?;
+        let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
+        let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
+        damaged.extend(damaged_traces);
         let core = Arc::new(Core {
             durability: writer::Durability::open(dir)?,
             db,
             counters: writer::Counters::default(),
             state: Mutex::new(state),
+            dedupe: Arc::new(dedupe),
+            traces,
             tree,
             filter: filter::DedupeFilter::new(),
         });
@@ -261,11 +273,28 @@ impl Store {
             core.counters
                 .quarantine
                 .store(state.counts.quarantine, Ordering::Relaxed);
+            core.counters
+                .horizon
+                .store(state.horizon, Ordering::Relaxed);
         }
-        let open_report = verify_on_open(&core, options.verify_on_open)?;
+        let open_report = if upgrade {
+            tracing::info!(
+                "store format {UPGRADABLE_FORMAT}: rebuilding its dedupe entries and indexes \
+                 for format {FORMAT_VERSION}"
+            );
+            let summary = maintain::rebuild(&core)?;
+            tracing::info!(events = summary.events, "indexes rebuilt");
+            OpenReport {
+                rebuilt: true,
+                ..OpenReport::default()
+            }
+        } else {
+            verify_on_open(&core, options.verify_on_open, damaged)?
+        };
         {
             let state = core.lock();
-            core.filter.start(&core.tree, state.counts.events);
+            core.filter
+                .start(&core.tree, &core.dedupe, state.counts.events);
         }
         let writer = match writer::spawn(core.clone()) {
             Ok(writer) => writer,
@@ -346,13 +375,13 @@ impl Store {
 
     /// The events `query` selects, in id (arrival) order.
     pub fn query(&self, query: &Query) -> Result<QueryIter, StoreError> {
-        let plan = query::plan(self.tree(), query)?;
+        let plan = query::plan(&self.inner.core, query)?;
         Ok(QueryIter::new(self.tree().clone(), query.clone(), plan))
     }
 
     /// How many events `query` selects (up to its limit), from the indexes.
     pub fn count(&self, query: &Query) -> Result<u64, StoreError> {
-        query::count(self.tree(), query, self.event_count() as u64)
+        query::count(&self.inner.core, query, self.event_count() as u64)
     }
 
     /// One event by id.
@@ -530,13 +559,26 @@ fn initial_state(tree: &sled::Tree) -> Result<WriteState, StoreError> {
         .get(META_COUNTS)?
         .and_then(|v| Counts::decode(&v))
         .unwrap_or_default();
-    Ok(WriteState { next_id, counts })
+    let horizon = tree
+        .get(META_HORIZON)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    Ok(WriteState {
+        next_id,
+        counts,
+        horizon,
+    })
 }
 
-fn verify_on_open(core: &Core, n: usize) -> Result<OpenReport, StoreError> {
-    let mut report = OpenReport::default();
+/// Verifies the newest `n` events' derived entries; rebuilds them all if
+/// that (or loading the runs: `damaged`) found problems.
+fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenReport, StoreError> {
+    let mut report = OpenReport {
+        problems: damaged,
+        ..OpenReport::default()
+    };
     let interrupted = core.tree.get(META_REBUILDING)?.is_some();
-    if n > 0 {
+    if n > 0 && report.problems.is_empty() {
         let (checked, problems) = maintain::verify_tail(core, n)?;
         report.verified_events = checked;
         report.problems = problems.into_iter().take(20).collect();

@@ -1,8 +1,8 @@
 //! Maintenance: verification (on open and `auditsink check`), index rebuild,
 //! retention and quarantine reprocessing.
 //!
-//! Events are the truth; dedupe entries and postings are derived from them
-//! and can always be rebuilt. Every change here goes through the write lock
+//! Events are the truth; dedupe entries, `trace_id` entries (both in sorted
+//! runs) and postings are derived from them and can always be rebuilt. Every change here goes through the write lock
 //! and atomic sled batches, in chunks, so appends keep flowing between
 //! chunks and a crash midway leaves a consistent store.
 
@@ -22,14 +22,16 @@ use crate::codec::{
     decode_event, decode_posting, decode_quarantine, encode_posting, peek_event,
     peek_quarantine_received,
 };
+use crate::filter::Bloom;
 use crate::index::{terms, Entries, PostingBuilder};
 use crate::keys::{
-    dedupe_key, encode_term, id_key, key_id, posting_prefix, split_posting_key, IndexKind, DEDUPE,
-    EVENT, FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_NEXT_ID, META_REBUILDING,
-    QUARANTINE,
+    dedupe_key, encode_term, id_key, key_id, posting_prefix, split_posting_key, trace_key,
+    IndexKind, DEDUPE, EVENT, FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_HORIZON,
+    META_NEXT_ID, META_REBUILDING, QUARANTINE,
 };
 use crate::query::records_after;
-use crate::writer::{Core, Counts, PreparedEvent, Staging, WriteState};
+use crate::runs::{Entry, Key, Runs, RUN};
+use crate::writer::{merge_runs, Core, Counts, PreparedEvent, Staging, WriteState};
 use crate::{corrupt, format_id, StoreError};
 
 /// Problems listed in a report (all are counted).
@@ -138,13 +140,16 @@ fn find_posting(
     Ok(Some((key, entries)))
 }
 
-/// Problems of one event's derived entries: its dedupe entry and postings.
+/// Problems of one event's derived entries: its dedupe entry, its
+/// `trace_id` entry and its postings.
 fn event_problems(
-    tree: &sled::Tree,
+    core: &Core,
+    horizon: u64,
     id: u64,
     value: &[u8],
     out: &mut dyn FnMut(String),
 ) -> Result<(), StoreError> {
+    let tree = &core.tree;
     let decoded = match decode_event(value) {
         Ok(d) => d,
         Err(e) => {
@@ -157,17 +162,23 @@ fn event_problems(
         }
     };
     let key = dedupe_key(&decoded.event);
-    match tree.get(&key)? {
-        Some(v) if v.as_ref() == id.to_be_bytes() => {}
-        Some(v) => out(format!(
-            "event {}: its identity is recorded for {} (stored twice?)",
-            format_id(id),
-            v.as_ref()
-                .try_into()
-                .map(|b: [u8; 8]| format_id(u64::from_be_bytes(b)))
-                .unwrap_or_else(|_| "a malformed id".into())
-        )),
-        None => out(format!("event {}: no dedupe entry", format_id(id))),
+    if !core.dedupe.contains(tree, Entry { key, id })? {
+        match core.dedupe.first(tree, &key, horizon)? {
+            Some(other) => out(format!(
+                "event {}: its identity is recorded for {} (stored twice?)",
+                format_id(id),
+                format_id(other)
+            )),
+            None => out(format!("event {}: no dedupe entry", format_id(id))),
+        }
+    }
+    if let Some(key) = trace_key(&decoded.event) {
+        if !core.traces.contains(tree, Entry { key, id })? {
+            out(format!(
+                "event {}: missing from the trace_id index",
+                format_id(id)
+            ));
+        }
     }
     for (kind, term) in terms(&decoded.event, decoded.time) {
         let found = find_posting(tree, kind, &term, id)?
@@ -186,7 +197,7 @@ fn event_problems(
 /// Verifies the derived entries of the newest `n` events: after a crash,
 /// that is where damage would be. Returns the problems.
 pub(crate) fn verify_tail(core: &Core, n: usize) -> Result<(u64, Vec<String>), StoreError> {
-    let _state = core.lock();
+    let state = core.lock();
     let mut problems = Vec::new();
     let mut checked = 0;
     for item in Records::newest_first(&core.tree).take(n) {
@@ -199,10 +210,24 @@ pub(crate) fn verify_tail(core: &Core, n: usize) -> Result<(u64, Vec<String>), S
             }
             Err(e) => return Err(e),
         };
-        event_problems(&core.tree, id, &value, &mut |p| problems.push(p))?;
+        event_problems(core, state.horizon, id, &value, &mut |p| problems.push(p))?;
         checked += 1;
     }
     Ok((checked, problems))
+}
+
+/// (count, sum of entry hashes) of a multiset of entries.
+type Tally = (u64, u64);
+
+fn tally(t: &mut Tally, h: u64) {
+    t.0 += 1;
+    t.1 = t.1.wrapping_add(h);
+}
+
+fn run_entry_hash(entry: &Entry) -> u64 {
+    let mut h = DefaultHasher::new();
+    entry.hash(&mut h);
+    h.finish()
 }
 
 /// Verifies the whole store.
@@ -224,8 +249,8 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
     }
 
     // Events, and what their index entries should be.
-    let mut expected: BTreeMap<IndexKind, (u64, u64)> = BTreeMap::new();
-    let mut self_dedupe = 0u64;
+    let mut expected: BTreeMap<IndexKind, Tally> = BTreeMap::new();
+    let (mut want_dedupe, mut want_trace): (Tally, Tally) = Default::default();
     let mut max_id = 0u64;
     for item in records_after(tree, EVENT, None) {
         let (key, value) = item?;
@@ -251,19 +276,16 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
                     continue;
                 }
             };
-            match tree.get(dedupe_key(&decoded.event))? {
-                Some(v) if v.as_ref() == id.to_be_bytes() => self_dedupe += 1,
-                Some(_) => report.problem(format!(
-                    "event {}: its identity is recorded for another event (stored twice?)",
-                    format_id(id)
-                )),
-                None => report.problem(format!("event {}: no dedupe entry", format_id(id))),
+            let key = dedupe_key(&decoded.event);
+            tally(&mut want_dedupe, run_entry_hash(&Entry { key, id }));
+            if let Some(key) = trace_key(&decoded.event) {
+                tally(&mut want_trace, run_entry_hash(&Entry { key, id }));
             }
             for (kind, term) in terms(&decoded.event, decoded.time) {
-                let e = expected.entry(kind).or_default();
-                e.0 += 1;
-                e.1 =
-                    e.1.wrapping_add(entry_hash(kind, &encoded(&term), id, decoded.time));
+                tally(
+                    expected.entry(kind).or_default(),
+                    entry_hash(kind, &encoded(&term), id, decoded.time),
+                );
             }
         }
     }
@@ -285,38 +307,60 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
         }
     }
 
-    // Dedupe entries: as many as events pointing at themselves, else some
-    // point nowhere (or at an event of another identity).
-    let dedupe_end = [DEDUPE + 1];
-    for item in tree.range([DEDUPE]..dedupe_end) {
-        item?;
-        report.dedupe_entries += 1;
-    }
-    if report.dedupe_entries != self_dedupe {
-        for item in tree.range([DEDUPE]..dedupe_end) {
-            let (key, value) = item?;
-            let target = value
-                .as_ref()
-                .try_into()
-                .ok()
-                .map(u64::from_be_bytes)
-                .map(|id| chunk::get(tree, id))
-                .transpose()?
-                .flatten();
-            let ok = target
-                .and_then(|v| decode_event(&v).ok())
-                .is_some_and(|d| dedupe_key(&d.event) == key.as_ref());
-            if !ok {
+    // Dedupe and trace_id entries: the same multiset as the events give,
+    // and no identity twice.
+    let horizon = state.horizon;
+    let dedupe: &Runs = &core.dedupe;
+    for (runs, want) in [(dedupe, want_dedupe), (&core.traces, want_trace)] {
+        let mut have: Tally = (0, 0);
+        let mut previous: Option<Entry> = None;
+        let list = runs.snapshot();
+        for entry in runs.merged(tree, &list) {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    report.problem(format!("{} index: {e}", runs.kind().as_str()));
+                    break;
+                }
+            };
+            if entry.id < horizon {
+                continue;
+            }
+            tally(&mut have, run_entry_hash(&entry));
+            if std::ptr::eq(runs, dedupe) {
+                if let Some(p) = previous.filter(|p| p.key == entry.key && p.id != entry.id) {
+                    report.problem(format!(
+                        "events {} and {} have the same identity (stored twice)",
+                        format_id(p.id),
+                        format_id(entry.id)
+                    ));
+                }
+                previous = Some(entry);
+            }
+        }
+        if std::ptr::eq(runs, dedupe) {
+            report.dedupe_entries = have.0;
+        } else {
+            report
+                .index_entries
+                .insert(IndexKind::Trace.as_str(), have.0);
+        }
+        if have != want {
+            let before = report.problem_count;
+            run_details(core, runs, horizon, &mut report)?;
+            if report.problem_count == before {
                 report.problem(format!(
-                    "dangling dedupe entry {} (its event is missing or has another identity)",
-                    hex(&key)
+                    "the {} index holds {} entries for {} expected (duplicate entries)",
+                    runs.kind().as_str(),
+                    have.0,
+                    want.0
                 ));
             }
         }
     }
 
     // Postings: the same multiset of (kind, term, id, time) as expected.
-    let mut actual: BTreeMap<IndexKind, (u64, u64)> = BTreeMap::new();
+    let mut actual: BTreeMap<IndexKind, Tally> = BTreeMap::new();
     let mut entries = Vec::new();
     let index_end = [INDEX + 1];
     for item in tree.range([INDEX]..index_end) {
@@ -333,13 +377,19 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
         }
         let a = actual.entry(kind).or_default();
         for &(id, time) in &entries {
-            a.0 += 1;
-            a.1 = a.1.wrapping_add(entry_hash(kind, term, id, time));
+            tally(a, entry_hash(kind, term, id, time));
         }
     }
     for kind in IndexKind::ALL {
         let want = expected.get(&kind).copied().unwrap_or_default();
         let have = actual.get(&kind).copied().unwrap_or_default();
+        if kind == IndexKind::Trace {
+            // In runs (above); a posting for it is left over from format 3.
+            if have.0 > 0 {
+                report.problem(format!("{} trace_id postings left over", have.0));
+            }
+            continue;
+        }
         report.index_entries.insert(kind.as_str(), have.0);
         if want != have {
             let before = report.problem_count;
@@ -360,7 +410,7 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
         let key = item?;
         if !matches!(
             key.first(),
-            Some(&(EVENT | QUARANTINE | DEDUPE | INDEX | META))
+            Some(&(EVENT | QUARANTINE | RUN | INDEX | META))
         ) {
             report.problem(format!("unknown key {}", hex(&key)));
         }
@@ -385,6 +435,65 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
         ));
     }
     Ok(report)
+}
+
+/// The run key an event should have in `runs`.
+fn run_key(runs: &Runs, core: &Core, event: &Event) -> Option<Key> {
+    if std::ptr::eq(runs, &*core.dedupe) {
+        Some(dedupe_key(event))
+    } else {
+        trace_key(event)
+    }
+}
+
+/// Pinpoints the dangling and missing entries of the dedupe or trace_id runs.
+fn run_details(
+    core: &Core,
+    runs: &Runs,
+    horizon: u64,
+    report: &mut CheckReport,
+) -> Result<(), StoreError> {
+    let tree = &core.tree;
+    let name = runs.kind().as_str();
+    let list = runs.snapshot();
+    for entry in runs.merged(tree, &list) {
+        let Ok(entry) = entry else { break };
+        if entry.id < horizon {
+            continue;
+        }
+        let event = chunk::get(tree, entry.id)?;
+        let ok = event
+            .and_then(|v| decode_event(&v).ok())
+            .is_some_and(|d| run_key(runs, core, &d.event) == Some(entry.key));
+        if !ok {
+            report.problem(format!(
+                "dangling {name} entry for event {} (the event is missing or has another value)",
+                format_id(entry.id)
+            ));
+        }
+    }
+    for item in records_after(tree, EVENT, None) {
+        let (key, value) = item?;
+        let Ok(chunk) = Chunk::read(key, value) else {
+            continue;
+        };
+        for i in 0..chunk.records.len() {
+            let (id, value) = chunk.record(i);
+            let Ok(decoded) = decode_event(&value) else {
+                continue;
+            };
+            let Some(key) = run_key(runs, core, &decoded.event) else {
+                continue;
+            };
+            if !runs.contains(tree, Entry { key, id })? {
+                report.problem(format!(
+                    "event {}: missing from the {name} index",
+                    format_id(id)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Pinpoints the dangling and missing entries of one index.
@@ -465,6 +574,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     tree.insert(META_REBUILDING, &[1u8])?;
     core.flush()?;
 
+    // `d`: format 3's dedupe entries.
     for prefix in [DEDUPE, INDEX] {
         loop {
             let keys: Vec<sled::IVec> = tree
@@ -483,7 +593,11 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
             tree.apply_batch(batch)?;
         }
     }
+    summary.removed_entries += core.dedupe.clear(tree)? + core.traces.clear(tree)?;
 
+    // Identities seen so far: a Bloom filter, and the runs written so far
+    // when it says "maybe".
+    let mut seen = Bloom::with_capacity(state.counts.events.saturating_mul(2));
     let mut max_id = 0u64;
     let mut chunks = records_after(tree, EVENT, None).peekable();
     while chunks.peek().is_some() {
@@ -500,7 +614,8 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         }
         let mut batch = sled::Batch::default();
         let mut postings = PostingBuilder::default();
-        let mut seen = HashMap::new();
+        let mut group: HashMap<Key, u64> = HashMap::new();
+        let (mut dedupe, mut traces) = (Vec::new(), Vec::new());
         for (id, value) in &records {
             let id = *id;
             max_id = max_id.max(id);
@@ -509,19 +624,35 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
                 continue;
             };
             summary.events += 1;
-            let dkey = dedupe_key(&decoded.event);
-            if seen.contains_key(&dkey) || tree.get(&dkey)?.is_some() {
+            let key = dedupe_key(&decoded.event);
+            if group.contains_key(&key)
+                || (seen.may_contain(&key)
+                    && core.dedupe.first(tree, &key, state.horizon)?.is_some())
+            {
                 summary.duplicate_events += 1;
             } else {
-                batch.insert(dkey.as_slice(), &id.to_be_bytes());
-                seen.insert(dkey, id);
+                seen.add(&key);
+                group.insert(key, id);
+                dedupe.push(Entry { key, id });
+            }
+            if let Some(key) = trace_key(&decoded.event) {
+                traces.push(Entry { key, id });
             }
             postings.add(id, decoded.time, terms(&decoded.event, decoded.time));
         }
         for (key, value) in postings.finish() {
             batch.insert(key, value);
         }
+        let new_dedupe = core
+            .dedupe
+            .stage(&core.dedupe.snapshot(), dedupe, &mut batch);
+        let new_traces = core
+            .traces
+            .stage(&core.traces.snapshot(), traces, &mut batch);
         tree.apply_batch(batch)?;
+        core.dedupe.install(new_dedupe);
+        core.traces.install(new_traces);
+        merge_runs(core, &state);
     }
 
     let mut quarantine = 0u64;
@@ -542,7 +673,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     batch.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
     batch.remove(META_REBUILDING);
     tree.apply_batch(batch)?;
-    core.filter.start(tree, counts.events);
+    core.filter.start(tree, &core.dedupe, counts.events);
     core.counters.events.store(counts.events, Ordering::Relaxed);
     core.counters
         .quarantine
@@ -620,13 +751,6 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
             let id = *id;
             let key = id_key(EVENT, id);
             let decoded = decode_event(value).map_err(|e| corrupt(&key, e.0))?;
-            let dkey = dedupe_key(&decoded.event);
-            if tree
-                .get(&dkey)?
-                .is_some_and(|v| v.as_ref() == id.to_be_bytes())
-            {
-                batch.remove(dkey);
-            }
             for (kind, term) in terms(&decoded.event, decoded.time) {
                 let Some((pkey, entries)) = find_posting(tree, kind, &term, id)? else {
                     continue;
@@ -643,9 +767,18 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
                 batch.insert(pkey, encode_posting(first, &entries));
             }
         }
+        // Removed events are a prefix of the ids: their dedupe and trace_id
+        // entries are ignored from now on and dropped by the next merges.
+        let horizon = chunk
+            .iter()
+            .map(|(id, _)| id + 1)
+            .fold(state.horizon, u64::max);
+        batch.insert(META_HORIZON, &horizon.to_be_bytes());
         let mut counts = state.counts;
         counts.events = counts.events.saturating_sub(chunk.len() as u64);
         commit_removals(core, &mut state, batch, counts)?;
+        state.horizon = horizon;
+        core.counters.horizon.store(horizon, Ordering::Relaxed);
         summary.events_removed += chunk.len() as u64;
         if done {
             break;
@@ -763,6 +896,7 @@ pub(crate) fn reprocess(
             staging.remove_quarantine(id);
         }
         staging.commit(&mut state, &core.counters)?;
+        merge_runs(core, &state);
     }
     core.flush()?;
     Ok(summary)

@@ -16,10 +16,13 @@ use crate::chunk::{self, Chunk, Records};
 use crate::codec::{decode_event, decode_posting, peek_event};
 use crate::index::attribute_term;
 use crate::keys::{
-    id_key, posting_prefix, prefix_end, split_posting_key, time_term, IndexKind, EVENT,
+    id_key, posting_prefix, prefix_end, split_posting_key, time_term, trace_term_key, IndexKind,
+    EVENT,
 };
 use crate::record::StoredEvent;
+use crate::writer::Core;
 use crate::{corrupt, StoreError};
+use std::sync::atomic::Ordering;
 
 /// What to select. Every filter that is set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,12 +88,13 @@ impl Query {
 /// Candidate ids from one index: sorted, deduplicated, after `after`, in
 /// the time range. `None` when there are more than `cap`.
 fn candidates(
-    tree: &sled::Tree,
+    core: &Core,
     query: &Query,
     kind: IndexKind,
     term: Option<&[u8]>,
     cap: usize,
 ) -> Result<Option<Vec<u64>>, StoreError> {
+    let tree = &core.tree;
     let after = query.after.unwrap_or(0);
     let mut ids = Vec::new();
     let mut entries = Vec::new();
@@ -132,6 +136,28 @@ fn candidates(
                 }
             }
         }
+        (IndexKind::Trace, Some(term)) => {
+            // The runs hold ids only: the event time is read from the event.
+            let horizon = core.counters.horizon.load(Ordering::Relaxed);
+            for id in core.traces.all(tree, &trace_term_key(term), horizon)? {
+                if query.after.is_some() && id <= after {
+                    continue;
+                }
+                if query.time_bounded() {
+                    let Some(value) = chunk::get(tree, id)? else {
+                        continue;
+                    };
+                    let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+                    if !query.in_time(head.time) {
+                        continue;
+                    }
+                }
+                ids.push(id);
+                if ids.len() > cap {
+                    return Ok(None);
+                }
+            }
+        }
         (kind, Some(term)) => {
             for item in tree.scan_prefix(posting_prefix(kind, term)) {
                 let (key, value) = item?;
@@ -157,14 +183,14 @@ pub(crate) enum Plan {
     Scan,
 }
 
-pub(crate) fn plan(tree: &sled::Tree, query: &Query) -> Result<Plan, StoreError> {
+pub(crate) fn plan(core: &Core, query: &Query) -> Result<Plan, StoreError> {
     if query.empty_range() {
         return Ok(Plan::Empty);
     }
     let mut best: Option<Vec<u64>> = None;
     for (kind, value) in query.attributes() {
         let cap = best.as_ref().map_or(usize::MAX, Vec::len);
-        if let Some(ids) = candidates(tree, query, kind, Some(value.as_bytes()), cap)? {
+        if let Some(ids) = candidates(core, query, kind, Some(value.as_bytes()), cap)? {
             if ids.is_empty() {
                 return Ok(Plan::Empty);
             }
@@ -172,7 +198,7 @@ pub(crate) fn plan(tree: &sled::Tree, query: &Query) -> Result<Plan, StoreError>
         }
     }
     if best.is_none() && query.time_bounded() {
-        best = candidates(tree, query, IndexKind::Time, None, MAX_TIME_CANDIDATES)?;
+        best = candidates(core, query, IndexKind::Time, None, MAX_TIME_CANDIDATES)?;
     }
     Ok(match best {
         Some(ids) if ids.is_empty() => Plan::Empty,
@@ -182,15 +208,16 @@ pub(crate) fn plan(tree: &sled::Tree, query: &Query) -> Result<Plan, StoreError>
 }
 
 /// Counts the matches from the indexes alone: intersects the candidates of
-/// every filter (postings carry the event time, so time is exact too).
-pub(crate) fn count(tree: &sled::Tree, query: &Query, total: u64) -> Result<u64, StoreError> {
+/// every filter (postings carry the event time, so time is exact too; for
+/// `trace_id` it is read from the events).
+pub(crate) fn count(core: &Core, query: &Query, total: u64) -> Result<u64, StoreError> {
     if query.empty_range() {
         return Ok(0);
     }
     let mut lists = Vec::new();
     for (kind, value) in query.attributes() {
         lists.push(candidates(
-            tree,
+            core,
             query,
             kind,
             Some(value.as_bytes()),
@@ -201,7 +228,7 @@ pub(crate) fn count(tree: &sled::Tree, query: &Query, total: u64) -> Result<u64,
         if !query.time_bounded() && query.after.is_none() {
             return Ok(total.min(query.limit.map_or(u64::MAX, |l| l as u64)));
         }
-        lists.push(candidates(tree, query, IndexKind::Time, None, usize::MAX)?);
+        lists.push(candidates(core, query, IndexKind::Time, None, usize::MAX)?);
     }
     let mut lists: Vec<Vec<u64>> = lists.into_iter().flatten().collect();
     lists.sort_by_key(Vec::len);

@@ -21,7 +21,10 @@ use crate::chunk::ChunkBuilder;
 use crate::codec::{encode_event, encode_quarantine, event_time};
 use crate::filter::DedupeFilter;
 use crate::index::{terms, PostingBuilder};
-use crate::keys::{dedupe_key, id_key, IndexKind, META_COUNTS, META_NEXT_ID, QUARANTINE};
+use crate::keys::{
+    dedupe_key, id_key, trace_key, IndexKind, META_COUNTS, META_NEXT_ID, QUARANTINE,
+};
+use crate::runs::{Entry, Key, RunList, Runs};
 use crate::{AppendSummary, Batch, StoreError};
 
 /// Upper bound on batches sharing one flush, so the first caller of a long
@@ -56,6 +59,9 @@ impl Counts {
 pub(crate) struct WriteState {
     pub next_id: u64,
     pub counts: Counts,
+    /// Every event id below it was removed by retention: entries in the
+    /// runs for such ids are ignored (and dropped when merged).
+    pub horizon: u64,
 }
 
 /// Monotonic counters since open.
@@ -73,6 +79,8 @@ pub(crate) struct Counters {
     /// Counts mirrored for lock-free reads.
     pub events: AtomicU64,
     pub quarantine: AtomicU64,
+    /// [`WriteState::horizon`] mirrored for readers.
+    pub horizon: AtomicU64,
 }
 
 /// The open database and what writers share.
@@ -83,6 +91,8 @@ pub(crate) struct Core {
     pub counters: Counters,
     pub durability: Durability,
     pub filter: DedupeFilter,
+    pub dedupe: Arc<Runs>,
+    pub traces: Runs,
 }
 
 impl Core {
@@ -181,7 +191,8 @@ impl Durability {
 /// record, identity, time and index terms. Done on the caller's thread so
 /// that the single writer only does what must be serial.
 pub(crate) struct PreparedEvent {
-    pub dedupe_key: Vec<u8>,
+    pub dedupe_key: Key,
+    pub trace_key: Option<Key>,
     pub record: Vec<u8>,
     pub time: i64,
     pub terms: Vec<(IndexKind, Vec<u8>)>,
@@ -192,6 +203,7 @@ impl PreparedEvent {
         let time = event_time(event, received_at_ms);
         PreparedEvent {
             dedupe_key: dedupe_key(event),
+            trace_key: trace_key(event),
             record: encode_event(received_at_ms, source, event),
             time,
             terms: terms(event, time),
@@ -223,10 +235,12 @@ impl PreparedBatch {
 
 /// One atomic write being assembled.
 pub(crate) struct Staging<'a> {
-    tree: &'a sled::Tree,
-    filter: &'a DedupeFilter,
+    core: &'a Core,
     batch: sled::Batch,
-    seen: HashSet<Vec<u8>>,
+    seen: HashSet<Key>,
+    dedupe: Vec<Entry>,
+    traces: Vec<Entry>,
+    horizon: u64,
     postings: PostingBuilder,
     chunk: Option<ChunkBuilder>,
     pub next_id: u64,
@@ -236,10 +250,12 @@ pub(crate) struct Staging<'a> {
 impl<'a> Staging<'a> {
     pub fn new(core: &'a Core, state: &WriteState) -> Staging<'a> {
         Staging {
-            tree: &core.tree,
-            filter: &core.filter,
+            core,
             batch: sled::Batch::default(),
             seen: HashSet::new(),
+            dedupe: Vec::new(),
+            traces: Vec::new(),
+            horizon: state.horizon,
             postings: PostingBuilder::default(),
             chunk: None,
             next_id: state.next_id,
@@ -250,13 +266,17 @@ impl<'a> Staging<'a> {
     /// Stages an event unless its identity is stored (or staged); returns
     /// its new id, or `None` for a duplicate.
     pub fn add_event(&mut self, event: PreparedEvent) -> Result<Option<u64>, StoreError> {
+        let core = self.core;
         if self.seen.contains(&event.dedupe_key)
-            || (self.filter.may_contain(&event.dedupe_key)
-                && self.tree.get(&event.dedupe_key)?.is_some())
+            || (core.filter.may_contain(&event.dedupe_key)
+                && core
+                    .dedupe
+                    .first(&core.tree, &event.dedupe_key, self.horizon)?
+                    .is_some())
         {
             return Ok(None);
         }
-        self.filter.add(&event.dedupe_key);
+        core.filter.add(&event.dedupe_key);
         let id = self.next_id;
         self.next_id += 1;
         let chunk = self.chunk.get_or_insert_with(|| ChunkBuilder::new(id));
@@ -267,8 +287,13 @@ impl<'a> Staging<'a> {
                 self.batch.insert(&key, value);
             }
         }
-        self.batch
-            .insert(event.dedupe_key.as_slice(), &id.to_be_bytes());
+        self.dedupe.push(Entry {
+            key: event.dedupe_key,
+            id,
+        });
+        if let Some(key) = event.trace_key {
+            self.traces.push(Entry { key, id });
+        }
         self.postings.add(id, event.time, event.terms);
         self.seen.insert(event.dedupe_key);
         self.counts.events += 1;
@@ -292,14 +317,21 @@ impl<'a> Staging<'a> {
     /// Applies the staged write atomically and moves `state` forward.
     pub fn commit(self, state: &mut WriteState, counters: &Counters) -> Result<(), StoreError> {
         let Staging {
-            tree,
+            core,
             mut batch,
+            dedupe,
+            traces,
             postings,
             chunk,
             next_id,
             counts,
             ..
         } = self;
+        let runs = |runs: &Runs, entries: Vec<Entry>, batch: &mut sled::Batch| {
+            (!entries.is_empty()).then(|| runs.stage(&runs.snapshot(), entries, batch))
+        };
+        let new_dedupe: Option<Arc<RunList>> = runs(&core.dedupe, dedupe, &mut batch);
+        let new_traces = runs(&core.traces, traces, &mut batch);
         if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
             let (key, value) = chunk.finish();
             batch.insert(&key, value);
@@ -309,7 +341,13 @@ impl<'a> Staging<'a> {
         }
         batch.insert(META_NEXT_ID, &next_id.to_be_bytes());
         batch.insert(META_COUNTS, &counts.encode());
-        tree.apply_batch(batch)?;
+        core.tree.apply_batch(batch)?;
+        if let Some(list) = new_dedupe {
+            core.dedupe.install(list);
+        }
+        if let Some(list) = new_traces {
+            core.traces.install(list);
+        }
         state.next_id = next_id;
         state.counts = counts;
         counters.events.store(counts.events, Ordering::Relaxed);
@@ -324,7 +362,8 @@ impl<'a> Staging<'a> {
 fn apply(core: &Core, prepared: PreparedBatch) -> Result<AppendSummary, StoreError> {
     let mut state = core.lock();
     if core.filter.is_full() {
-        core.filter.start(&core.tree, state.counts.events);
+        core.filter
+            .start(&core.tree, &core.dedupe, state.counts.events);
     }
     let mut staging = Staging::new(core, &state);
     let mut summary = AppendSummary::default();
@@ -339,7 +378,25 @@ fn apply(core: &Core, prepared: PreparedBatch) -> Result<AppendSummary, StoreErr
         summary.quarantined += 1;
     }
     staging.commit(&mut state, &core.counters)?;
+    merge_runs(core, &state);
     Ok(summary)
+}
+
+/// Merges runs that piled up. A failure leaves more runs to read (slower
+/// lookups), never a wrong answer: it is logged, not returned.
+pub(crate) fn merge_runs(core: &Core, state: &WriteState) {
+    for runs in [&core.dedupe, &core.traces] {
+        loop {
+            match runs.merge_step(&core.tree, state.horizon) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, index = runs.kind().as_str(), "merging index runs failed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<AppendSummary, StoreError>>;

@@ -210,6 +210,19 @@ fn tamper(dir: &std::path::Path, f: impl FnOnce(&sled::Tree)) {
     db.flush().unwrap();
 }
 
+/// Changes the second entry (16-byte key, 8-byte id) of the first page of
+/// the dedupe runs (`R` `d` run page).
+fn tamper_dedupe_entry(tree: &sled::Tree, change: impl Fn(&mut [u8])) {
+    let (key, value) = tree
+        .scan_prefix(b"Rd")
+        .find(|item| !item.as_ref().unwrap().0.ends_with(&[0xff; 4]))
+        .unwrap()
+        .unwrap();
+    let mut page = value.to_vec();
+    change(&mut page[24..48]);
+    tree.insert(key, page).unwrap();
+}
+
 #[test]
 fn check_finds_damaged_indexes_and_rebuild_repairs_them() {
     let (dir, store) = populated();
@@ -229,8 +242,10 @@ fn check_finds_damaged_indexes_and_rebuild_repairs_them() {
         let mut dangling = b"in\x05Ghost".to_vec();
         dangling.extend_from_slice(&999u64.to_be_bytes());
         tree.insert(dangling, vec![1, 0, 0]).unwrap();
-        tree.insert(b"dh:nothing-here", &999u64.to_be_bytes())
-            .unwrap();
+        // A dedupe entry that points at event 999 instead of its own.
+        tamper_dedupe_entry(tree, |entry| {
+            entry[16..24].copy_from_slice(&999u64.to_be_bytes())
+        });
     });
 
     let store = Store::open_with(
@@ -285,8 +300,8 @@ fn open_verifies_the_newest_events_and_rebuilds_when_damaged() {
     let (dir, store) = populated();
     drop(store);
     tamper(dir.path(), |tree| {
-        let (key, _) = tree.scan_prefix(b"d").next().unwrap().unwrap();
-        tree.remove(key).unwrap();
+        // One event's identity is no longer recorded (another one is).
+        tamper_dedupe_entry(tree, |entry| entry[15] ^= 1);
     });
     let store = Store::open(dir.path()).unwrap();
     let report = store.open_report();
@@ -694,4 +709,77 @@ fn a_store_of_another_format_version_is_refused() {
     });
     let error = Store::open(dir.path()).err().expect("refused").to_string();
     assert!(error.contains("format version 1"), "{error}");
+}
+
+#[test]
+fn a_format_3_store_is_upgraded_by_rebuilding_its_indexes() {
+    let (dir, store) = populated();
+    drop(store);
+    // What format 3 had instead of runs: a sled key per dedupe entry and
+    // per trace_id posting.
+    tamper(dir.path(), |tree| {
+        for item in tree.scan_prefix(b"R").keys() {
+            tree.remove(item.unwrap()).unwrap();
+        }
+        for name in [&b"mrunsd"[..], b"mrunst"] {
+            tree.remove(name).unwrap();
+        }
+        let mut dedupe = vec![b'd', 0, 0, 0, 1];
+        dedupe.extend_from_slice(&[7; 16]);
+        tree.insert(dedupe, &1u64.to_be_bytes()).unwrap();
+        let mut posting = b"ir\x041017".to_vec();
+        posting.extend_from_slice(&1u64.to_be_bytes());
+        tree.insert(posting, vec![1, 0, 0]).unwrap();
+        tree.insert(b"mformat", &3u32.to_be_bytes()).unwrap();
+    });
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.open_report().rebuilt);
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.dedupe_entries, 30);
+    assert_eq!(report.index_entries["trace_id"], 30);
+    let trace = Query {
+        trace: Some("1017".into()),
+        ..Query::default()
+    };
+    assert_eq!(store.count(&trace).unwrap(), 1);
+    let replay = konnect(1, 1, "bob", "Authz.routes", None);
+    assert_eq!(
+        store
+            .append_blocking(batch(T0, vec![replay], vec![]))
+            .unwrap()
+            .duplicates,
+        1
+    );
+    drop(store);
+    tamper(dir.path(), |tree| {
+        tree.insert(b"mformat", &2u32.to_be_bytes()).unwrap();
+    });
+    let Err(e) = Store::open(dir.path()) else {
+        panic!("format 2 opened")
+    };
+    assert!(e.to_string().contains("format version 2"), "{e}");
+}
+
+#[test]
+fn a_damaged_run_directory_does_not_keep_the_store_closed() {
+    let (dir, store) = populated();
+    drop(store);
+    tamper(dir.path(), |tree| {
+        let directory = tree
+            .scan_prefix(b"Rd")
+            .keys()
+            .map(Result::unwrap)
+            .find(|key| key.ends_with(&[0xff; 4]))
+            .unwrap();
+        tree.insert(directory, b"garbage".to_vec()).unwrap();
+    });
+    let store = Store::open(dir.path()).unwrap();
+    let report = store.open_report();
+    assert!(report.rebuilt, "{report:?}");
+    assert!(
+        report.problems.iter().any(|p| p.contains("run directory")),
+        "{report:?}"
+    );
+    assert!(store.check().unwrap().is_ok());
 }
