@@ -354,13 +354,13 @@ fn a_failing_disk_is_500_and_nothing_acknowledged_is_lost() {
         dir.path(),
         &format!("[[source]]\nname = \"h\"\npath = \"/audit-logs\"\nauthorization = {TOKEN:?}\n"),
     );
-    // Files may not grow past 3 MiB: sled's writes fail with EFBIG (SIGXFSZ
+    // Files may not grow past 1 MiB: writes fail with EFBIG (SIGXFSZ
     // ignored so the process sees the error instead of dying).
     let mut command = Command::new("bash");
     command
         .args([
             "-c",
-            "trap '' XFSZ; ulimit -f 3072; exec \"$0\" serve --config \"$1\"",
+            "trap '' XFSZ; ulimit -f 1024; exec \"$0\" serve --config \"$1\"",
             BIN,
         ])
         .arg(&config);

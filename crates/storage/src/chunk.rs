@@ -1,9 +1,12 @@
-//! Event chunks: the event records of one write, packed a few kilobytes at
-//! a time into one sled value instead of one key per event.
+//! Event chunks: the event records of one write, packed some kilobytes at a
+//! time into one body instead of one key per event. The body is appended to
+//! the event log ([`crate::log`]) and sled holds a pointer to it under the
+//! chunk's key; stores of format 3 hold bodies inline, which still read.
 //!
 //! ```text
 //! key   = `e` first_id:u64be          (no id in the chunk is below it)
-//! value = version:u8=1 varint(n) (varint(id - first_id) varint(len) record)*
+//! body  = version:u8=1 varint(n) (varint(id - first_id) varint(len) record)*
+//! value = a pointer into the log (version 2), or the body itself
 //! ```
 //!
 //! Ids inside a chunk increase, and every id of a chunk is below the key of
@@ -11,17 +14,17 @@
 //! key not above it. Retention rewrites a chunk it empties only in part
 //! under the same key.
 //!
-//! Why not bigger: sled splits a leaf at 17 entries and writes a node of
-//! more than a quarter of a log segment (128 KiB) to a blob file of its own,
-//! so a leaf full of chunks must stay well under that.
+//! Why not bigger: a query for one event reads its whole chunk.
 
 use std::ops::{Bound, Range};
+use std::sync::Arc;
 
 use crate::keys::{id_key, key_id, EVENT};
+use crate::log::{EventLog, Pointer, POINTER_VERSION};
 use crate::{corrupt, StoreError};
 
 /// A chunk is closed once its records reach this many bytes.
-pub(crate) const CHUNK_BYTES: usize = 6 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 32 * 1024;
 const CHUNK_VERSION: u8 = 1;
 
 /// One chunk being filled.
@@ -65,7 +68,7 @@ impl ChunkBuilder {
         self.n += 1;
     }
 
-    /// The (key, value) of the chunk.
+    /// The (key, body) of the chunk.
     pub fn finish(self) -> ([u8; 9], Vec<u8>) {
         let mut value = Vec::with_capacity(self.body.len() + 11);
         value.push(CHUNK_VERSION);
@@ -143,7 +146,17 @@ pub(crate) struct Chunk {
 }
 
 impl Chunk {
-    pub fn read(key: sled::IVec, value: sled::IVec) -> Result<Chunk, StoreError> {
+    /// The chunk under `key`, whose sled value is `value` (a pointer into
+    /// the log, or the body inline).
+    pub fn read(log: &EventLog, key: sled::IVec, value: sled::IVec) -> Result<Chunk, StoreError> {
+        let value = match value.first() {
+            Some(&POINTER_VERSION) => {
+                let pointer =
+                    Pointer::decode(&value).ok_or_else(|| corrupt(&key, "event chunk pointer"))?;
+                sled::IVec::from(log.read(&pointer).map_err(|e| corrupt(&key, e))?)
+            }
+            _ => value,
+        };
         let records = split(&key, &value)?;
         Ok(Chunk { value, records })
     }
@@ -167,7 +180,11 @@ impl Chunk {
 
 /// The chunk that would hold `id` (the one with the greatest key not above
 /// it), if any.
-pub(crate) fn chunk_for(tree: &sled::Tree, id: u64) -> Result<Option<Chunk>, StoreError> {
+pub(crate) fn chunk_for(
+    tree: &sled::Tree,
+    log: &EventLog,
+    id: u64,
+) -> Result<Option<Chunk>, StoreError> {
     let upper = id_key(EVENT, id);
     let Some(item) = tree
         .range::<&[u8], _>((Bound::Included(&[EVENT][..]), Bound::Included(&upper[..])))
@@ -176,16 +193,21 @@ pub(crate) fn chunk_for(tree: &sled::Tree, id: u64) -> Result<Option<Chunk>, Sto
         return Ok(None);
     };
     let (key, value) = item?;
-    Chunk::read(key, value).map(Some)
+    Chunk::read(log, key, value).map(Some)
 }
 
 /// One event record by id.
-pub(crate) fn get(tree: &sled::Tree, id: u64) -> Result<Option<Record>, StoreError> {
-    Ok(chunk_for(tree, id)?.and_then(|c| c.find(id).map(|i| c.record(i).1)))
+pub(crate) fn get(
+    tree: &sled::Tree,
+    log: &EventLog,
+    id: u64,
+) -> Result<Option<Record>, StoreError> {
+    Ok(chunk_for(tree, log, id)?.and_then(|c| c.find(id).map(|i| c.record(i).1)))
 }
 
 /// Event records in id order (or reverse), with an id greater than `after`.
 pub(crate) struct Records {
+    log: Arc<EventLog>,
     chunks: sled::Iter,
     current: Option<Chunk>,
     /// Next record of `current` (forward: index; reverse: one past it).
@@ -197,7 +219,7 @@ pub(crate) struct Records {
 
 impl Records {
     /// Forward from after `after` (from the start when `None`).
-    pub fn after(tree: &sled::Tree, after: Option<u64>) -> Records {
+    pub fn after(tree: &sled::Tree, log: &Arc<EventLog>, after: Option<u64>) -> Records {
         let end: &[u8] = &[EVENT + 1];
         let chunks = match after {
             None => tree.range::<&[u8], _>(&[EVENT][..]..end),
@@ -217,6 +239,7 @@ impl Records {
             }
         };
         Records {
+            log: log.clone(),
             chunks,
             current: None,
             pos: 0,
@@ -227,9 +250,10 @@ impl Records {
     }
 
     /// Every record, newest first.
-    pub fn newest_first(tree: &sled::Tree) -> Records {
+    pub fn newest_first(tree: &sled::Tree, log: &Arc<EventLog>) -> Records {
         let end: &[u8] = &[EVENT + 1];
         Records {
+            log: log.clone(),
             chunks: tree.range::<&[u8], _>(&[EVENT][..]..end),
             current: None,
             pos: 0,
@@ -247,7 +271,7 @@ impl Records {
         }?;
         let chunk = item
             .map_err(StoreError::from)
-            .and_then(|(k, v)| Chunk::read(k, v));
+            .and_then(|(k, v)| Chunk::read(&self.log, k, v));
         match chunk {
             Ok(chunk) => {
                 self.pos = if self.reverse { chunk.records.len() } else { 0 };

@@ -30,9 +30,9 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
-    /// Flushing to disk failed: what was written since the last flush may
-    /// not be durable.
-    #[error("storage error: flush failed: {0}")]
+    /// Writing or flushing a group commit failed: nothing of it was
+    /// acknowledged, and what was written may not be durable.
+    #[error("storage error: {0}")]
     Flush(String),
     /// The store was written in a layout this build does not read.
     #[error("the store at {path} {reason}")]

@@ -39,6 +39,7 @@ mod error;
 mod filter;
 mod index;
 mod keys;
+mod log;
 mod maintain;
 mod query;
 mod record;
@@ -251,7 +252,8 @@ impl Store {
                 });
             }
         }
-        let state = initial_state(&tree)?;
+        let log = Arc::new(log::EventLog::open(dir)?);
+        let state = initial_state(&tree, &log)?;
         let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
         let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
         damaged.extend(damaged_traces);
@@ -262,6 +264,7 @@ impl Store {
             state: Mutex::new(state),
             dedupe: Arc::new(dedupe),
             traces,
+            log,
             tree,
             filter: filter::DedupeFilter::new(),
         });
@@ -368,15 +371,13 @@ impl Store {
             after: after_id,
             ..Query::default()
         })
-        .unwrap_or_else(|_| {
-            QueryIter::new(self.tree().clone(), Query::default(), query::Plan::Empty)
-        })
+        .unwrap_or_else(|_| QueryIter::new(&self.inner.core, Query::default(), query::Plan::Empty))
     }
 
     /// The events `query` selects, in id (arrival) order.
     pub fn query(&self, query: &Query) -> Result<QueryIter, StoreError> {
         let plan = query::plan(&self.inner.core, query)?;
-        Ok(QueryIter::new(self.tree().clone(), query.clone(), plan))
+        Ok(QueryIter::new(&self.inner.core, query.clone(), plan))
     }
 
     /// How many events `query` selects (up to its limit), from the indexes.
@@ -386,7 +387,7 @@ impl Store {
 
     /// One event by id.
     pub fn event(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
-        let Some(value) = chunk::get(self.tree(), id)? else {
+        let Some(value) = chunk::get(self.tree(), &self.inner.core.log, id)? else {
             return Ok(None);
         };
         let d = codec::decode_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
@@ -429,7 +430,7 @@ impl Store {
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.core.db.size_on_disk()?)
+        Ok(self.inner.core.db.size_on_disk()? + self.inner.core.log.size_on_disk()?)
     }
 
     /// Group-commit counters since open: (batches appended, flushes to disk).
@@ -527,13 +528,13 @@ fn open_db(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError
 
 /// The next id and counts: as recorded, but never below what the records
 /// show (ids must never be reused, even after everything expired).
-fn initial_state(tree: &sled::Tree) -> Result<WriteState, StoreError> {
+fn initial_state(tree: &sled::Tree, log: &Arc<log::EventLog>) -> Result<WriteState, StoreError> {
     let recorded = tree
         .get(META_NEXT_ID)?
         .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
         .unwrap_or(1);
     let mut next_id = recorded.max(1);
-    match chunk::Records::newest_first(tree).next() {
+    match chunk::Records::newest_first(tree, log).next() {
         Some(Ok((id, _))) => next_id = next_id.max(id + 1),
         // A newest chunk that does not decode must not keep the store (and
         // `check --repair`) from opening: its key, the first id it holds,

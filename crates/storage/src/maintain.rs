@@ -29,6 +29,7 @@ use crate::keys::{
     IndexKind, DEDUPE, EVENT, FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_HORIZON,
     META_NEXT_ID, META_REBUILDING, QUARANTINE,
 };
+use crate::log::Pointer;
 use crate::query::records_after;
 use crate::runs::{Entry, Key, Runs, RUN};
 use crate::writer::{merge_runs, Core, Counts, PreparedEvent, Staging, WriteState};
@@ -92,6 +93,8 @@ pub struct RetentionSummary {
     pub events_removed: u64,
     /// Quarantined lines removed.
     pub quarantine_removed: u64,
+    /// Event log segment files deleted (every chunk in them was removed).
+    pub log_segments_removed: u64,
 }
 
 /// What a quarantine reprocess did.
@@ -200,7 +203,7 @@ pub(crate) fn verify_tail(core: &Core, n: usize) -> Result<(u64, Vec<String>), S
     let state = core.lock();
     let mut problems = Vec::new();
     let mut checked = 0;
-    for item in Records::newest_first(&core.tree).take(n) {
+    for item in Records::newest_first(&core.tree, &core.log).take(n) {
         let (id, value) = match item {
             Ok(record) => record,
             // Reported (the open rebuilds from what decodes), not fatal.
@@ -254,7 +257,7 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
     let mut max_id = 0u64;
     for item in records_after(tree, EVENT, None) {
         let (key, value) = item?;
-        let chunk = match Chunk::read(key.clone(), value) {
+        let chunk = match Chunk::read(&core.log, key.clone(), value) {
             Ok(chunk) => chunk,
             Err(e) => {
                 report.problem(format!("event chunk {}: {e}", hex(&key)));
@@ -393,7 +396,7 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
         report.index_entries.insert(kind.as_str(), have.0);
         if want != have {
             let before = report.problem_count;
-            index_details(tree, kind, &mut report)?;
+            index_details(core, kind, &mut report)?;
             if report.problem_count == before {
                 report.problem(format!(
                     "the {} index holds {} entries for {} expected (duplicate entries)",
@@ -461,7 +464,7 @@ fn run_details(
         if entry.id < horizon {
             continue;
         }
-        let event = chunk::get(tree, entry.id)?;
+        let event = chunk::get(tree, &core.log, entry.id)?;
         let ok = event
             .and_then(|v| decode_event(&v).ok())
             .is_some_and(|d| run_key(runs, core, &d.event) == Some(entry.key));
@@ -474,7 +477,7 @@ fn run_details(
     }
     for item in records_after(tree, EVENT, None) {
         let (key, value) = item?;
-        let Ok(chunk) = Chunk::read(key, value) else {
+        let Ok(chunk) = Chunk::read(&core.log, key, value) else {
             continue;
         };
         for i in 0..chunk.records.len() {
@@ -497,11 +500,8 @@ fn run_details(
 }
 
 /// Pinpoints the dangling and missing entries of one index.
-fn index_details(
-    tree: &sled::Tree,
-    kind: IndexKind,
-    report: &mut CheckReport,
-) -> Result<(), StoreError> {
+fn index_details(core: &Core, kind: IndexKind, report: &mut CheckReport) -> Result<(), StoreError> {
+    let (tree, log) = (&core.tree, &core.log);
     let prefix = [INDEX, kind.tag()];
     let mut entries = Vec::new();
     for item in tree.scan_prefix(prefix) {
@@ -514,7 +514,7 @@ fn index_details(
             continue;
         }
         for &(id, time) in &entries {
-            let event = chunk::get(tree, id)?;
+            let event = chunk::get(tree, log, id)?;
             let ok = event.and_then(|v| decode_event(&v).ok()).is_some_and(|d| {
                 d.time == time
                     && terms(&d.event, d.time)
@@ -532,7 +532,7 @@ fn index_details(
     }
     for item in records_after(tree, EVENT, None) {
         let (key, value) = item?;
-        let Ok(chunk) = Chunk::read(key, value) else {
+        let Ok(chunk) = Chunk::read(&core.log, key, value) else {
             continue;
         };
         for i in 0..chunk.records.len() {
@@ -606,7 +606,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         while records.len() < CHUNK {
             let Some(item) = chunks.next() else { break };
             let (key, value) = item?;
-            match Chunk::read(key, value) {
+            match Chunk::read(&core.log, key, value) {
                 Ok(chunk) => records.extend((0..chunk.records.len()).map(|i| chunk.record(i))),
                 // Its events are lost; they are counted as one.
                 Err(_) => summary.corrupt_events += 1,
@@ -716,7 +716,7 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
         for item in records_after(tree, EVENT, None) {
             let (key, value) = item?;
             let first = key_id(&key).ok_or_else(|| corrupt(&key, "event chunk key"))?;
-            let records = Chunk::read(key.clone(), value)?;
+            let records = Chunk::read(&core.log, key.clone(), value)?;
             let mut kept = None;
             for i in 0..records.records.len() {
                 let (id, value) = records.record(i);
@@ -733,9 +733,12 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
                 None => batch.remove(key),
                 Some(kept) if kept.is_empty() => batch.remove(key),
                 Some(kept) => {
-                    let (_, value) = kept.finish();
-                    if value.as_slice() != records.value.as_ref() {
-                        batch.insert(key, value);
+                    let (_, body) = kept.finish();
+                    if body.as_slice() != records.value.as_ref() {
+                        // The rest, appended anew: on disk before it is pointed at.
+                        let pointers = core.log.append(&[body])?;
+                        core.log.sync()?;
+                        batch.insert(key, &pointers[0].encode());
                     }
                 }
             }
@@ -815,8 +818,22 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
     }
     if summary != RetentionSummary::default() {
         core.flush()?;
+        summary.log_segments_removed = remove_unreferenced_segments(core)?;
     }
     Ok(summary)
+}
+
+/// Deletes the event log segments no chunk points into any more (after
+/// the pointers' removal is durable).
+fn remove_unreferenced_segments(core: &Core) -> Result<u64, StoreError> {
+    let mut live = std::collections::BTreeSet::new();
+    for item in records_after(&core.tree, EVENT, None) {
+        let (_, value) = item?;
+        if let Some(pointer) = Pointer::decode(&value) {
+            live.insert(pointer.segment);
+        }
+    }
+    core.log.delete_unreferenced(&live)
 }
 
 /// How to read the quarantined lines of one source again: the grammar and,

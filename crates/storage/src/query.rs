@@ -19,10 +19,12 @@ use crate::keys::{
     id_key, posting_prefix, prefix_end, split_posting_key, time_term, trace_term_key, IndexKind,
     EVENT,
 };
+use crate::log::EventLog;
 use crate::record::StoredEvent;
 use crate::writer::Core;
 use crate::{corrupt, StoreError};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// What to select. Every filter that is set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,7 +146,7 @@ fn candidates(
                     continue;
                 }
                 if query.time_bounded() {
-                    let Some(value) = chunk::get(tree, id)? else {
+                    let Some(value) = chunk::get(tree, &core.log, id)? else {
                         continue;
                     };
                     let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
@@ -251,19 +253,22 @@ enum Source {
 /// it can be moved to another thread.
 pub struct QueryIter {
     tree: sled::Tree,
+    log: Arc<EventLog>,
     query: Query,
     source: Source,
     remaining: usize,
 }
 
 impl QueryIter {
-    pub(crate) fn new(tree: sled::Tree, query: Query, plan: Plan) -> QueryIter {
+    pub(crate) fn new(core: &Core, query: Query, plan: Plan) -> QueryIter {
+        let (tree, log) = (core.tree.clone(), core.log.clone());
         let source = match plan {
             Plan::Empty => Source::Done,
             Plan::Ids(ids) => Source::Ids(ids.into_iter(), None),
-            Plan::Scan => Source::Scan(Box::new(Records::after(&tree, query.after))),
+            Plan::Scan => Source::Scan(Box::new(Records::after(&tree, &log, query.after))),
         };
         QueryIter {
+            log,
             remaining: query.limit.unwrap_or(usize::MAX),
             tree,
             query,
@@ -285,7 +290,7 @@ impl QueryIter {
                     let hit = match hit {
                         Some(hit) => Some(hit),
                         None => {
-                            *cached = chunk::chunk_for(&self.tree, id)?;
+                            *cached = chunk::chunk_for(&self.tree, &self.log, id)?;
                             cached
                                 .as_ref()
                                 .and_then(|c| c.find(id).map(|i| c.record(i)))

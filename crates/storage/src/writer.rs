@@ -1,11 +1,12 @@
 //! Writes: staging one atomic sled batch, and the writer thread's group commit.
 //!
-//! Every delivery is applied as one `sled::Batch` (atomic, also across a
-//! crash: sled recovers all of it or none of it) holding its events, their
-//! dedupe entries, their index postings, its quarantined lines and the
-//! updated counters. The writer thread then makes the whole group of
-//! deliveries that queued up meanwhile durable with one `flush` (fsync), and
-//! only then answers each caller. One writer (plus the write lock, which
+//! The writer thread takes the deliveries that queued up meanwhile as one
+//! group and stages them together: their event chunks go to the event log,
+//! which is synced once (one `fdatasync`), then one `sled::Batch` (atomic,
+//! also across a crash: sled recovers all of it or none of it) holds the
+//! chunks' pointers, the dedupe and `trace_id` entries, the index postings,
+//! the quarantined lines and the updated counters; one sled flush (fsync)
+//! makes it durable, and only then is each caller answered. One writer (plus the write lock, which
 //! retention and maintenance also take) makes "is this identity already
 //! stored?" and "store it" a single step.
 
@@ -24,6 +25,7 @@ use crate::index::{terms, PostingBuilder};
 use crate::keys::{
     dedupe_key, id_key, trace_key, IndexKind, META_COUNTS, META_NEXT_ID, QUARANTINE,
 };
+use crate::log::EventLog;
 use crate::runs::{Entry, Key, RunList, Runs};
 use crate::{AppendSummary, Batch, StoreError};
 
@@ -93,6 +95,7 @@ pub(crate) struct Core {
     pub filter: DedupeFilter,
     pub dedupe: Arc<Runs>,
     pub traces: Runs,
+    pub log: Arc<EventLog>,
 }
 
 impl Core {
@@ -243,6 +246,8 @@ pub(crate) struct Staging<'a> {
     horizon: u64,
     postings: PostingBuilder,
     chunk: Option<ChunkBuilder>,
+    /// Full chunks: (key, body).
+    chunks: Vec<([u8; 9], Vec<u8>)>,
     pub next_id: u64,
     pub counts: Counts,
 }
@@ -258,6 +263,7 @@ impl<'a> Staging<'a> {
             horizon: state.horizon,
             postings: PostingBuilder::default(),
             chunk: None,
+            chunks: Vec::new(),
             next_id: state.next_id,
             counts: state.counts,
         }
@@ -283,8 +289,7 @@ impl<'a> Staging<'a> {
         chunk.push(id, &event.record);
         if chunk.is_full() {
             if let Some(full) = self.chunk.take() {
-                let (key, value) = full.finish();
-                self.batch.insert(&key, value);
+                self.chunks.push(full.finish());
             }
         }
         self.dedupe.push(Entry {
@@ -323,6 +328,7 @@ impl<'a> Staging<'a> {
             traces,
             postings,
             chunk,
+            mut chunks,
             next_id,
             counts,
             ..
@@ -333,8 +339,16 @@ impl<'a> Staging<'a> {
         let new_dedupe: Option<Arc<RunList>> = runs(&core.dedupe, dedupe, &mut batch);
         let new_traces = runs(&core.traces, traces, &mut batch);
         if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
-            let (key, value) = chunk.finish();
-            batch.insert(&key, value);
+            chunks.push(chunk.finish());
+        }
+        if !chunks.is_empty() {
+            // On disk before anything points at it.
+            let bodies: Vec<Vec<u8>> = chunks.iter_mut().map(|(_, b)| std::mem::take(b)).collect();
+            let pointers = core.log.append(&bodies)?;
+            core.log.sync()?;
+            for ((key, _), pointer) in chunks.iter().zip(pointers) {
+                batch.insert(key, &pointer.encode());
+            }
         }
         for (key, value) in postings.finish() {
             batch.insert(key, value);
@@ -358,28 +372,32 @@ impl<'a> Staging<'a> {
     }
 }
 
-/// Applies one prepared delivery atomically (not yet flushed).
-fn apply(core: &Core, prepared: PreparedBatch) -> Result<AppendSummary, StoreError> {
+/// Applies a group of prepared deliveries atomically (not yet flushed).
+fn apply_group(core: &Core, group: Vec<PreparedBatch>) -> Result<Vec<AppendSummary>, StoreError> {
     let mut state = core.lock();
     if core.filter.is_full() {
         core.filter
             .start(&core.tree, &core.dedupe, state.counts.events);
     }
     let mut staging = Staging::new(core, &state);
-    let mut summary = AppendSummary::default();
-    for event in prepared.events {
-        match staging.add_event(event)? {
-            Some(_) => summary.stored += 1,
-            None => summary.duplicates += 1,
+    let mut summaries = Vec::with_capacity(group.len());
+    for prepared in group {
+        let mut summary = AppendSummary::default();
+        for event in prepared.events {
+            match staging.add_event(event)? {
+                Some(_) => summary.stored += 1,
+                None => summary.duplicates += 1,
+            }
         }
-    }
-    for record in prepared.quarantine {
-        staging.add_quarantine(record);
-        summary.quarantined += 1;
+        for record in prepared.quarantine {
+            staging.add_quarantine(record);
+            summary.quarantined += 1;
+        }
+        summaries.push(summary);
     }
     staging.commit(&mut state, &core.counters)?;
     merge_runs(core, &state);
-    Ok(summary)
+    Ok(summaries)
 }
 
 /// Merges runs that piled up. A failure leaves more runs to read (slower
@@ -461,23 +479,28 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut replies = Vec::with_capacity(group.len());
-        for job in group {
-            let result = apply(core, job.batch);
-            replies.push((job.reply, result));
-        }
-        let flushed = core.flush();
+        let (batches, replies): (Vec<PreparedBatch>, Vec<Reply>) =
+            group.into_iter().map(|job| (job.batch, job.reply)).unzip();
+        // One answer for the whole group when it fails: it is one write.
+        let outcome = apply_group(core, batches)
+            .map_err(|e| format!("write failed: {e}"))
+            .and_then(|summaries| {
+                core.flush()
+                    .map(|()| summaries)
+                    .map_err(|e| format!("flush failed: {e}"))
+            });
         let counters = &core.counters;
         counters.flushes.fetch_add(1, Ordering::Relaxed);
         counters
             .batches
             .fetch_add(replies.len() as u64, Ordering::Relaxed);
-        if let Err(e) = &flushed {
-            tracing::error!(error = %e, "store flush failed; answering the group with an error");
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "store {e}; answering the group with an error");
         }
-        for (reply, result) in replies {
-            let answer = match (&flushed, result) {
-                (Ok(()), Ok(summary)) => {
+        for (i, reply) in replies.into_iter().enumerate() {
+            let answer = match &outcome {
+                Ok(summaries) => {
+                    let summary = summaries[i];
                     counters
                         .events_stored
                         .fetch_add(summary.stored, Ordering::Relaxed);
@@ -486,8 +509,7 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
                         .fetch_add(summary.duplicates, Ordering::Relaxed);
                     Ok(summary)
                 }
-                (Ok(()), Err(e)) => Err(e),
-                (Err(e), _) => Err(StoreError::Flush(e.to_string())),
+                Err(e) => Err(StoreError::Flush(e.clone())),
             };
             // The caller may have gone away (client disconnected): nothing to do.
             let _ = reply.send(answer);

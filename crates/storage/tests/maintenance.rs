@@ -373,7 +373,9 @@ fn retention_removes_old_events_with_their_entries() {
         summary,
         RetentionSummary {
             events_removed: 5,
-            quarantine_removed: 1
+            quarantine_removed: 1,
+            // The new events' chunk is in the same log segment.
+            log_segments_removed: 0,
         }
     );
     assert_eq!(store.event_count(), 3);
@@ -782,4 +784,39 @@ fn a_damaged_run_directory_does_not_keep_the_store_closed() {
         "{report:?}"
     );
     assert!(store.check().unwrap().is_ok());
+}
+
+#[test]
+fn retention_deletes_the_event_log_segments_nothing_points_into() {
+    let day = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let segments = || {
+        std::fs::read_dir(dir.path().join("events"))
+            .unwrap()
+            .count()
+    };
+    let store = Store::open(dir.path()).unwrap();
+    let old = (0..40)
+        .map(|n| konnect(n, 0, "alice", "Authn.login", None))
+        .collect();
+    store
+        .append_blocking(batch(T0 - 10 * day, old, vec![]))
+        .unwrap();
+    drop(store);
+    // Each open starts a segment: the new events are in another one.
+    let store = Store::open(dir.path()).unwrap();
+    let new = (40..50)
+        .map(|n| konnect(n, 0, "bob", "Authn.login", None))
+        .collect();
+    store.append_blocking(batch(T0, new, vec![])).unwrap();
+    assert_eq!(segments(), 2);
+    let summary = store.apply_retention(T0 - day).unwrap();
+    assert_eq!(summary.events_removed, 40);
+    assert_eq!(summary.log_segments_removed, 1);
+    assert_eq!(segments(), 1);
+    assert_eq!(store.events(None).count(), 10);
+    assert!(store.check().unwrap().is_ok());
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.events(None).map(Result::unwrap).count(), 10);
 }
