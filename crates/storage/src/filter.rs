@@ -137,9 +137,10 @@ impl DedupeFilter {
         *self.state() = State::Off;
     }
 
-    /// Starts building the filter from the dedupe runs, sized for
-    /// `expected` keys. Call with the write lock held and nothing staged.
-    pub fn start(&self, tree: &sled::Tree, runs: &Arc<Runs>, expected: u64) {
+    /// Starts building the filter from the dedupe runs' entries of ids of at
+    /// least `min_id` (the retention horizon), sized for `expected` keys.
+    /// Call with the write lock held and nothing staged.
+    pub fn start(&self, tree: &sled::Tree, runs: &Arc<Runs>, min_id: u64, expected: u64) {
         let generation = {
             let mut g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
             *g += 1;
@@ -151,7 +152,7 @@ impl DedupeFilter {
         let runs = runs.clone();
         let spawned = thread::Builder::new()
             .name("auditsink-store-filter".into())
-            .spawn(move || build(&shared, &tree, &runs, generation, expected));
+            .spawn(move || build(&shared, &tree, &runs, min_id, generation, expected));
         let mut builder = self.builder.lock().unwrap_or_else(|p| p.into_inner());
         match spawned {
             Ok(handle) => {
@@ -182,7 +183,14 @@ impl DedupeFilter {
     }
 }
 
-fn build(shared: &Shared, tree: &sled::Tree, runs: &Runs, generation: u64, expected: u64) {
+fn build(
+    shared: &Shared,
+    tree: &sled::Tree,
+    runs: &Runs,
+    min_id: u64,
+    generation: u64,
+    expected: u64,
+) {
     let current = || {
         matches!(&*shared.state.lock().unwrap_or_else(|p| p.into_inner()),
             State::Building(g, _) if *g == generation)
@@ -194,30 +202,25 @@ fn build(shared: &Shared, tree: &sled::Tree, runs: &Runs, generation: u64, expec
             *state = State::Off;
         }
     };
-    // A merge may remove a run while it is read: start over on the new runs.
-    let mut attempts = 0;
-    let bloom = 'scan: loop {
-        let list = runs.snapshot();
-        let mut bloom = Bloom::with_capacity(expected.saturating_mul(2));
-        for (n, item) in runs.merged(tree, &list).enumerate() {
-            if n % 4096 == 0 && (shared.stop.load(Ordering::Relaxed) || !current()) {
-                return;
-            }
-            match item {
-                Ok(entry) => bloom.add(&entry.key),
-                Err(e) => {
-                    attempts += 1;
-                    if attempts < 10 && !Arc::ptr_eq(&list, &runs.snapshot()) {
-                        continue 'scan;
-                    }
-                    give_up(&e);
-                    return;
-                }
-            }
+    let mut bloom = Bloom::with_capacity(expected.saturating_mul(2));
+    let mut n = 0u64;
+    let mut stopped = false;
+    let scanned = runs.scan(tree, min_id, &mut |entry| {
+        n += 1;
+        if n % 4096 == 0 && (shared.stop.load(Ordering::Relaxed) || !current()) {
+            stopped = true;
+            return false;
         }
-        break bloom;
-    };
-    let mut bloom = bloom;
+        bloom.add(&entry.key);
+        true
+    });
+    if stopped {
+        return;
+    }
+    if let Err(e) = scanned {
+        give_up(&e);
+        return;
+    }
     let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
     if let State::Building(g, added) = &*state {
         if *g == generation {

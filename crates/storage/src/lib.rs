@@ -297,7 +297,7 @@ impl Store {
         {
             let state = core.lock();
             core.filter
-                .start(&core.tree, &core.dedupe, state.counts.events);
+                .start(&core.tree, &core.dedupe, state.horizon, state.counts.events);
         }
         let writer = match writer::spawn(core.clone()) {
             Ok(writer) => writer,
@@ -579,7 +579,7 @@ fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenRep
         ..OpenReport::default()
     };
     let interrupted = core.tree.get(META_REBUILDING)?.is_some();
-    if n > 0 && report.problems.is_empty() {
+    if n > 0 && report.problems.is_empty() && !interrupted {
         let (checked, problems) = maintain::verify_tail(core, n)?;
         report.verified_events = checked;
         report.problems = problems.into_iter().take(20).collect();

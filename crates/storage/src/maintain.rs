@@ -213,7 +213,12 @@ pub(crate) fn verify_tail(core: &Core, n: usize) -> Result<(u64, Vec<String>), S
             }
             Err(e) => return Err(e),
         };
-        event_problems(core, state.horizon, id, &value, &mut |p| problems.push(p))?;
+        // A damaged index page is a problem to rebuild from, not an error
+        // that keeps the store closed.
+        if let Err(e) = event_problems(core, state.horizon, id, &value, &mut |p| problems.push(p)) {
+            problems.push(e.to_string());
+            break;
+        }
         checked += 1;
     }
     Ok((checked, problems))
@@ -313,6 +318,11 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
     // Dedupe and trace_id entries: the same multiset as the events give,
     // and no identity twice.
     let horizon = state.horizon;
+    for runs in [&*core.dedupe, &core.traces] {
+        for problem in runs.verify(tree)? {
+            report.problem(problem);
+        }
+    }
     let dedupe: &Runs = &core.dedupe;
     for (runs, want) in [(dedupe, want_dedupe), (&core.traces, want_trace)] {
         let mut have: Tally = (0, 0);
@@ -673,7 +683,8 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     batch.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
     batch.remove(META_REBUILDING);
     tree.apply_batch(batch)?;
-    core.filter.start(tree, &core.dedupe, counts.events);
+    core.filter
+        .start(tree, &core.dedupe, state.horizon, counts.events);
     core.counters.events.store(counts.events, Ordering::Relaxed);
     core.counters
         .quarantine

@@ -10,19 +10,22 @@
 //!
 //! ```text
 //! `R` kind run:u64be page:u32be      -> up to 256 entries, sorted
-//! `R` kind run:u64be 0xffffffff      -> directory: level, entry count, first entry of each page
+//! `R` kind run:u64be 0xffffffff      -> directory: highest id, entry count, first entry of each page
 //! `m` `runs` kind                     -> manifest: next run id, live run ids newest first
 //! entry = key (16 bytes) id (u64be)
 //! ```
 //!
 //! Every change (a delivery's new run; a merge: new run in, old runs out)
 //! is one atomic sled batch with the manifest, so a crash leaves either the
-//! old or the new set of runs. Runs of one level are merged into one run of
-//! the next level once [`FANOUT`] of them exist, up to [`MAX_LEVEL`], so a
-//! lookup reads at most about `FANOUT - 1` runs per level plus the runs of
-//! the last level, one page each. Only the write lock holder changes the
-//! runs; readers work on a snapshot and start over on a newer one if a merge
-//! removed a page under them.
+//! old or the new set of runs. Runs are merged by size (size-tiered): once
+//! [`FANOUT`] runs of one size class (entries, in powers of `FANOUT`)
+//! exist, the oldest `FANOUT` become one run, as long as it stays under
+//! [`MAX_MERGED`] entries; a lookup reads about `FANOUT - 1` runs per class
+//! plus the runs that reached the cap, one page each. A run whose ids are
+//! all below the retention horizon is dropped whole. Only the write lock
+//! holder changes the runs; readers work on a snapshot and start over on a
+//! newer one if a merge removed a page under them (a merge holds the list's
+//! lock while its batch is applied, so the newer one is there).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -38,11 +41,22 @@ const PAGE_ENTRIES: usize = 256;
 const ENTRY_BYTES: usize = 24;
 const DIRECTORY: u32 = u32::MAX;
 const FORMAT: u8 = 1;
-/// Runs of one level merged at a time.
+/// Runs of one size class merged at a time.
 pub(crate) const FANOUT: usize = 16;
-/// Runs of this level are not merged further (a merge of this level's
-/// inputs writes about `FANOUT^MAX_LEVEL` deliveries' entries in one go).
-pub(crate) const MAX_LEVEL: u8 = 3;
+/// No merge writes a run larger than this (48 MiB in one sled batch; the
+/// writer waits for it, once per this many entries).
+pub(crate) const MAX_MERGED: u64 = 2 << 20;
+
+/// Size class of a run: floor(log_FANOUT(entries)).
+fn class(len: u64) -> u32 {
+    let mut class = 0;
+    let mut n = len;
+    while n >= FANOUT as u64 {
+        n /= FANOUT as u64;
+        class += 1;
+    }
+    class
+}
 
 /// The 16-byte key of an entry (a SHA-256 prefix: uniformly spread).
 pub(crate) type Key = [u8; 16];
@@ -118,7 +132,8 @@ fn page_key(kind: RunKind, run: u64, page: u32) -> [u8; 14] {
 #[derive(Debug)]
 pub(crate) struct Run {
     id: u64,
-    level: u8,
+    /// The highest event id in the run.
+    max_id: u64,
     len: u64,
     /// First entry of each page.
     firsts: Vec<Entry>,
@@ -126,9 +141,9 @@ pub(crate) struct Run {
 
 impl Run {
     fn encode_directory(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(10 + self.firsts.len() * ENTRY_BYTES);
+        let mut out = Vec::with_capacity(17 + self.firsts.len() * ENTRY_BYTES);
         out.push(FORMAT);
-        out.push(self.level);
+        out.extend_from_slice(&self.max_id.to_be_bytes());
         out.extend_from_slice(&self.len.to_be_bytes());
         for first in &self.firsts {
             first.encode(&mut out);
@@ -138,16 +153,16 @@ impl Run {
 
     fn decode_directory(id: u64, bytes: &[u8]) -> Option<Run> {
         let (&format, rest) = bytes.split_first()?;
-        let (&level, rest) = rest.split_first()?;
-        let len = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-        let rest = &rest[8..];
+        let max_id = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let len = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+        let rest = &rest[16..];
         let pages = len.div_ceil(PAGE_ENTRIES as u64) as usize;
         if format != FORMAT || rest.len() != pages * ENTRY_BYTES {
             return None;
         }
         Some(Run {
             id,
-            level,
+            max_id,
             len,
             firsts: rest.chunks_exact(ENTRY_BYTES).map(Entry::decode).collect(),
         })
@@ -185,6 +200,7 @@ impl RunList {
     }
 
     /// Entries in all runs.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.runs.iter().map(|r| r.len).sum()
     }
@@ -269,16 +285,16 @@ impl Runs {
                     kind.as_str()
                 )),
             }
-            // New runs must not reuse the id of a run left out.
-            let highest = tree
-                .scan_prefix([RUN, kind.tag()])
-                .keys()
-                .next_back()
-                .transpose()?
-                .and_then(|k| k.get(2..10).and_then(|b| b.try_into().ok()))
-                .map_or(0, u64::from_be_bytes);
-            list.next_run_id = list.next_run_id.max(highest + 1);
         }
+        // New runs must not reuse the id of a run left out (or left over).
+        let highest = tree
+            .scan_prefix([RUN, kind.tag()])
+            .keys()
+            .next_back()
+            .transpose()?
+            .and_then(|k| k.get(2..10).and_then(|b| b.try_into().ok()))
+            .map_or(0, u64::from_be_bytes);
+        list.next_run_id = list.next_run_id.max(highest + 1);
         let runs = Runs {
             kind,
             list: RwLock::new(Arc::new(list)),
@@ -300,7 +316,7 @@ impl Runs {
         *self.list.write().unwrap_or_else(|p| p.into_inner()) = list;
     }
 
-    /// Writes `entries` as a new level-0 run into `batch`, with the
+    /// Writes `entries` as a new run into `batch`, with the
     /// manifest; returns the list to install once the batch is applied.
     pub fn stage(
         &self,
@@ -314,20 +330,14 @@ impl Runs {
             runs: base.runs.clone(),
         };
         if !entries.is_empty() {
-            let run = self.write_run(&mut list, 0, &entries, batch);
+            let run = self.write_run(&mut list, &entries, batch);
             list.runs.insert(0, run);
         }
         batch.insert(&self.kind.manifest_key(), list.encode_manifest());
         Arc::new(list)
     }
 
-    fn write_run(
-        &self,
-        list: &mut RunList,
-        level: u8,
-        sorted: &[Entry],
-        batch: &mut sled::Batch,
-    ) -> Arc<Run> {
+    fn write_run(&self, list: &mut RunList, sorted: &[Entry], batch: &mut sled::Batch) -> Arc<Run> {
         let id = list.next_run_id;
         list.next_run_id += 1;
         let mut firsts = Vec::with_capacity(sorted.len().div_ceil(PAGE_ENTRIES));
@@ -341,7 +351,7 @@ impl Runs {
         }
         let run = Run {
             id,
-            level,
+            max_id: sorted.iter().map(|e| e.id).max().unwrap_or(0),
             len: sorted.len() as u64,
             firsts,
         };
@@ -460,48 +470,79 @@ impl Runs {
         merged
     }
 
-    /// Merges the oldest [`FANOUT`] runs of the lowest level that has that
-    /// many (below [`MAX_LEVEL`]) into one run of the next level, dropping
-    /// entries of ids below `min_id` (removed by retention). Call with the
-    /// write lock held. Returns whether it merged anything.
+    /// One step of upkeep: drops the runs whose ids are all below `min_id`
+    /// (removed by retention), else merges the oldest [`FANOUT`] runs of the
+    /// smallest size class that has that many (dropping entries below
+    /// `min_id`). Call with the write lock held. Returns whether it changed
+    /// anything.
     pub fn merge_step(&self, tree: &sled::Tree, min_id: u64) -> Result<bool, StoreError> {
         let base = self.snapshot();
-        let Some(level) =
-            (0..MAX_LEVEL).find(|&l| base.runs.iter().filter(|r| r.level == l).count() >= FANOUT)
-        else {
-            return Ok(false);
-        };
-        let inputs: Vec<Arc<Run>> = base
+        let expired: Vec<Arc<Run>> = base
             .runs
             .iter()
-            .rev()
-            .filter(|r| r.level == level)
-            .take(FANOUT)
+            .filter(|r| r.max_id < min_id)
             .cloned()
             .collect();
-        let input_list = RunList {
-            next_run_id: base.next_run_id,
-            runs: inputs.clone(),
-        };
-        let mut entries = Vec::with_capacity(inputs.iter().map(|r| r.len as usize).sum());
-        for entry in self.merged(tree, &input_list) {
-            let entry = entry?;
-            if entry.id >= min_id {
-                entries.push(entry);
-            }
+        if !expired.is_empty() {
+            self.replace(tree, &base, &expired, None)?;
+            return Ok(true);
         }
-        entries.dedup();
+        let mut classes: Vec<u32> = base.runs.iter().map(|r| class(r.len)).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        for c in classes {
+            let inputs: Vec<Arc<Run>> = base
+                .runs
+                .iter()
+                .rev()
+                .filter(|r| class(r.len) == c)
+                .take(FANOUT)
+                .cloned()
+                .collect();
+            if inputs.len() < FANOUT || inputs.iter().map(|r| r.len).sum::<u64>() > MAX_MERGED {
+                continue;
+            }
+            let input_list = RunList {
+                next_run_id: base.next_run_id,
+                runs: inputs.clone(),
+            };
+            let mut entries = Vec::with_capacity(inputs.iter().map(|r| r.len as usize).sum());
+            for entry in self.merged(tree, &input_list) {
+                let entry = entry?;
+                if entry.id >= min_id {
+                    entries.push(entry);
+                }
+            }
+            entries.dedup();
+            self.replace(tree, &base, &inputs, Some(&entries))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Replaces the runs `old` of `base` by one run of `sorted` entries (or
+    /// by nothing), in one batch, holding the list's lock until the new list
+    /// is installed: a reader that finds a page gone then finds the new list.
+    fn replace(
+        &self,
+        tree: &sled::Tree,
+        base: &RunList,
+        old: &[Arc<Run>],
+        sorted: Option<&[Entry]>,
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         let mut list = RunList {
             next_run_id: base.next_run_id,
             runs: Vec::with_capacity(base.runs.len()),
         };
-        let merged = (!entries.is_empty())
-            .then(|| self.write_run(&mut list, level + 1, &entries, &mut batch));
-        let newest_input = inputs.last().map(|r| r.id);
+        let merged = sorted
+            .filter(|entries| !entries.is_empty())
+            .map(|entries| self.write_run(&mut list, entries, &mut batch));
+        // The merged run takes the place of the newest input (newest first).
+        let newest_old = old.iter().map(|r| r.id).max();
         for run in &base.runs {
-            if inputs.iter().any(|i| i.id == run.id) {
-                if Some(run.id) == newest_input {
+            if old.iter().any(|o| o.id == run.id) {
+                if Some(run.id) == newest_old {
                     list.runs.extend(merged.clone());
                 }
                 for page in 0..run.firsts.len() {
@@ -513,14 +554,26 @@ impl Runs {
             }
         }
         batch.insert(&self.kind.manifest_key(), list.encode_manifest());
+        let mut current = self.list.write().unwrap_or_else(|p| p.into_inner());
         tree.apply_batch(batch)?;
-        self.install(Arc::new(list));
-        Ok(true)
+        *current = Arc::new(list);
+        Ok(())
     }
 
     /// Removes every run (for a rebuild); returns the entries they held.
+    /// The empty manifest goes first: pages left by a crash midway belong
+    /// to no run (and their ids are not reused, see [`Runs::load`]).
     pub fn clear(&self, tree: &sled::Tree) -> Result<u64, StoreError> {
-        let removed = self.snapshot().len();
+        {
+            let mut current = self.list.write().unwrap_or_else(|p| p.into_inner());
+            let list = RunList {
+                next_run_id: current.next_run_id,
+                runs: Vec::new(),
+            };
+            tree.insert(self.kind.manifest_key(), list.encode_manifest())?;
+            *current = Arc::new(list);
+        }
+        let mut removed = 0;
         let prefix = [RUN, self.kind.tag()];
         loop {
             let keys: Vec<sled::IVec> = tree
@@ -533,18 +586,102 @@ impl Runs {
             }
             let mut batch = sled::Batch::default();
             for key in keys {
+                removed += 1;
                 batch.remove(key);
             }
             tree.apply_batch(batch)?;
         }
-        let next_run_id = self.snapshot().next_run_id;
-        let list = RunList {
-            next_run_id,
-            runs: Vec::new(),
-        };
-        tree.insert(self.kind.manifest_key(), list.encode_manifest())?;
-        self.install(Arc::new(list));
         Ok(removed)
+    }
+
+    /// Calls `visit` with every entry with an id of at least `min_id`, run
+    /// by run, in no particular order, until it returns false. Survives
+    /// merges: on a page gone it goes on with the runs of the newer list it
+    /// has not read (entries of a merged run may be visited twice).
+    pub fn scan(
+        &self,
+        tree: &sled::Tree,
+        min_id: u64,
+        visit: &mut dyn FnMut(&Entry) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut done = std::collections::HashSet::new();
+        let mut list = self.snapshot();
+        'list: loop {
+            for run in &list.runs {
+                if done.contains(&run.id) {
+                    continue;
+                }
+                for page in 0..run.firsts.len() {
+                    match read_page(tree, self.kind, run, page) {
+                        Ok(entries) => {
+                            for entry in entries.iter().filter(|e| e.id >= min_id) {
+                                if !visit(entry) {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        Err(ReadError::Store(e)) => return Err(e),
+                        Err(ReadError::Missing) => {
+                            let newer = self.snapshot();
+                            if Arc::ptr_eq(&newer, &list) {
+                                return Err(StoreError::Corrupt {
+                                    key: format!("{} index run {}", self.kind.as_str(), run.id),
+                                    reason: format!("page {page} is missing"),
+                                });
+                            }
+                            list = newer;
+                            continue 'list;
+                        }
+                    }
+                }
+                done.insert(run.id);
+            }
+            return Ok(());
+        }
+    }
+
+    /// Structural problems of the runs: pages out of order, directories
+    /// that do not match their pages. Call with the write lock held.
+    pub fn verify(&self, tree: &sled::Tree) -> Result<Vec<String>, StoreError> {
+        let mut problems = Vec::new();
+        let name = self.kind.as_str();
+        for run in &self.snapshot().runs {
+            let mut previous: Option<Entry> = None;
+            for (page, first) in run.firsts.iter().enumerate() {
+                let entries = match read_page(tree, self.kind, run, page) {
+                    Ok(entries) => entries,
+                    Err(ReadError::Store(StoreError::Corrupt { reason, .. })) => {
+                        problems.push(format!("{name} index run {} page {page}: {reason}", run.id));
+                        break;
+                    }
+                    Err(ReadError::Store(e)) => return Err(e),
+                    Err(ReadError::Missing) => {
+                        problems.push(format!(
+                            "{name} index run {} page {page} is missing",
+                            run.id
+                        ));
+                        break;
+                    }
+                };
+                if entries.first() != Some(first) {
+                    problems.push(format!(
+                        "{name} index run {} page {page} does not start where its directory says",
+                        run.id
+                    ));
+                }
+                for entry in entries {
+                    if previous.is_some_and(|p| p >= entry) || entry.id > run.max_id {
+                        problems.push(format!(
+                            "{name} index run {} page {page} is out of order",
+                            run.id
+                        ));
+                        break;
+                    }
+                    previous = Some(entry);
+                }
+            }
+        }
+        Ok(problems)
     }
 }
 
@@ -650,7 +787,7 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("t").unwrap();
         let (runs, _) = Runs::load(&tree, RunKind::Trace).unwrap();
-        // 300 writes of 3 entries (1 shared key per write): two levels of merges.
+        // 300 writes of 3 entries + 1 with a shared key: merges of merges.
         let mut id = 0;
         for write in 0..300u64 {
             let mut entries = Vec::new();
@@ -666,7 +803,7 @@ mod tests {
             while runs.merge_step(&tree, 0).unwrap() {}
         }
         let list = runs.snapshot();
-        assert!(list.runs.iter().any(|r| r.level == 2), "{list:?}");
+        assert!(list.runs.iter().any(|r| r.len == 1024), "{list:?}");
         assert!(list.runs.len() < 2 * FANOUT, "{}", list.runs.len());
         assert_eq!(list.len(), 1200);
         let merged: Vec<Entry> = runs.merged(&tree, &list).map(Result::unwrap).collect();
@@ -713,20 +850,47 @@ mod tests {
     }
 
     #[test]
-    fn merges_drop_entries_below_the_horizon() {
+    fn runs_and_entries_below_the_horizon_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("t").unwrap();
         let (runs, _) = Runs::load(&tree, RunKind::Dedupe).unwrap();
-        for id in 1..=FANOUT as u64 {
-            stage(&runs, &tree, vec![Entry { key: key(id), id }]);
+        // Runs of ids {n, 100 + n}, then {1000 + n} for n in 1..=16.
+        for n in 1..=FANOUT as u64 {
+            let entries = [n, 100 + n].map(|id| Entry { key: key(id), id });
+            stage(&runs, &tree, entries.to_vec());
         }
-        assert!(runs.merge_step(&tree, 5).unwrap());
+        for n in 1..=FANOUT as u64 {
+            stage(
+                &runs,
+                &tree,
+                vec![Entry {
+                    key: key(1000 + n),
+                    id: 1000 + n,
+                }],
+            );
+        }
+        // Nothing is all below 10; merging drops ids 1..=9 from the first 16.
+        assert!(runs.merge_step(&tree, 10).unwrap());
         let list = runs.snapshot();
-        assert_eq!(list.runs.len(), 1);
-        assert_eq!(list.len(), FANOUT as u64 - 4);
-        assert_eq!(runs.first(&tree, &key(4), 0).unwrap(), None);
-        assert_eq!(runs.first(&tree, &key(5), 0).unwrap(), Some(5));
+        assert_eq!(list.len(), 2 * 16 - 9 + 16, "{list:?}");
+        assert_eq!(runs.first(&tree, &key(9), 0).unwrap(), None);
+        assert_eq!(runs.first(&tree, &key(10), 0).unwrap(), Some(10));
+        assert_eq!(runs.first(&tree, &key(101), 0).unwrap(), Some(101));
+        // Then every run of ids below 1000 is dropped whole.
+        while runs.merge_step(&tree, 1000).unwrap() {}
+        let list = runs.snapshot();
+        assert_eq!(list.len(), 16, "{list:?}");
+        assert_eq!(runs.first(&tree, &key(101), 0).unwrap(), None);
+        assert!(runs.verify(&tree).unwrap().is_empty());
+        let mut seen = 0;
+        runs.scan(&tree, 1005, &mut |e| {
+            assert!(e.id >= 1005);
+            seen += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, 12);
     }
 
     #[test]

@@ -377,7 +377,7 @@ fn apply_group(core: &Core, group: Vec<PreparedBatch>) -> Result<Vec<AppendSumma
     let mut state = core.lock();
     if core.filter.is_full() {
         core.filter
-            .start(&core.tree, &core.dedupe, state.counts.events);
+            .start(&core.tree, &core.dedupe, state.horizon, state.counts.events);
     }
     let mut staging = Staging::new(core, &state);
     let mut summaries = Vec::with_capacity(group.len());

@@ -820,3 +820,60 @@ fn retention_deletes_the_event_log_segments_nothing_points_into() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.events(None).map(Result::unwrap).count(), 10);
 }
+
+#[test]
+fn a_damaged_index_page_is_rebuilt_on_open() {
+    let (dir, store) = populated();
+    drop(store);
+    tamper(dir.path(), |tree| {
+        let (key, value) = tree
+            .scan_prefix(b"Rd")
+            .find(|item| !item.as_ref().unwrap().0.ends_with(&[0xff; 4]))
+            .unwrap()
+            .unwrap();
+        tree.insert(key, &value[..value.len() - 24]).unwrap();
+    });
+    let store = Store::open(dir.path()).unwrap();
+    let report = store.open_report();
+    assert!(report.rebuilt, "{report:?}");
+    assert!(
+        report.problems.iter().any(|p| p.contains("wrong size")),
+        "{report:?}"
+    );
+    assert!(store.check().unwrap().is_ok());
+}
+
+#[test]
+fn trace_queries_see_no_error_while_runs_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let first = konnect(0, 0, "alice", "Authn.login", None);
+    store
+        .append_blocking(batch(T0, vec![first], vec![]))
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let trace = Query {
+                trace: Some("1000".into()),
+                ..Query::default()
+            };
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(store.count(&trace).unwrap(), 1);
+                reads += 1;
+            }
+            reads
+        });
+        // 200 single-event deliveries: runs merge every 16.
+        for n in 1..=200 {
+            let event = konnect(n, 0, "bob", "Authn.login", None);
+            store
+                .append_blocking(batch(T0, vec![event], vec![]))
+                .unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    });
+    assert!(store.check().unwrap().is_ok());
+}
