@@ -6,11 +6,13 @@
 //! lookup it saves otherwise).
 //!
 //! It is built from a scan of the dedupe runs in a background thread
-//! (on open, after a rebuild, and again larger when it fills up); until it
-//! is ready every key is looked up, and the keys staged meanwhile are kept
-//! and added when the scan ends. It starts only while the write lock is held
-//! and nothing is staged, so every key the scan can miss is one of those.
-//! Removed keys (retention) stay in it, as false positives.
+//! (on open, after a rebuild, and again larger when it fills up); the keys
+//! staged meanwhile are kept and added when the scan ends. Until it is
+//! ready the filter it replaces answers (overfull: more false positives,
+//! no misses), or, on open and after a rebuild, every key is looked up. It
+//! starts only while the write lock is held and nothing is staged, so every
+//! key the scan can miss is one of those. Removed keys (retention) stay in
+//! it until it is rebuilt, as false positives.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,8 +79,10 @@ impl Bloom {
 enum State {
     /// No filter: every key is looked up.
     Off,
-    /// A scan is running (generation); keys staged meanwhile.
-    Building(u64, Vec<Key>),
+    /// A scan is running (generation); keys staged meanwhile; the filter it
+    /// replaces, if any, still answers meanwhile (fuller than it was sized
+    /// for, so with more false positives, but it misses nothing).
+    Building(u64, Vec<Key>, Option<Bloom>),
     Ready(Bloom),
 }
 
@@ -113,8 +117,8 @@ impl DedupeFilter {
     /// Whether `key` may be in the runs (false: it certainly is not).
     pub fn may_contain(&self, key: &Key) -> bool {
         match &*self.state() {
-            State::Ready(bloom) => bloom.may_contain(key),
-            _ => true,
+            State::Ready(bloom) | State::Building(_, _, Some(bloom)) => bloom.may_contain(key),
+            State::Building(_, _, None) | State::Off => true,
         }
     }
 
@@ -122,7 +126,12 @@ impl DedupeFilter {
     pub fn add(&self, key: &Key) {
         match &mut *self.state() {
             State::Ready(bloom) => bloom.add(key),
-            State::Building(_, added) => added.push(*key),
+            State::Building(_, added, old) => {
+                added.push(*key);
+                if let Some(old) = old {
+                    old.add(key);
+                }
+            }
             State::Off => {}
         }
     }
@@ -146,7 +155,14 @@ impl DedupeFilter {
             *g += 1;
             *g
         };
-        *self.state() = State::Building(generation, Vec::new());
+        {
+            let mut state = self.state();
+            let old = match std::mem::replace(&mut *state, State::Off) {
+                State::Ready(bloom) | State::Building(_, _, Some(bloom)) => Some(bloom),
+                _ => None,
+            };
+            *state = State::Building(generation, Vec::new(), old);
+        }
         let shared = self.shared.clone();
         let tree = tree.clone();
         let runs = runs.clone();
@@ -193,12 +209,12 @@ fn build(
 ) {
     let current = || {
         matches!(&*shared.state.lock().unwrap_or_else(|p| p.into_inner()),
-            State::Building(g, _) if *g == generation)
+            State::Building(g, _, _) if *g == generation)
     };
     let give_up = |e: &StoreError| {
         tracing::warn!(error = %e, "dedupe filter scan failed; looking every key up");
         let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(&*state, State::Building(g, _) if *g == generation) {
+        if matches!(&*state, State::Building(g, _, _) if *g == generation) {
             *state = State::Off;
         }
     };
@@ -222,7 +238,7 @@ fn build(
         return;
     }
     let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-    if let State::Building(g, added) = &*state {
+    if let State::Building(g, added, _) = &*state {
         if *g == generation {
             for key in added {
                 bloom.add(key);
