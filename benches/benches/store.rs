@@ -6,8 +6,8 @@
 //! unique (its `sig`, `trace_id` and `rt` rewritten, so every event is new to
 //! the dedupe and the time index spreads them 100 ms apart), parsed before
 //! the clock starts: what is timed is `Store::append` (encoding, dedupe
-//! look-ups, index postings, one atomic sled batch, the group-commit flush)
-//! and nothing else.
+//! look-ups, index entries, the event log append and sync, one atomic sled
+//! batch, the group-commit flush) and nothing else.
 //!
 //! - `append_500/store/N`: N threads each append one batch of 500 events at
 //!   once (N concurrent deliveries); an iteration ends when all N are
@@ -15,14 +15,17 @@
 //! - `append_500/plain_file/N`: the same raw lines (newline-terminated)
 //!   appended to a plain file, one `fdatasync` per batch, N threads at once:
 //!   the physical limit the store is compared with.
+//! - `append_500/store_stream/8` and `plain_file_stream/8`: the same, but
+//!   each of the 8 threads appends 8 batches back to back (sustained load,
+//!   as 8 connections deliver), 32,000 events per iteration.
 //! - `query_1m/*`: over a store of 1M events (built once, outside the timed
 //!   loop, in `$AUDITSINK_BENCH_STORE` or `/tmp/auditsink-bench-store-1m`,
 //!   reused when it already holds them): every event of a one-hour window
 //!   (36,000 events), the first 100 of it, and its count.
 //!
 //! After the runs it prints the group-commit factor (batches per flush) and
-//! the store's size per event (sled's size on disk after a flush, values and
-//! indexes) beside the raw line's size.
+//! the store's size per event (sled's size on disk after a flush plus the
+//! event log's segment files) beside the raw line's size.
 //!
 //!   cargo bench --manifest-path benches/Cargo.toml --bench store
 
@@ -39,6 +42,8 @@ use auditsink_storage::{Batch, Query, Store, StoreOptions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const BATCH: usize = 500;
+/// Batches each appender sends back to back in the `*_stream` rows.
+const STREAM: usize = 8;
 const STORE_1M: u64 = 1_000_000;
 /// Event `n` happens at `T0 + n * STEP_MS`.
 const T0: i64 = 1_764_100_000_000;
@@ -229,12 +234,66 @@ fn append(c: &mut Criterion) {
             })
         });
         let (batches1, flushes1) = store.commit_counts();
-        commit.push((appenders, batches1 - batches0, flushes1 - flushes0));
+        commit.push((
+            format!("store/{appenders}"),
+            batches1 - batches0,
+            flushes1 - flushes0,
+        ));
     }
+    // Sustained: 8 appenders each deliver STREAM batches back to back (as 8
+    // connections do), so group commits overlap instead of meeting at a
+    // barrier after every batch.
+    let appenders = 8;
+    group.throughput(Throughput::Elements((appenders * STREAM * BATCH) as u64));
+    group.bench_function(BenchmarkId::new("plain_file_stream", appenders), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let streams: Vec<Vec<Vec<u8>>> = (0..appenders)
+                    .map(|_| (0..STREAM).map(|_| events.delivery().raw).collect())
+                    .collect();
+                total += concurrently(streams, |raws| {
+                    for raw in raws {
+                        let file = {
+                            let mut file = plain.lock().unwrap();
+                            file.write_all(&raw).expect("plain write");
+                            file.try_clone().expect("clone the plain file")
+                        };
+                        file.sync_data().expect("fdatasync");
+                    }
+                });
+            }
+            total
+        })
+    });
+    let (batches0, flushes0) = store.commit_counts();
+    group.bench_function(BenchmarkId::new("store_stream", appenders), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let streams: Vec<Vec<Batch>> = (0..appenders)
+                    .map(|_| (0..STREAM).map(|_| events.delivery().batch).collect())
+                    .collect();
+                total += concurrently(streams, |batches| {
+                    for batch in batches {
+                        let summary = store.append_blocking(batch).expect("append");
+                        assert_eq!(summary.stored, BATCH as u64, "every event is new");
+                    }
+                });
+            }
+            total
+        })
+    });
+    let (batches1, flushes1) = store.commit_counts();
+    commit.push((
+        format!("store_stream/{appenders}"),
+        batches1 - batches0,
+        flushes1 - flushes0,
+    ));
     group.finish();
-    for (appenders, batches, flushes) in commit {
+    for (row, batches, flushes) in commit {
         eprintln!(
-            "store, {appenders} appender(s): {batches} batches in {flushes} flushes \
+            "{row}: {batches} batches in {flushes} flushes \
              ({:.2} batches per flush)",
             batches as f64 / flushes.max(1) as f64
         );
@@ -289,7 +348,8 @@ fn query(c: &mut Criterion) {
     store.flush().expect("flush");
     let on_disk = store.size_on_disk().expect("size on disk");
     eprintln!(
-        "1M store at {}: {} bytes on disk (sled), {:.0} bytes per event; raw line {:.0} bytes",
+        "1M store at {}: {} bytes on disk (sled and the event log), {:.0} bytes per event; \
+         raw line {:.0} bytes",
         path.display(),
         on_disk,
         on_disk as f64 / STORE_1M as f64,
