@@ -1,12 +1,14 @@
 //! # auditsink-storage
 //!
-//! The auditsink store, on sled: evidence that may exist nowhere else once
-//! Konnect's 7 days are over. It holds
+//! The auditsink store: evidence that may exist nowhere else once Konnect's
+//! 7 days are over. Event records go to an append-only event log of its own
+//! (segment files under `events/`); everything else is in sled. It holds
 //!
 //! - **events**: normalized events with the store's keys (`id`,
 //!   `received_at`, `source`), in arrival order, in a compact binary record
-//!   that keeps the raw line and gives back the identical event, packed a
-//!   few kilobytes of records per sled value;
+//!   that keeps the raw line and gives back the identical event, packed
+//!   32 KiB of records per chunk in the event log, with a pointer per chunk
+//!   in sled;
 //! - **dedupe** entries: one per event identity (its `sig`, else its raw
 //!   line), so a replayed event is counted, not stored twice, kept in
 //!   sorted runs of pages (an in-memory Bloom filter over them spares new
@@ -18,12 +20,13 @@
 //!   events, kept byte-exact with the reason, until
 //!   [`Store::reprocess_quarantine`] finds that they now parse.
 //!
-//! Writes go through [`Store::append`]: each [`Batch`] is applied as one
-//! atomic sled batch (its events, dedupe entries, index entries, quarantined
-//! lines and counters: all of it or none of it, also after a crash), and a
-//! single writer thread makes the batches that arrive together durable with
-//! one flush (group commit): an append returns only once it is on disk, and
-//! N concurrent deliveries do not cost N sequential fsyncs.
+//! Writes go through [`Store::append`]: a single writer thread takes the
+//! batches that arrived together (group commit), appends their event chunks
+//! to the log and syncs it, then applies one atomic sled batch (chunk
+//! pointers, dedupe entries, index entries, quarantined lines and counters:
+//! all of it or none of it, also after a crash) and flushes it: an append
+//! returns only once it is on disk, and N concurrent deliveries do not cost
+//! N sequential fsyncs.
 //!
 //! On open the newest events' dedupe and index entries are verified (and
 //! rebuilt from the events if anything is wrong); [`Store::check`] verifies
