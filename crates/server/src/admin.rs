@@ -71,13 +71,20 @@ async fn route(state: &Arc<AppState>, started: Instant, path: &str) -> Response<
     }
 }
 
-/// Ready when the webhook listener accepts and the store takes a write: an
-/// empty batch goes through the writer and its flush.
+/// Ready when the webhook listener accepts and the store takes a write: the
+/// last write that stored something did not fail, and an empty batch goes
+/// through the writer and its flush.
 async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
     if !state.is_listening() {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "webhook listener not accepting",
+        );
+    }
+    if let Some(e) = state.store.last_write_error() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("store not writable: the last write failed: {e}"),
         );
     }
     let probe = auditsink_storage::Batch {

@@ -153,7 +153,10 @@ impl Chunk {
             Some(&POINTER_VERSION) => {
                 let pointer =
                     Pointer::decode(&value).ok_or_else(|| corrupt(&key, "event chunk pointer"))?;
-                sled::IVec::from(log.read(&pointer).map_err(|e| corrupt(&key, e))?)
+                sled::IVec::from(log.read(&pointer).map_err(|e| match e {
+                    Ok(why) => corrupt(&key, why),
+                    Err(io) => io,
+                })?)
             }
             _ => value,
         };

@@ -16,8 +16,10 @@
 //! base64url give the same identity) and was not found invalid, else `h:` +
 //! the raw line; its dedupe key is the first 16 bytes of the SHA-256 of the
 //! identity (128 bits make a collision negligible). Format 3 kept dedupe
-//! entries (`d` ...) and `trace_id` postings as one sled key per event;
-//! opening such a store rebuilds them as runs.
+//! entries (`d` ...) and `trace_id` postings as one sled key per event and
+//! event chunks inline; format 4 (a development step) had runs of another
+//! directory layout and inline chunks. Opening either rebuilds the indexes
+//! as runs; their chunks still read, new ones go to the event log.
 
 use auditsink_parser::{Event, SignatureStatus};
 use sha2::{Digest, Sha256};
@@ -39,9 +41,10 @@ pub(crate) const META_REBUILDING: &[u8] = b"mrebuilding";
 pub(crate) const META_HORIZON: &[u8] = b"mhorizon";
 
 /// Version of the key layout and record encoding this build writes.
-pub(crate) const FORMAT_VERSION: u32 = 4;
-/// The format that [`crate::Store::open`] upgrades by rebuilding the indexes.
-pub(crate) const UPGRADABLE_FORMAT: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 5;
+/// Formats that [`crate::Store::open`] upgrades by rebuilding the indexes
+/// (their event chunks, inline in sled, still read).
+pub(crate) const UPGRADABLE_FORMATS: [u32; 2] = [3, 4];
 
 /// An id-keyed record key: `prefix` + id big-endian.
 pub(crate) fn id_key(prefix: u8, id: u64) -> [u8; 9] {

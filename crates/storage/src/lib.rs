@@ -68,7 +68,7 @@ use serde::Serialize;
 
 use keys::{
     id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
-    META_REBUILDING, QUARANTINE, UPGRADABLE_FORMAT,
+    META_REBUILDING, QUARANTINE, UPGRADABLE_FORMATS,
 };
 use runs::{RunKind, Runs};
 use writer::{Core, Counts, PreparedBatch, WriteState};
@@ -241,7 +241,13 @@ impl Store {
             }
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
             // Same events, other dedupe and trace entries: rebuilt below.
-            Some(v) if v.as_ref() == UPGRADABLE_FORMAT.to_be_bytes() => upgrade = true,
+            Some(v)
+                if UPGRADABLE_FORMATS
+                    .iter()
+                    .any(|f| v.as_ref() == f.to_be_bytes()) =>
+            {
+                upgrade = true
+            }
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref())
                     .map(|b| u32::from_be_bytes(b).to_string())
@@ -250,7 +256,8 @@ impl Store {
                     path: dir.to_path_buf(),
                     reason: format!(
                         "has format version {found}; this version reads only formats \
-                         {UPGRADABLE_FORMAT} and {FORMAT_VERSION} (open it with the build that wrote it)"
+                         {UPGRADABLE_FORMATS:?} (upgraded on open) and {FORMAT_VERSION} \
+                         (open it with the build that wrote it)"
                     ),
                 });
             }
@@ -270,6 +277,7 @@ impl Store {
             log,
             tree,
             filter: filter::DedupeFilter::new(),
+            write_error: Mutex::new(None),
         });
         {
             let state = core.lock();
@@ -285,7 +293,7 @@ impl Store {
         }
         let open_report = if upgrade {
             tracing::info!(
-                "store format {UPGRADABLE_FORMAT}: rebuilding its dedupe entries and indexes \
+                "store of an earlier format: rebuilding its dedupe entries and indexes \
                  for format {FORMAT_VERSION}"
             );
             let summary = maintain::rebuild(&core)?;
@@ -463,6 +471,18 @@ impl Store {
             retention_quarantine_removed: c.retention_quarantine_removed.load(Ordering::Relaxed),
             retention_last_run_ms: (last > 0).then_some(last as i64),
         }
+    }
+
+    /// Why the last append that had something to store failed, if the
+    /// appends since have not succeeded (for readiness: an empty append
+    /// succeeds even when the event log cannot grow).
+    pub fn last_write_error(&self) -> Option<String> {
+        self.inner
+            .core
+            .write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Flushes everything written so far to disk.

@@ -155,11 +155,8 @@ impl EventLog {
     pub fn append(&self, bodies: &[Vec<u8>]) -> Result<Vec<Pointer>, StoreError> {
         let mut active = self.active();
         let mut pointers = Vec::with_capacity(bodies.len());
-        let mut pending = Vec::new();
         for body in bodies {
-            if active.len + pending.len() as u64 > SEGMENT_BYTES {
-                self.write(&mut active, &pending)?;
-                pending.clear();
+            if active.len > 0 && active.len + body.len() as u64 > SEGMENT_BYTES {
                 // The full segment is synced before anything points past it.
                 if let Some(file) = &active.file {
                     let path = segment_path(&self.dir, active.segment);
@@ -179,31 +176,36 @@ impl EventLog {
             })?;
             pointers.push(Pointer {
                 segment: active.segment,
-                offset: active.len + pending.len() as u64,
+                offset: active.len,
                 len,
                 crc: crc32fast::hash(body),
             });
-            pending.extend_from_slice(body);
+            self.write(&mut active, body)?;
         }
-        self.write(&mut active, &pending)?;
         Ok(pointers)
     }
 
+    /// The segment the next append goes to: no chunk in it or above is
+    /// pointed at unless an append is in progress (callers hold the
+    /// store's write lock to know none is).
+    pub fn active_segment(&self) -> u64 {
+        self.active().segment
+    }
+
     fn write(&self, active: &mut Active, bytes: &[u8]) -> Result<(), StoreError> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
         let path = segment_path(&self.dir, active.segment);
-        let written = match active.file.as_mut() {
-            Some(file) => file.write_all(bytes),
-            None => Err(std::io::Error::other("no segment file")),
+        let Some(file) = active.file.as_mut() else {
+            return Err(io(&path)(std::io::Error::other("no segment file")));
         };
-        if let Err(e) = written {
-            // Bytes may have been written in part: the next append starts a
-            // new segment rather than guess where this one ends.
-            active.file = None;
-            active.segment += 1;
-            active.len = 0;
+        if let Err(e) = file.write_all(bytes) {
+            // Bytes may have been written in part: cut them off, so that
+            // the next pointer matches the file; if even that fails, the
+            // next append starts a new segment.
+            if file.set_len(active.len).is_err() {
+                active.file = None;
+                active.segment += 1;
+                active.len = 0;
+            }
             return Err(io(&path)(e));
         }
         active.len += bytes.len() as u64;
@@ -229,32 +231,36 @@ impl EventLog {
     }
 
     /// Reads a chunk body and checks it against the pointer's checksum.
-    pub fn read(&self, pointer: &Pointer) -> Result<Vec<u8>, String> {
+    /// A body that is not there as written is `Err(Ok(why))` (corrupt); a
+    /// read that failed is `Err(Err(error))` (I/O: the body may be fine).
+    pub fn read(&self, pointer: &Pointer) -> Result<Vec<u8>, Result<String, StoreError>> {
         let file = self.reader(pointer.segment)?;
         let mut body = vec![0; pointer.len as usize];
-        file.read_exact_at(&mut body, pointer.offset).map_err(|e| {
-            format!(
-                "event log segment {:016x} at {}: {e}",
-                pointer.segment, pointer.offset
-            )
-        })?;
+        let at = format!(
+            "event log segment {:016x} at {}",
+            pointer.segment, pointer.offset
+        );
+        file.read_exact_at(&mut body, pointer.offset)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Ok(format!("{at}: past the end of the file")),
+                _ => Err(io(&segment_path(&self.dir, pointer.segment))(e)),
+            })?;
         if crc32fast::hash(&body) != pointer.crc {
-            return Err(format!(
-                "event log segment {:016x} at {}: checksum mismatch",
-                pointer.segment, pointer.offset
-            ));
+            return Err(Ok(format!("{at}: checksum mismatch")));
         }
         Ok(body)
     }
 
-    fn reader(&self, segment: u64) -> Result<Arc<File>, String> {
+    fn reader(&self, segment: u64) -> Result<Arc<File>, Result<String, StoreError>> {
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(file) = readers.get(&segment) {
             return Ok(file.clone());
         }
         let path = segment_path(&self.dir, segment);
-        let file =
-            Arc::new(File::open(&path).map_err(|e| format!("event log {}: {e}", path.display()))?);
+        let file = Arc::new(File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(format!("event log {}: missing", path.display())),
+            _ => Err(io(&path)(e)),
+        })?);
         if readers.len() >= OPEN_READERS {
             readers.clear();
         }
@@ -262,13 +268,13 @@ impl EventLog {
         Ok(file)
     }
 
-    /// Deletes the segments not in `live` (other than the active one).
-    /// Returns how many.
-    pub fn delete_unreferenced(&self, live: &BTreeSet<u64>) -> Result<u64, StoreError> {
-        let active = self.active().segment;
+    /// Deletes the segments below `bound` that are not in `live`. Returns
+    /// how many.
+    pub fn delete_unreferenced(&self, bound: u64, live: &BTreeSet<u64>) -> Result<u64, StoreError> {
+        let bound = bound.min(self.active().segment);
         let mut deleted = 0;
         for segment in segments(&self.dir)? {
-            if segment >= active || live.contains(&segment) {
+            if segment >= bound || live.contains(&segment) {
                 continue;
             }
             self.readers
@@ -328,9 +334,16 @@ mod tests {
         raw[10] ^= 1;
         std::fs::write(&path, raw).unwrap();
         log.readers.lock().unwrap().clear();
-        assert!(log.read(&pointers[0]).unwrap_err().contains("checksum"));
+        assert!(log
+            .read(&pointers[0])
+            .unwrap_err()
+            .unwrap()
+            .contains("checksum"));
         // Unreferenced old segments go; the active one stays.
-        assert_eq!(log.delete_unreferenced(&BTreeSet::new()).unwrap(), 1);
+        assert_eq!(
+            log.delete_unreferenced(u64::MAX, &BTreeSet::new()).unwrap(),
+            1
+        );
         assert!(log.read(&pointers[0]).is_err());
         assert_eq!(log.read(&more[0]).unwrap(), b"next");
         assert_eq!(Pointer::decode(b"\x01rest"), None);

@@ -619,7 +619,10 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
             match Chunk::read(&core.log, key, value) {
                 Ok(chunk) => records.extend((0..chunk.records.len()).map(|i| chunk.record(i))),
                 // Its events are lost; they are counted as one.
-                Err(_) => summary.corrupt_events += 1,
+                Err(StoreError::Corrupt { .. }) => summary.corrupt_events += 1,
+                // A read that failed says nothing about the chunk: stop
+                // rather than drop the entries of events that may be fine.
+                Err(e) => return Err(e),
             }
         }
         let mut batch = sled::Batch::default();
@@ -835,8 +838,14 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
 }
 
 /// Deletes the event log segments no chunk points into any more (after
-/// the pointers' removal is durable).
+/// the pointers' removal is durable). Only below the segment a group would
+/// append to next, read under the write lock: a group in flight may have
+/// appended to lower segments without pointing at them yet.
 fn remove_unreferenced_segments(core: &Core) -> Result<u64, StoreError> {
+    let bound = {
+        let _state = core.lock();
+        core.log.active_segment()
+    };
     let mut live = std::collections::BTreeSet::new();
     for item in records_after(&core.tree, EVENT, None) {
         let (_, value) = item?;
@@ -844,7 +853,7 @@ fn remove_unreferenced_segments(core: &Core) -> Result<u64, StoreError> {
             live.insert(pointer.segment);
         }
     }
-    core.log.delete_unreferenced(&live)
+    core.log.delete_unreferenced(bound, &live)
 }
 
 /// How to read the quarantined lines of one source again: the grammar and,

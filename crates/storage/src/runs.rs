@@ -491,15 +491,23 @@ impl Runs {
         classes.sort_unstable();
         classes.dedup();
         for c in classes {
-            let inputs: Vec<Arc<Run>> = base
-                .runs
-                .iter()
-                .rev()
-                .filter(|r| class(r.len) == c)
-                .take(FANOUT)
-                .cloned()
-                .collect();
-            if inputs.len() < FANOUT || inputs.iter().map(|r| r.len).sum::<u64>() > MAX_MERGED {
+            if base.runs.iter().filter(|r| class(r.len) == c).count() < FANOUT {
+                continue;
+            }
+            // The oldest of the class, as many as fit under the cap (a run
+            // too large to join stays; younger ones still merge).
+            let mut inputs: Vec<Arc<Run>> = Vec::with_capacity(FANOUT);
+            let mut total = 0;
+            for run in base.runs.iter().rev().filter(|r| class(r.len) == c) {
+                if inputs.len() == FANOUT {
+                    break;
+                }
+                if total + run.len <= MAX_MERGED {
+                    total += run.len;
+                    inputs.push(run.clone());
+                }
+            }
+            if inputs.len() < 2 {
                 continue;
             }
             let input_list = RunList {

@@ -96,6 +96,10 @@ pub(crate) struct Core {
     pub dedupe: Arc<Runs>,
     pub traces: Runs,
     pub log: Arc<EventLog>,
+    /// Why the last group that had something to store failed, until one
+    /// succeeds (an empty write, such as a readiness probe, proves little:
+    /// it appends nothing to the event log).
+    pub write_error: Mutex<Option<String>>,
 }
 
 impl Core {
@@ -272,17 +276,23 @@ impl<'a> Staging<'a> {
     /// Stages an event unless its identity is stored (or staged); returns
     /// its new id, or `None` for a duplicate.
     pub fn add_event(&mut self, event: PreparedEvent) -> Result<Option<u64>, StoreError> {
-        let core = self.core;
-        if self.seen.contains(&event.dedupe_key)
-            || (core.filter.may_contain(&event.dedupe_key)
-                && core
-                    .dedupe
-                    .first(&core.tree, &event.dedupe_key, self.horizon)?
-                    .is_some())
-        {
+        if self.is_known(&event.dedupe_key)? {
             return Ok(None);
         }
-        core.filter.add(&event.dedupe_key);
+        Ok(Some(self.add_new(event)))
+    }
+
+    /// Whether an identity is stored or staged.
+    fn is_known(&self, key: &Key) -> Result<bool, StoreError> {
+        let core = self.core;
+        Ok(self.seen.contains(key)
+            || (core.filter.may_contain(key)
+                && core.dedupe.first(&core.tree, key, self.horizon)?.is_some()))
+    }
+
+    /// Stages an event known to be new; returns its id.
+    fn add_new(&mut self, event: PreparedEvent) -> u64 {
+        self.core.filter.add(&event.dedupe_key);
         let id = self.next_id;
         self.next_id += 1;
         let chunk = self.chunk.get_or_insert_with(|| ChunkBuilder::new(id));
@@ -302,7 +312,32 @@ impl<'a> Staging<'a> {
         self.postings.add(id, event.time, event.terms);
         self.seen.insert(event.dedupe_key);
         self.counts.events += 1;
-        Ok(Some(id))
+        id
+    }
+
+    /// Stages a whole delivery. Its identities are looked up first, so a
+    /// failed lookup (a damaged index page) fails this delivery alone, with
+    /// nothing of it staged, not the group it came with.
+    pub fn add_delivery(&mut self, prepared: PreparedBatch) -> Result<AppendSummary, StoreError> {
+        let mut in_delivery = HashSet::with_capacity(prepared.events.len());
+        let mut known = Vec::with_capacity(prepared.events.len());
+        for event in &prepared.events {
+            known.push(!in_delivery.insert(event.dedupe_key) || self.is_known(&event.dedupe_key)?);
+        }
+        let mut summary = AppendSummary::default();
+        for (event, known) in prepared.events.into_iter().zip(known) {
+            if known {
+                summary.duplicates += 1;
+            } else {
+                self.add_new(event);
+                summary.stored += 1;
+            }
+        }
+        for record in prepared.quarantine {
+            self.add_quarantine(record);
+            summary.quarantined += 1;
+        }
+        Ok(summary)
     }
 
     /// Stages a quarantine record; returns its id.
@@ -372,32 +407,24 @@ impl<'a> Staging<'a> {
     }
 }
 
-/// Applies a group of prepared deliveries atomically (not yet flushed).
-fn apply_group(core: &Core, group: Vec<PreparedBatch>) -> Result<Vec<AppendSummary>, StoreError> {
+/// Applies a group of prepared deliveries atomically (not yet flushed):
+/// each delivery's summary, or why that delivery alone failed.
+type Outcomes = Vec<Result<AppendSummary, StoreError>>;
+
+fn apply_group(core: &Core, group: Vec<PreparedBatch>) -> Result<Outcomes, StoreError> {
     let mut state = core.lock();
     if core.filter.is_full() {
         core.filter
             .start(&core.tree, &core.dedupe, state.horizon, state.counts.events);
     }
     let mut staging = Staging::new(core, &state);
-    let mut summaries = Vec::with_capacity(group.len());
-    for prepared in group {
-        let mut summary = AppendSummary::default();
-        for event in prepared.events {
-            match staging.add_event(event)? {
-                Some(_) => summary.stored += 1,
-                None => summary.duplicates += 1,
-            }
-        }
-        for record in prepared.quarantine {
-            staging.add_quarantine(record);
-            summary.quarantined += 1;
-        }
-        summaries.push(summary);
-    }
+    let outcomes = group
+        .into_iter()
+        .map(|prepared| staging.add_delivery(prepared))
+        .collect();
     staging.commit(&mut state, &core.counters)?;
     merge_runs(core, &state);
-    Ok(summaries)
+    Ok(outcomes)
 }
 
 /// Merges runs that piled up. A failure leaves more runs to read (slower
@@ -481,8 +508,11 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
         }
         let (batches, replies): (Vec<PreparedBatch>, Vec<Reply>) =
             group.into_iter().map(|job| (job.batch, job.reply)).unzip();
+        let stores_something = batches
+            .iter()
+            .any(|b| !b.events.is_empty() || !b.quarantine.is_empty());
         // One answer for the whole group when it fails: it is one write.
-        let outcome = apply_group(core, batches)
+        let mut outcome = apply_group(core, batches)
             .map_err(|e| format!("write failed: {e}"))
             .and_then(|summaries| {
                 core.flush()
@@ -497,10 +527,16 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "store {e}; answering the group with an error");
         }
+        if stores_something {
+            *core.write_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                outcome.as_ref().err().cloned();
+        }
         for (i, reply) in replies.into_iter().enumerate() {
-            let answer = match &outcome {
-                Ok(summaries) => {
-                    let summary = summaries[i];
+            let answer = match outcome
+                .as_mut()
+                .map(|o| std::mem::replace(&mut o[i], Ok(AppendSummary::default())))
+            {
+                Ok(Ok(summary)) => {
                     counters
                         .events_stored
                         .fetch_add(summary.stored, Ordering::Relaxed);
@@ -509,6 +545,7 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
                         .fetch_add(summary.duplicates, Ordering::Relaxed);
                     Ok(summary)
                 }
+                Ok(Err(e)) => Err(e),
                 Err(e) => Err(StoreError::Flush(e.clone())),
             };
             // The caller may have gone away (client disconnected): nothing to do.
