@@ -278,6 +278,7 @@ impl Store {
             tree,
             filter: filter::DedupeFilter::new(),
             write_error: Mutex::new(None),
+            poisoned: Mutex::new(None),
         });
         {
             let state = core.lock();

@@ -100,6 +100,8 @@ pub(crate) struct Core {
     /// succeeds (an empty write, such as a readiness probe, proves little:
     /// it appends nothing to the event log).
     pub write_error: Mutex<Option<String>>,
+    /// Set by a failed flush: the writer refuses everything after it.
+    pub poisoned: Mutex<Option<String>>,
 }
 
 impl Core {
@@ -512,13 +514,29 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
             .iter()
             .any(|b| !b.events.is_empty() || !b.quarantine.is_empty());
         // One answer for the whole group when it fails: it is one write.
-        let mut outcome = apply_group(core, batches)
-            .map_err(|e| format!("write failed: {e}"))
-            .and_then(|summaries| {
-                core.flush()
-                    .map(|()| summaries)
-                    .map_err(|e| format!("flush failed: {e}"))
-            });
+        // After a failed flush nothing more is accepted: the failed group's
+        // entries are in sled's memory (a retry would be a "duplicate") and
+        // a later successful fsync does not prove the earlier data reached
+        // the disk. Only a restart (which reads what is on disk) recovers.
+        let poisoned = core
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut outcome = match poisoned {
+            Some(e) => Err(format!(
+                "not writing since a flush failed ({e}); restart auditsink once the disk is fixed"
+            )),
+            None => apply_group(core, batches)
+                .map_err(|e| format!("write failed: {e}"))
+                .and_then(|summaries| {
+                    core.flush().map(|()| summaries).map_err(|e| {
+                        let e = format!("flush failed: {e}");
+                        *core.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                        e
+                    })
+                }),
+        };
         let counters = &core.counters;
         counters.flushes.fetch_add(1, Ordering::Relaxed);
         counters
