@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::chunk::{self, Chunk, ChunkBuilder, Records};
 use crate::codec::{
     decode_event, decode_posting, decode_quarantine, encode_posting, peek_event,
-    peek_quarantine_received,
+    peek_quarantine_received, DecodedEvent,
 };
 use crate::filter::Bloom;
 use crate::index::{terms, Entries, PostingBuilder};
@@ -485,24 +485,43 @@ fn run_details(
             ));
         }
     }
-    for item in records_after(tree, EVENT, None) {
+    let mut failed = false;
+    for_each_readable_event(core, &mut |id, decoded| {
+        let Some(key) = run_key(runs, core, &decoded.event).filter(|_| !failed) else {
+            return Ok(());
+        };
+        // A page that does not read is reported (once), not an error that
+        // would keep `check --repair` from repairing.
+        match runs.contains(tree, Entry { key, id }) {
+            Ok(true) => {}
+            Ok(false) => report.problem(format!(
+                "event {}: missing from the {name} index",
+                format_id(id)
+            )),
+            Err(e) => {
+                report.problem(format!("{name} index: {e}"));
+                failed = true;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Calls `visit` with every event that reads and decodes, in id order
+/// (the others are `check`'s to report).
+fn for_each_readable_event(
+    core: &Core,
+    visit: &mut dyn FnMut(u64, DecodedEvent) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for item in records_after(&core.tree, EVENT, None) {
         let (key, value) = item?;
         let Ok(chunk) = Chunk::read(&core.log, key, value) else {
             continue;
         };
         for i in 0..chunk.records.len() {
             let (id, value) = chunk.record(i);
-            let Ok(decoded) = decode_event(&value) else {
-                continue;
-            };
-            let Some(key) = run_key(runs, core, &decoded.event) else {
-                continue;
-            };
-            if !runs.contains(tree, Entry { key, id })? {
-                report.problem(format!(
-                    "event {}: missing from the {name} index",
-                    format_id(id)
-                ));
+            if let Ok(decoded) = decode_event(&value) {
+                visit(id, decoded)?;
             }
         }
     }
@@ -540,33 +559,23 @@ fn index_details(core: &Core, kind: IndexKind, report: &mut CheckReport) -> Resu
             }
         }
     }
-    for item in records_after(tree, EVENT, None) {
-        let (key, value) = item?;
-        let Ok(chunk) = Chunk::read(&core.log, key, value) else {
-            continue;
-        };
-        for i in 0..chunk.records.len() {
-            let (id, value) = chunk.record(i);
-            let Ok(decoded) = decode_event(&value) else {
+    for_each_readable_event(core, &mut |id, decoded| {
+        for (k, term) in terms(&decoded.event, decoded.time) {
+            if k != kind {
                 continue;
-            };
-            for (k, term) in terms(&decoded.event, decoded.time) {
-                if k != kind {
-                    continue;
-                }
-                let found = find_posting(tree, k, &term, id)?
-                    .is_some_and(|(_, e)| e.contains(&(id, decoded.time)));
-                if !found {
-                    report.problem(format!(
-                        "event {}: missing from the {} index",
-                        format_id(id),
-                        kind.as_str()
-                    ));
-                }
+            }
+            let found = find_posting(tree, k, &term, id)?
+                .is_some_and(|(_, e)| e.contains(&(id, decoded.time)));
+            if !found {
+                report.problem(format!(
+                    "event {}: missing from the {} index",
+                    format_id(id),
+                    kind.as_str()
+                ));
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
