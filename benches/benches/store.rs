@@ -196,38 +196,49 @@ fn append(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(10));
     let mut commit = Vec::new();
-    for appenders in [1usize, 8] {
-        group.throughput(Throughput::Elements((appenders * BATCH) as u64));
-        group.bench_function(BenchmarkId::new("plain_file", appenders), |b| {
+    // (appenders, batches each delivers back to back, row suffix): one
+    // batch each ends every iteration at a barrier; STREAM each is
+    // sustained load, as 8 connections deliver, group commits overlapping.
+    for (appenders, each, suffix) in [(1usize, 1, ""), (8, 1, ""), (8, STREAM, "_stream")] {
+        group.throughput(Throughput::Elements((appenders * each * BATCH) as u64));
+        let id = |name: &str| BenchmarkId::new(format!("{name}{suffix}"), appenders);
+        group.bench_function(id("plain_file"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let raws: Vec<Vec<u8>> =
-                        (0..appenders).map(|_| events.delivery().raw).collect();
-                    total += concurrently(raws, |raw| {
-                        // One O_APPEND write per batch (atomic placement),
-                        // then its own fdatasync, outside the lock.
-                        let file = {
-                            let mut file = plain.lock().unwrap();
-                            file.write_all(&raw).expect("plain write");
-                            file.try_clone().expect("clone the plain file")
-                        };
-                        file.sync_data().expect("fdatasync");
+                    let streams: Vec<Vec<Vec<u8>>> = (0..appenders)
+                        .map(|_| (0..each).map(|_| events.delivery().raw).collect())
+                        .collect();
+                    total += concurrently(streams, |raws| {
+                        for raw in raws {
+                            // One O_APPEND write per batch (atomic
+                            // placement), then its own fdatasync, outside
+                            // the lock.
+                            let file = {
+                                let mut file = plain.lock().unwrap();
+                                file.write_all(&raw).expect("plain write");
+                                file.try_clone().expect("clone the plain file")
+                            };
+                            file.sync_data().expect("fdatasync");
+                        }
                     });
                 }
                 total
             })
         });
         let (batches0, flushes0) = store.commit_counts();
-        group.bench_function(BenchmarkId::new("store", appenders), |b| {
+        group.bench_function(id("store"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let batches: Vec<Batch> =
-                        (0..appenders).map(|_| events.delivery().batch).collect();
-                    total += concurrently(batches, |batch| {
-                        let summary = store.append_blocking(batch).expect("append");
-                        assert_eq!(summary.stored, BATCH as u64, "every event is new");
+                    let streams: Vec<Vec<Batch>> = (0..appenders)
+                        .map(|_| (0..each).map(|_| events.delivery().batch).collect())
+                        .collect();
+                    total += concurrently(streams, |batches| {
+                        for batch in batches {
+                            let summary = store.append_blocking(batch).expect("append");
+                            assert_eq!(summary.stored, BATCH as u64, "every event is new");
+                        }
                     });
                 }
                 total
@@ -235,61 +246,11 @@ fn append(c: &mut Criterion) {
         });
         let (batches1, flushes1) = store.commit_counts();
         commit.push((
-            format!("store/{appenders}"),
+            format!("store{suffix}/{appenders}"),
             batches1 - batches0,
             flushes1 - flushes0,
         ));
     }
-    // Sustained: 8 appenders each deliver STREAM batches back to back (as 8
-    // connections do), so group commits overlap instead of meeting at a
-    // barrier after every batch.
-    let appenders = 8;
-    group.throughput(Throughput::Elements((appenders * STREAM * BATCH) as u64));
-    group.bench_function(BenchmarkId::new("plain_file_stream", appenders), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let streams: Vec<Vec<Vec<u8>>> = (0..appenders)
-                    .map(|_| (0..STREAM).map(|_| events.delivery().raw).collect())
-                    .collect();
-                total += concurrently(streams, |raws| {
-                    for raw in raws {
-                        let file = {
-                            let mut file = plain.lock().unwrap();
-                            file.write_all(&raw).expect("plain write");
-                            file.try_clone().expect("clone the plain file")
-                        };
-                        file.sync_data().expect("fdatasync");
-                    }
-                });
-            }
-            total
-        })
-    });
-    let (batches0, flushes0) = store.commit_counts();
-    group.bench_function(BenchmarkId::new("store_stream", appenders), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let streams: Vec<Vec<Batch>> = (0..appenders)
-                    .map(|_| (0..STREAM).map(|_| events.delivery().batch).collect())
-                    .collect();
-                total += concurrently(streams, |batches| {
-                    for batch in batches {
-                        let summary = store.append_blocking(batch).expect("append");
-                        assert_eq!(summary.stored, BATCH as u64, "every event is new");
-                    }
-                });
-            }
-            total
-        })
-    });
-    let (batches1, flushes1) = store.commit_counts();
-    commit.push((
-        format!("store_stream/{appenders}"),
-        batches1 - batches0,
-        flushes1 - flushes0,
-    ));
     group.finish();
     for (row, batches, flushes) in commit {
         eprintln!(
