@@ -223,6 +223,15 @@ fn tamper_dedupe_entry(tree: &sled::Tree, change: impl Fn(&mut [u8])) {
     tree.insert(key, page).unwrap();
 }
 
+/// Opens the store in `dir` without verifying it (damage stays for `check`).
+fn open_unverified(dir: &std::path::Path) -> Store {
+    let options = StoreOptions {
+        verify_on_open: 0,
+        ..StoreOptions::default()
+    };
+    Store::open_with(dir, options).unwrap()
+}
+
 /// Opens the store in `dir` and checks that opening found `problem` and
 /// rebuilt the indexes.
 fn open_rebuilt(dir: &std::path::Path, problem: &str) -> Store {
@@ -261,14 +270,7 @@ fn check_finds_damaged_indexes_and_rebuild_repairs_them() {
         });
     });
 
-    let store = Store::open_with(
-        dir.path(),
-        StoreOptions {
-            verify_on_open: 0,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let store = open_unverified(dir.path());
     let report = store.check().unwrap();
     assert!(!report.is_ok());
     let text = report.problems.join("\n");
@@ -829,14 +831,7 @@ fn a_damaged_index_page_is_rebuilt_on_open() {
         tree.insert(key, &value[..value.len() - 24]).unwrap();
     });
     // `check` reports it (so that `check --repair` gets to repair it).
-    let store = Store::open_with(
-        dir.path(),
-        StoreOptions {
-            verify_on_open: 0,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let store = open_unverified(dir.path());
     let report = store.check().unwrap();
     assert!(!report.is_ok());
     assert!(
