@@ -251,7 +251,11 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
     let stored_next = tree
         .get(META_NEXT_ID)?
         .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes));
-    let stored_counts = tree.get(META_COUNTS)?.and_then(|v| Counts::decode(&v));
+    // Absent: nothing was ever written.
+    let stored_counts = match tree.get(META_COUNTS)? {
+        None => Some(Counts::default()),
+        Some(v) => Counts::decode(&v),
+    };
     if tree.get(META_REBUILDING)?.is_some() {
         report.problem("an index rebuild was interrupted".into());
     }

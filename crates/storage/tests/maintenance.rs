@@ -877,3 +877,12 @@ fn trace_queries_see_no_error_while_runs_merge() {
     });
     assert!(store.check().unwrap().is_ok());
 }
+
+#[test]
+fn a_store_never_written_to_checks_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.events, 0);
+}
