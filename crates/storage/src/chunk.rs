@@ -196,7 +196,26 @@ pub(crate) fn chunk_for(
         return Ok(None);
     };
     let (key, value) = item?;
-    Chunk::read(log, key, value).map(Some)
+    read_current(tree, log, key, value)
+}
+
+/// Reads the chunk under `key` whose value was `value`. If that fails
+/// because retention removed or rewrote the chunk meanwhile (its segment
+/// may be deleted by now), reads what is under `key` now (`None`: removed).
+fn read_current(
+    tree: &sled::Tree,
+    log: &EventLog,
+    key: sled::IVec,
+    value: sled::IVec,
+) -> Result<Option<Chunk>, StoreError> {
+    match Chunk::read(log, key.clone(), value.clone()) {
+        Ok(chunk) => Ok(Some(chunk)),
+        Err(e) => match tree.get(&key)? {
+            None => Ok(None),
+            Some(now) if now != value => Chunk::read(log, key, now).map(Some),
+            Some(_) => Err(e),
+        },
+    }
 }
 
 /// One event record by id.
@@ -210,6 +229,7 @@ pub(crate) fn get(
 
 /// Event records in id order (or reverse), with an id greater than `after`.
 pub(crate) struct Records {
+    tree: sled::Tree,
     log: Arc<EventLog>,
     chunks: sled::Iter,
     current: Option<Chunk>,
@@ -242,6 +262,7 @@ impl Records {
             }
         };
         Records {
+            tree: tree.clone(),
             log: log.clone(),
             chunks,
             current: None,
@@ -256,6 +277,7 @@ impl Records {
     pub fn newest_first(tree: &sled::Tree, log: &Arc<EventLog>) -> Records {
         let end: &[u8] = &[EVENT + 1];
         Records {
+            tree: tree.clone(),
             log: log.clone(),
             chunks: tree.range::<&[u8], _>(&[EVENT][..]..end),
             current: None,
@@ -274,11 +296,15 @@ impl Records {
         }?;
         let chunk = item
             .map_err(StoreError::from)
-            .and_then(|(k, v)| Chunk::read(&self.log, k, v));
+            .and_then(|(k, v)| read_current(&self.tree, &self.log, k, v));
         match chunk {
             Ok(chunk) => {
-                self.pos = if self.reverse { chunk.records.len() } else { 0 };
-                self.current = Some(chunk);
+                self.pos = match &chunk {
+                    Some(chunk) if self.reverse => chunk.records.len(),
+                    _ => 0,
+                };
+                // `None`: removed meanwhile; the caller goes on to the next.
+                self.current = chunk;
                 Some(Ok(()))
             }
             Err(e) => Some(Err(e)),
@@ -341,5 +367,49 @@ mod tests {
         let mut bad = value.clone();
         bad[0] = 9;
         assert!(split(&key, &bad).is_err());
+    }
+
+    #[test]
+    fn a_chunk_removed_or_rewritten_under_a_reader_is_read_as_it_is_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        let body = |first: u64, text: &[u8]| {
+            let mut b = ChunkBuilder::new(first);
+            b.push(first, text);
+            b.finish()
+        };
+        let (key, old) = body(5, b"old");
+        let old_pointer = log.append(&[old]).unwrap()[0];
+        log.sync().unwrap();
+        // What a reader saw: a pointer into a segment deleted since.
+        let stale = sled::IVec::from(&old_pointer.encode()[..]);
+        let gone = Pointer {
+            segment: old_pointer.segment + 100,
+            ..old_pointer
+        };
+        let stale_gone = sled::IVec::from(&gone.encode()[..]);
+        let key = sled::IVec::from(&key[..]);
+
+        // Rewritten meanwhile: the current value is read.
+        let (_, new) = body(5, b"new");
+        let new_pointer = log.append(&[new]).unwrap()[0];
+        tree.insert(&key, &new_pointer.encode()).unwrap();
+        let chunk = read_current(&tree, &log, key.clone(), stale_gone.clone())
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*chunk.record(0).1, b"new");
+        // Removed meanwhile: nothing.
+        tree.remove(&key).unwrap();
+        assert!(read_current(&tree, &log, key.clone(), stale_gone.clone())
+            .unwrap()
+            .is_none());
+        // Still the same value and unreadable: that is damage, reported.
+        tree.insert(&key, stale_gone.clone()).unwrap();
+        assert!(read_current(&tree, &log, key.clone(), stale_gone).is_err());
+        // Readable: read as it was.
+        let chunk = read_current(&tree, &log, key, stale).unwrap().unwrap();
+        assert_eq!(&*chunk.record(0).1, b"old");
     }
 }
