@@ -279,6 +279,7 @@ impl Store {
             filter: filter::DedupeFilter::new(),
             write_error: Mutex::new(None),
             poisoned: Mutex::new(None),
+            flush_lock: Mutex::new(()),
         });
         {
             let state = core.lock();

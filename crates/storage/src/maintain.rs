@@ -95,6 +95,9 @@ pub struct RetentionSummary {
     pub quarantine_removed: u64,
     /// Event log segment files deleted (every chunk in them was removed).
     pub log_segments_removed: u64,
+    /// Event chunks that did not read, removed because events after them
+    /// had expired (their own events are not counted above).
+    pub damaged_chunks_removed: u64,
 }
 
 /// What a quarantine reprocess did.
@@ -478,7 +481,7 @@ fn run_details(
         if entry.id < horizon {
             continue;
         }
-        let event = chunk::get(tree, &core.log, entry.id)?;
+        let event = readable_event(core, entry.id)?;
         let ok = event
             .and_then(|v| decode_event(&v).ok())
             .is_some_and(|d| run_key(runs, core, &d.event) == Some(entry.key));
@@ -511,6 +514,15 @@ fn run_details(
     })
 }
 
+/// The record of event `id`, or `None` if it is missing or its chunk is
+/// damaged (`check` reports that on its own; here it is a missing event).
+fn readable_event(core: &Core, id: u64) -> Result<Option<chunk::Record>, StoreError> {
+    match chunk::get(&core.tree, &core.log, id) {
+        Err(StoreError::Corrupt { .. }) => Ok(None),
+        other => other,
+    }
+}
+
 /// Calls `visit` with every event that reads and decodes, in id order
 /// (the others are `check`'s to report).
 fn for_each_readable_event(
@@ -534,7 +546,7 @@ fn for_each_readable_event(
 
 /// Pinpoints the dangling and missing entries of one index.
 fn index_details(core: &Core, kind: IndexKind, report: &mut CheckReport) -> Result<(), StoreError> {
-    let (tree, log) = (&core.tree, &core.log);
+    let tree = &core.tree;
     let prefix = [INDEX, kind.tag()];
     let mut entries = Vec::new();
     for item in tree.scan_prefix(prefix) {
@@ -547,7 +559,7 @@ fn index_details(core: &Core, kind: IndexKind, report: &mut CheckReport) -> Resu
             continue;
         }
         for &(id, time) in &entries {
-            let event = chunk::get(tree, log, id)?;
+            let event = readable_event(core, id)?;
             let ok = event.and_then(|v| decode_event(&v).ok()).is_some_and(|d| {
                 d.time == time
                     && terms(&d.event, d.time)
@@ -586,10 +598,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Maintenance writes nothing once a flush failed (see `Core::flush`).
+fn refuse_if_poisoned(core: &Core) -> Result<(), StoreError> {
+    match core.poison() {
+        Some(e) => Err(StoreError::Flush(e)),
+        None => Ok(()),
+    }
+}
+
 /// Drops every dedupe entry and posting and derives them again from the
 /// events; recounts; fixes the next id. Interrupted, it is resumed on the
 /// next open (a marker says it was running).
 pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
+    refuse_if_poisoned(core)?;
     let mut state = core.lock();
     let tree = &core.tree;
     let mut summary = RebuildSummary::default();
@@ -622,6 +643,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     // when it says "maybe".
     let mut seen = Bloom::with_capacity(state.counts.events.saturating_mul(2));
     let mut max_id = 0u64;
+    let mut records_read = 0u64;
     let mut chunks = records_after(tree, EVENT, None).peekable();
     while chunks.peek().is_some() {
         // Whole chunks, about CHUNK events per write.
@@ -638,6 +660,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
                 Err(e) => return Err(e),
             }
         }
+        records_read += records.len() as u64;
         let mut batch = sled::Batch::default();
         let mut postings = PostingBuilder::default();
         let mut group: HashMap<Key, u64> = HashMap::new();
@@ -688,7 +711,8 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         max_id = max_id.max(key_id(&key).unwrap_or(0));
     }
     let counts = Counts {
-        events: summary.events + summary.corrupt_events,
+        // As `check` counts: the records of the chunks that read.
+        events: records_read,
         quarantine,
     };
     state.next_id = state.next_id.max(max_id + 1);
@@ -731,6 +755,7 @@ fn commit_removals(
 /// order) and stops at the first record received at or after the cutoff, so
 /// a clock step backwards only keeps records longer.
 pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
+    refuse_if_poisoned(core)?;
     let mut summary = RetentionSummary::default();
     let tree = &core.tree;
     loop {
@@ -738,12 +763,22 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
         let mut batch = sled::Batch::default();
         let mut chunk = Vec::new();
         let mut done = false;
+        // Damaged chunks, whose age is unknown: removed once a later record
+        // is found expired (ids are in arrival order), kept otherwise.
+        let mut damaged = Vec::new();
         // Whole event chunks, about CHUNK events per write; the chunk where
         // the expired events end is rewritten with the rest.
         for item in records_after(tree, EVENT, None) {
             let (key, value) = item?;
             let first = key_id(&key).ok_or_else(|| corrupt(&key, "event chunk key"))?;
-            let records = Chunk::read(&core.log, key.clone(), value)?;
+            let records = match Chunk::read(&core.log, key.clone(), value) {
+                Ok(records) => records,
+                Err(StoreError::Corrupt { .. }) => {
+                    damaged.push(key);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut kept = None;
             for i in 0..records.records.len() {
                 let (id, value) = records.record(i);
@@ -754,6 +789,11 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
                         .push(id, &value);
                 } else {
                     chunk.push((id, value));
+                    for key in damaged.drain(..) {
+                        tracing::warn!(chunk = %hex(&key), "retention removes a damaged event chunk older than expired events");
+                        batch.remove(key);
+                        summary.damaged_chunks_removed += 1;
+                    }
                 }
             }
             match kept {
@@ -911,6 +951,7 @@ pub(crate) fn reprocess(
     core: &Core,
     reparse_for: &dyn Fn(&str) -> Reparse,
 ) -> Result<ReprocessSummary, StoreError> {
+    refuse_if_poisoned(core)?;
     let mut summary = ReprocessSummary::default();
     let mut after = None;
     loop {

@@ -100,8 +100,10 @@ pub(crate) struct Core {
     /// succeeds (an empty write, such as a readiness probe, proves little:
     /// it appends nothing to the event log).
     pub write_error: Mutex<Option<String>>,
-    /// Set by a failed flush: the writer refuses everything after it.
+    /// Set by a failed flush: everything after it is refused.
     pub poisoned: Mutex<Option<String>>,
+    /// Flushes run one at a time (see [`Core::flush`]).
+    pub flush_lock: Mutex<()>,
 }
 
 impl Core {
@@ -110,10 +112,37 @@ impl Core {
     }
 
     /// Makes everything written so far durable: sled's flush, then what it
-    /// leaves out (see [`Durability`]).
+    /// leaves out (see [`Durability`]). One at a time, and the first failure
+    /// poisons the store: every later flush (and write) fails. A failed
+    /// group's entries stay in sled's memory (a retry would count as a
+    /// duplicate), and Linux reports a write-back error to one fsync only:
+    /// a later successful one, here or in another thread, proves nothing
+    /// about the data before it. Only a restart, which reads what is on
+    /// disk, recovers.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.durability.sync()
+        let _one = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = self.poison() {
+            return Err(StoreError::Flush(e));
+        }
+        let flushed = self
+            .db
+            .flush()
+            .map_err(StoreError::from)
+            .and_then(|_| self.durability.sync());
+        if let Err(e) = &flushed {
+            *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                "not writing since a flush failed ({e}); restart auditsink once the disk is fixed"
+            ));
+        }
+        flushed
+    }
+
+    /// Why the store takes no more writes, if a flush failed.
+    pub fn poison(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -514,27 +543,16 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
             .iter()
             .any(|b| !b.events.is_empty() || !b.quarantine.is_empty());
         // One answer for the whole group when it fails: it is one write.
-        // After a failed flush nothing more is accepted: the failed group's
-        // entries are in sled's memory (a retry would be a "duplicate") and
-        // a later successful fsync does not prove the earlier data reached
-        // the disk. Only a restart (which reads what is on disk) recovers.
-        let poisoned = core
-            .poisoned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut outcome = match poisoned {
-            Some(e) => Err(format!(
-                "not writing since a flush failed ({e}); restart auditsink once the disk is fixed"
-            )),
+        // After a failed flush (anyone's, see `Core::flush`) nothing more is
+        // accepted.
+        let mut outcome = match core.poison() {
+            Some(e) => Err(e),
             None => apply_group(core, batches)
                 .map_err(|e| format!("write failed: {e}"))
                 .and_then(|summaries| {
-                    core.flush().map(|()| summaries).map_err(|e| {
-                        let e = format!("flush failed: {e}");
-                        *core.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
-                        e
-                    })
+                    core.flush()
+                        .map(|()| summaries)
+                        .map_err(|e| format!("flush failed: {e}"))
                 }),
         };
         let counters = &core.counters;
@@ -546,8 +564,14 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
             tracing::error!(error = %e, "store {e}; answering the group with an error");
         }
         if stores_something {
-            *core.write_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                outcome.as_ref().err().cloned();
+            // The group's failure, else the first delivery that failed alone.
+            let error = match &outcome {
+                Err(e) => Some(e.clone()),
+                Ok(outcomes) => outcomes
+                    .iter()
+                    .find_map(|o| o.as_ref().err().map(|e| e.to_string())),
+            };
+            *core.write_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
         }
         for (i, reply) in replies.into_iter().enumerate() {
             let answer = match outcome

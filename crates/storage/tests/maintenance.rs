@@ -379,6 +379,7 @@ fn retention_removes_old_events_with_their_entries() {
             quarantine_removed: 1,
             // The new events' chunk is in the same log segment.
             log_segments_removed: 0,
+            damaged_chunks_removed: 0,
         }
     );
     assert_eq!(store.event_count(), 3);
@@ -885,4 +886,63 @@ fn a_store_never_written_to_checks_ok() {
     let report = store.check().unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.events, 0);
+}
+
+#[test]
+fn a_damaged_event_chunk_is_reported_and_repair_leaves_only_it() {
+    let (dir, store) = populated();
+    drop(store);
+    // Flip a byte in the first chunk of the event log.
+    let segment = std::fs::read_dir(dir.path().join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+
+    let store = open_unverified(dir.path());
+    let report = store.check().unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains("checksum")),
+        "{report:?}"
+    );
+    store.rebuild_indexes().unwrap();
+    let report = store.check().unwrap();
+    assert!(
+        report.problems.iter().all(|p| p.contains("checksum")),
+        "only the damaged chunk is left: {report:?}"
+    );
+}
+
+#[test]
+fn retention_goes_past_a_damaged_old_chunk() {
+    let day = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (range, received) in [(0..5, T0 - 10 * day), (5..10, T0 - 9 * day), (10..12, T0)] {
+        let events = range
+            .map(|n| konnect(n, 0, "alice", "Authn.login", None))
+            .collect();
+        store
+            .append_blocking(batch(received, events, vec![]))
+            .unwrap();
+    }
+    drop(store);
+    // The oldest delivery's chunk is the first in the log.
+    let segment = std::fs::read_dir(dir.path().join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+
+    let store = open_unverified(dir.path());
+    let summary = store.apply_retention(T0 - day).unwrap();
+    assert_eq!(summary.events_removed, 5);
+    assert_eq!(summary.damaged_chunks_removed, 1);
+    assert_eq!(store.events(None).map(Result::unwrap).count(), 2);
 }
