@@ -2,28 +2,20 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
-fn parse(args: &[&str], stdin: &[u8]) -> (std::process::Output, Vec<Value>) {
-    let mut child = Command::new(common::BIN)
-        .arg("parse")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let rows = String::from_utf8(output.stdout.clone())
-        .unwrap()
+/// Runs `auditsink parse ARGS` on `stdin`: (exit code, stderr, the
+/// output lines as JSON).
+fn parse(args: &[&str], stdin: &[u8]) -> (i32, String, Vec<Value>) {
+    let args: Vec<&str> = std::iter::once("parse")
+        .chain(args.iter().copied())
+        .collect();
+    let (code, stdout, stderr) = common::run_bin(&args, stdin);
+    let rows = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    (output, rows)
+    (code, stderr, rows)
 }
 
 const INPUT: &str = "CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1681450748406 granted=true sig=abc\r\n\
@@ -35,8 +27,8 @@ not an event\n\
 
 #[test]
 fn one_output_line_per_non_blank_input_line_in_order() {
-    let (output, rows) = parse(&[], INPUT.as_bytes());
-    assert!(output.status.success());
+    let (code, _, rows) = parse(&[], INPUT.as_bytes());
+    assert_eq!(code, 0);
     assert_eq!(rows.len(), 4, "blank lines are not lines");
     assert_eq!(rows[0]["format"], "cef");
     assert_eq!(rows[0]["timestamp"], "2023-04-14T05:39:08.406Z");
@@ -67,21 +59,20 @@ fn file_argument_dash_format_and_stats() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("in.log");
     std::fs::write(&file, INPUT).unwrap();
-    let (output, from_file) = parse(&[file.to_str().unwrap()], b"");
-    assert!(output.status.success());
-    let (_, from_dash) = parse(&["-"], INPUT.as_bytes());
+    let (code, _, from_file) = parse(&[file.to_str().unwrap()], b"");
+    assert_eq!(code, 0);
+    let (_, _, from_dash) = parse(&["-"], INPUT.as_bytes());
     assert_eq!(from_file, from_dash);
 
-    let (_, forced) = parse(&["--format", "json"], INPUT.as_bytes());
+    let (_, _, forced) = parse(&["--format", "json"], INPUT.as_bytes());
     assert!(
         forced[0]["error"].is_string(),
         "a CEF line read as JSON is an error line"
     );
     assert_eq!(forced[2]["format"], "json");
 
-    let (output, rows) = parse(&["--stats"], INPUT.as_bytes());
+    let (_, stderr, rows) = parse(&["--stats"], INPUT.as_bytes());
     assert_eq!(rows.len(), 4);
-    let stderr = String::from_utf8(output.stderr).unwrap();
     for key in ["lines=4", "bytes=", "seconds=", "lines_per_s=", "mb_per_s="] {
         assert!(stderr.contains(key), "{stderr}");
     }
@@ -89,9 +80,9 @@ fn file_argument_dash_format_and_stats() {
 
 #[test]
 fn unreadable_input_is_exit_2_with_a_message() {
-    let (output, _) = parse(&["/nonexistent/file.log"], b"");
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/file.log"));
+    let (code, stderr, _) = parse(&["/nonexistent/file.log"], b"");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/file.log"));
 }
 
 #[test]
@@ -99,8 +90,8 @@ fn shared_sample_parses_completely() {
     let Some(path) = common::corpus("konnect-sample.cef") else {
         return;
     };
-    let (output, rows) = parse(&[path.to_str().unwrap()], b"");
-    assert!(output.status.success());
+    let (code, _, rows) = parse(&[path.to_str().unwrap()], b"");
+    assert_eq!(code, 0);
     assert_eq!(rows.len(), 60);
     assert!(rows
         .iter()

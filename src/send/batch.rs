@@ -111,6 +111,25 @@ impl Batcher {
         (self.events > 0).then(|| self.take())
     }
 
+    /// Adds a line read from the input (counted in `read`) and hands a
+    /// full batch to `sink`; false once `sink` says stop.
+    fn feed(
+        &mut self,
+        line: &[u8],
+        read: &AtomicU64,
+        sink: &mut impl FnMut(Batch) -> bool,
+    ) -> bool {
+        read.fetch_add(1, Ordering::Relaxed);
+        self.push(line).map_or(true, sink)
+    }
+
+    /// Hands the last, partial batch to `sink`.
+    fn finish(mut self, mut sink: impl FnMut(Batch) -> bool) {
+        if let Some(batch) = self.flush() {
+            sink(batch);
+        }
+    }
+
     fn take(&mut self) -> Batch {
         self.number += 1;
         let batch = Batch {
@@ -134,17 +153,11 @@ pub fn batch_lines(
 ) -> anyhow::Result<()> {
     let mut batcher = Batcher::new(size);
     for line in lines {
-        let line = line?;
-        read.fetch_add(1, Ordering::Relaxed);
-        if let Some(batch) = batcher.push(&line) {
-            if !sink(batch) {
-                return Ok(());
-            }
+        if !batcher.feed(&line?, read, &mut sink) {
+            return Ok(());
         }
     }
-    if let Some(batch) = batcher.flush() {
-        sink(batch);
-    }
+    batcher.finish(sink);
     Ok(())
 }
 
@@ -188,17 +201,11 @@ pub fn batch_lines_lingering(
                 Err(_) => break,
             }
         };
-        let line = line?;
-        read.fetch_add(1, Ordering::Relaxed);
-        if let Some(batch) = batcher.push(&line) {
-            if !sink(batch) {
-                return Ok(());
-            }
+        if !batcher.feed(&line?, read, &mut sink) {
+            return Ok(());
         }
     }
-    if let Some(batch) = batcher.flush() {
-        sink(batch);
-    }
+    batcher.finish(sink);
     Ok(())
 }
 

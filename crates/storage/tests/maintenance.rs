@@ -223,6 +223,18 @@ fn tamper_dedupe_entry(tree: &sled::Tree, change: impl Fn(&mut [u8])) {
     tree.insert(key, page).unwrap();
 }
 
+/// Flips a byte of the first chunk in the store's event log.
+fn damage_first_log_chunk(dir: &std::path::Path) {
+    let segment = std::fs::read_dir(dir.join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+}
+
 /// Opens the store in `dir` without verifying it (damage stays for `check`).
 fn open_unverified(dir: &std::path::Path) -> Store {
     let options = StoreOptions {
@@ -892,15 +904,7 @@ fn a_store_never_written_to_checks_ok() {
 fn a_damaged_event_chunk_is_reported_and_repair_leaves_only_it() {
     let (dir, store) = populated();
     drop(store);
-    // Flip a byte in the first chunk of the event log.
-    let segment = std::fs::read_dir(dir.path().join("events"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .min()
-        .unwrap();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[20] ^= 0xff;
-    std::fs::write(&segment, bytes).unwrap();
+    damage_first_log_chunk(dir.path());
 
     let store = open_unverified(dir.path());
     let report = store.check().unwrap();
@@ -931,14 +935,7 @@ fn retention_goes_past_a_damaged_old_chunk() {
     }
     drop(store);
     // The oldest delivery's chunk is the first in the log.
-    let segment = std::fs::read_dir(dir.path().join("events"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .min()
-        .unwrap();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[20] ^= 0xff;
-    std::fs::write(&segment, bytes).unwrap();
+    damage_first_log_chunk(dir.path());
 
     let store = open_unverified(dir.path());
     let summary = store.apply_retention(T0 - day).unwrap();
