@@ -402,12 +402,7 @@ fn ledger_holds_only_acknowledged_lines() {
 #[test]
 fn a_refused_connection_is_retried_four_times() {
     let dir = tempfile::tempdir().unwrap();
-    // A port nobody listens on (bound, then released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::unused_port();
     let url = format!("https://localhost:{port}/");
     let ledger = dir.path().join("ledger.log");
     let (code, summary, stderr) = send(

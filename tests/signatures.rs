@@ -406,12 +406,7 @@ fn jwks_from_https_url_and_its_kept_copy() {
 #[test]
 fn jwks_url_unreachable_without_a_copy_is_a_startup_error() {
     let dir = tempfile::tempdir().unwrap();
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::unused_port();
     let config = source_config(
         dir.path(),
         &format!("jwks = \"https://localhost:{port}/jwks.json\""),
