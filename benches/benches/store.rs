@@ -4,10 +4,13 @@
 //!
 //! Events are the shared sample's 60 Konnect CEF lines, each copy made
 //! unique (its `sig`, `trace_id` and `rt` rewritten, so every event is new to
-//! the dedupe and the time index spreads them 100 ms apart), parsed before
-//! the clock starts: what is timed is `Store::append` (encoding, dedupe
-//! look-ups, index entries, the event log append and sync, one atomic sled
-//! batch, the group-commit flush) and nothing else.
+//! the dedupe and the time index spreads them 100 ms apart), parsed (as the
+//! receiver does, into borrowed views of the lines) before the clock
+//! starts: what is timed is what the receiver does next, preparing a
+//! `PreparedBatch` (encoding, identity, index terms) and
+//! `Store::append_prepared` (dedupe look-ups, index entries, the event log
+//! append and sync, one atomic sled batch, the group-commit flush), and
+//! nothing else.
 //!
 //! - `append_500/store/N`: N threads each append one batch of 500 events at
 //!   once (N concurrent deliveries); an iteration ends when all N are
@@ -37,8 +40,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use auditsink_benches::corpus_lines;
-use auditsink_parser::{parse_line, Event, Format, ParseOptions};
-use auditsink_storage::{Batch, Query, Store, StoreOptions};
+use auditsink_parser::{lines, parse_borrowed, BorrowedEvent, Format, ParseOptions};
+use auditsink_storage::{PreparedBatch, Query, Store, StoreOptions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const BATCH: usize = 500;
@@ -56,10 +59,31 @@ struct Events {
     next: AtomicU64,
 }
 
-/// One batch: the parsed events and the raw lines they came from.
+/// One batch: its raw lines, newline-terminated.
 struct Delivery {
-    batch: Batch,
     raw: Vec<u8>,
+}
+
+impl Delivery {
+    /// Its events as the receiver parses them: views into the lines.
+    fn parse<'a>(&'a self, options: &ParseOptions) -> Vec<BorrowedEvent<'a>> {
+        lines(&self.raw)
+            .map(|line| parse_borrowed(line, options).expect("a sample line parses"))
+            .collect()
+    }
+}
+
+/// What the receiver does with a delivery's parsed events: prepare each
+/// (encoding, identity, index terms) and append them.
+fn append_parsed(store: &Store, events: &[BorrowedEvent<'_>]) -> u64 {
+    let mut prepared = PreparedBatch::new("konnect", now_ms());
+    for event in events {
+        prepared.add_event(event);
+    }
+    store
+        .append_prepared_blocking(prepared)
+        .expect("append")
+        .stored
 }
 
 impl Events {
@@ -112,23 +136,11 @@ impl Events {
     fn delivery(&self) -> Delivery {
         let first = self.next.fetch_add(BATCH as u64, Ordering::Relaxed);
         let mut raw = Vec::with_capacity(BATCH * 520);
-        let events: Vec<Event> = (first..first + BATCH as u64)
-            .map(|n| {
-                let line = self.line(n);
-                raw.extend_from_slice(line.as_bytes());
-                raw.push(b'\n');
-                parse_line(line.as_bytes(), &self.options).expect("a sample line parses")
-            })
-            .collect();
-        Delivery {
-            batch: Batch {
-                source: "konnect".into(),
-                received_at_ms: now_ms(),
-                events,
-                quarantine: Vec::new(),
-            },
-            raw,
+        for n in first..first + BATCH as u64 {
+            raw.extend_from_slice(self.line(n).as_bytes());
+            raw.push(b'\n');
         }
+        Delivery { raw }
     }
 }
 
@@ -231,13 +243,17 @@ fn append(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let streams: Vec<Vec<Batch>> = (0..appenders)
-                        .map(|_| (0..each).map(|_| events.delivery().batch).collect())
+                    let deliveries: Vec<Vec<Delivery>> = (0..appenders)
+                        .map(|_| (0..each).map(|_| events.delivery()).collect())
                         .collect();
-                    total += concurrently(streams, |batches| {
-                        for batch in batches {
-                            let summary = store.append_blocking(batch).expect("append");
-                            assert_eq!(summary.stored, BATCH as u64, "every event is new");
+                    let streams: Vec<Vec<Vec<BorrowedEvent>>> = deliveries
+                        .iter()
+                        .map(|stream| stream.iter().map(|d| d.parse(&events.options)).collect())
+                        .collect();
+                    total += concurrently(streams, |stream| {
+                        for parsed in stream {
+                            let stored = append_parsed(&store, &parsed);
+                            assert_eq!(stored, BATCH as u64, "every event is new");
                         }
                     });
                 }
@@ -281,9 +297,9 @@ fn store_1m(events: Events, path: &Path) -> Store {
     let events = events.starting_at(0);
     let rounds = STORE_1M as usize / BATCH / 8;
     for round in 0..rounds {
-        let batches: Vec<Batch> = (0..8).map(|_| events.delivery().batch).collect();
-        concurrently(batches, |batch| {
-            store.append_blocking(batch).expect("append");
+        let deliveries: Vec<Delivery> = (0..8).map(|_| events.delivery()).collect();
+        concurrently(deliveries, |delivery| {
+            append_parsed(&store, &delivery.parse(&events.options));
         });
         if round % 50 == 49 {
             eprintln!(

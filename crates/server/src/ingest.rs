@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditsink_parser::signature::KeySet;
-use auditsink_parser::{lines, parse_line, Event, Format, ParseOptions, SignatureStatus};
-use auditsink_storage::{AppendSummary, Batch, QuarantinedLine};
+use auditsink_parser::{
+    lines, parse_borrowed, BorrowedEvent, Format, ParseOptions, SignatureStatus,
+};
+use auditsink_storage::{AppendSummary, PreparedBatch};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -240,7 +242,11 @@ async fn deliver(
             batch,
         } => {
             sizes.decompressed = decompressed;
-            let summary = state.store.append(batch).await.map_err(storage_failure)?;
+            let summary = state
+                .store
+                .append_prepared(batch)
+                .await
+                .map_err(storage_failure)?;
             Ok(Accepted { received, summary })
         }
         Prepared::TooLarge(message) => Err(Rejection::new(
@@ -250,7 +256,11 @@ async fn deliver(
         )),
         Prepared::Corrupt { batch, message } => {
             // Konnect does not retry a 400: keep the body so nothing is lost.
-            state.store.append(batch).await.map_err(storage_failure)?;
+            state
+                .store
+                .append_prepared(batch)
+                .await
+                .map_err(storage_failure)?;
             Err(Rejection::new(
                 StatusCode::BAD_REQUEST,
                 "corrupt_body",
@@ -296,7 +306,9 @@ fn storage_failure(e: auditsink_storage::StoreError) -> Rejection {
     )
 }
 
-/// The CPU-bound part of a delivery, run off the async workers.
+/// The CPU-bound part of a delivery, run off the async workers: decode,
+/// parse (borrowed events, never owned ones), verify, and prepare the
+/// store's records.
 struct Prepare {
     source: String,
     format: Format,
@@ -311,29 +323,24 @@ enum Prepared {
     Batch {
         received: u64,
         decompressed: u64,
-        batch: Batch,
+        batch: PreparedBatch,
     },
     TooLarge(String),
     Corrupt {
-        batch: Batch,
+        batch: PreparedBatch,
         message: String,
     },
 }
 
 impl Prepare {
     fn run(self, body: &[u8]) -> Prepared {
+        let mut batch = PreparedBatch::new(&self.source, self.received_at_ms);
         let text = match decode(self.encoding, body, self.max_decompressed) {
             Ok(text) => text,
             Err(e @ DecodeError::TooLarge { .. }) => return Prepared::TooLarge(e.to_string()),
             Err(e @ DecodeError::Corrupt { .. }) => {
                 let message = e.to_string();
-                let batch = self.batch(
-                    Vec::new(),
-                    vec![QuarantinedLine {
-                        raw: body.to_vec(),
-                        reason: format!("undecodable request body: {message}"),
-                    }],
-                );
+                batch.add_quarantine(body, &format!("undecodable request body: {message}"));
                 return Prepared::Corrupt { batch, message };
             }
         };
@@ -342,7 +349,6 @@ impl Prepare {
             year_hint: time::OffsetDateTime::now_utc().year(),
         };
         let mut events = Vec::new();
-        let mut quarantine = Vec::new();
         for (count, line) in lines(&text).enumerate() {
             if count >= self.max_lines {
                 return Prepared::TooLarge(format!(
@@ -350,35 +356,22 @@ impl Prepare {
                     self.max_lines
                 ));
             }
-            match parse_line(line, &options) {
+            match parse_borrowed(line, &options) {
                 Ok(event) => events.push(event),
-                Err(e) => quarantine.push(QuarantinedLine {
-                    raw: line.to_vec(),
-                    reason: e.to_string(),
-                }),
+                Err(e) => batch.add_quarantine(line, &e.to_string()),
             }
         }
-        let received = (events.len() + quarantine.len()) as u64;
+        let received = (events.len() + batch.quarantine_count()) as u64;
         if let Some((policy, keys)) = &self.signatures {
-            events = check_signatures(events, keys, *policy, &mut quarantine);
+            check_signatures(&mut events, keys, *policy, &mut batch);
+        }
+        for event in &events {
+            batch.add_event(event);
         }
         Prepared::Batch {
             received,
             decompressed: text.len() as u64,
-            batch: self.batch(events, quarantine),
-        }
-    }
-
-    fn batch(
-        &self,
-        events: Vec<auditsink_parser::Event>,
-        quarantine: Vec<QuarantinedLine>,
-    ) -> Batch {
-        Batch {
-            source: self.source.clone(),
-            received_at_ms: self.received_at_ms,
-            events,
-            quarantine,
+            batch,
         }
     }
 }
@@ -387,18 +380,19 @@ impl Prepare {
 /// request) and records the outcome; under `enforce`, moves events whose
 /// signature is invalid or missing to quarantine with the reason.
 fn check_signatures(
-    events: Vec<Event>,
+    events: &mut Vec<BorrowedEvent<'_>>,
     keys: &KeySet,
     policy: SignaturePolicy,
-    quarantine: &mut Vec<QuarantinedLine>,
-) -> Vec<Event> {
+    batch: &mut PreparedBatch,
+) {
     let lines: Vec<_> = events
         .iter()
         .map(|e| (e.raw.as_bytes(), e.format))
         .collect();
     let statuses = keys.verify_lines(&lines);
-    let mut kept = Vec::with_capacity(events.len());
-    for (mut event, status) in events.into_iter().zip(statuses) {
+    let mut statuses = statuses.into_iter();
+    events.retain_mut(|event| {
+        let status = statuses.next().unwrap_or(SignatureStatus::Invalid);
         event.signature = status;
         let reason = match status {
             SignatureStatus::Invalid => {
@@ -408,13 +402,10 @@ fn check_signatures(
             SignatureStatus::Valid | SignatureStatus::Unverified => "",
         };
         if policy == SignaturePolicy::Enforce && !reason.is_empty() {
-            quarantine.push(QuarantinedLine {
-                raw: event.raw.into_bytes(),
-                reason: reason.to_owned(),
-            });
+            batch.add_quarantine(event.raw.as_bytes(), reason);
+            false
         } else {
-            kept.push(event);
+            true
         }
-    }
-    kept
+    });
 }

@@ -27,7 +27,10 @@
 use auditsink_parser::{Event, LineFormat, Origin, SignatureStatus};
 use serde_json::{Map, Number, Value};
 
+use std::str::FromStr;
+
 use crate::timefmt::{format_ms, parse_canonical_ms, timestamp_ms};
+use crate::view::{EventView, ValueRef};
 
 /// Version byte of the records this build writes.
 pub(crate) const RECORD_VERSION: u8 = 1;
@@ -55,10 +58,9 @@ pub(crate) struct Malformed(pub &'static str);
 type R<T> = Result<T, Malformed>;
 
 /// The event time of an event: its `timestamp`, else `received_at_ms`.
-pub(crate) fn event_time(event: &Event, received_at_ms: i64) -> i64 {
+pub(crate) fn event_time(event: &impl EventView, received_at_ms: i64) -> i64 {
     event
-        .timestamp
-        .as_deref()
+        .timestamp()
         .and_then(timestamp_ms)
         .unwrap_or(received_at_ms)
 }
@@ -127,7 +129,7 @@ impl Writer<'_> {
     fn str(&mut self, s: &str) {
         let b = s.as_bytes();
         if b.len() >= 4 {
-            if let Some(offset) = self.find(b) {
+            if let Some(offset) = self.within_raw(b).or_else(|| self.find(b)) {
                 self.varint(((b.len() as u64) << 1) | 1);
                 self.varint(offset as u64);
                 self.cursor = offset + b.len();
@@ -136,6 +138,13 @@ impl Writer<'_> {
         }
         self.varint((b.len() as u64) << 1);
         self.out.extend_from_slice(b);
+    }
+
+    /// Where `s` is, when it is a slice of the raw line itself (a borrowed
+    /// event's strings mostly are): no search needed.
+    fn within_raw(&self, s: &[u8]) -> Option<usize> {
+        let offset = (s.as_ptr() as usize).checked_sub(self.raw.as_ptr() as usize)?;
+        (offset + s.len() <= self.raw.len()).then_some(offset)
     }
 
     fn find(&self, needle: &[u8]) -> Option<usize> {
@@ -192,48 +201,89 @@ impl Writer<'_> {
             self.value(value);
         }
     }
+
+    /// A value as [`Writer::value`] writes its JSON value.
+    fn value_ref(&mut self, v: ValueRef<'_>) {
+        match v {
+            ValueRef::Null => self.u8(0),
+            ValueRef::Bool(b) => self.u8(1 + u8::from(b)),
+            ValueRef::Int(i) => {
+                self.u8(3);
+                self.zigzag(i);
+            }
+            // As `number` writes the JSON number the digits spell.
+            ValueRef::Digits(digits) => match digits.parse::<u64>() {
+                Ok(u) => match i64::try_from(u) {
+                    Ok(i) => {
+                        self.u8(3);
+                        self.zigzag(i);
+                    }
+                    Err(_) => {
+                        self.u8(4);
+                        self.varint(u);
+                    }
+                },
+                Err(_) => {
+                    self.u8(if Number::from_str(digits).is_ok() {
+                        5
+                    } else {
+                        6
+                    });
+                    self.str(digits);
+                }
+            },
+            ValueRef::Text(s) => {
+                self.u8(6);
+                self.str(s);
+            }
+            ValueRef::Number(n) => self.number(n),
+            ValueRef::Json(v) => self.value(v),
+        }
+    }
 }
 
 /// Encodes an event record.
-pub(crate) fn encode_event(received_at_ms: i64, source: &str, event: &Event) -> Vec<u8> {
-    let raw = event.raw.as_bytes();
+pub(crate) fn encode_event(received_at_ms: i64, source: &str, event: &impl EventView) -> Vec<u8> {
+    let raw = event.raw().as_bytes();
     let mut w = Writer {
         out: Vec::with_capacity(raw.len() + 160),
         raw,
         cursor: 0,
     };
-    let canonical = event.timestamp.as_deref().and_then(parse_canonical_ms);
+    let canonical = event.timestamp().and_then(parse_canonical_ms);
     let time = canonical.unwrap_or_else(|| event_time(event, received_at_ms));
-    let ts_kind: u8 = match (&event.timestamp, canonical) {
+    let ts_kind: u8 = match (event.timestamp(), canonical) {
         (None, _) => 0,
         (Some(_), Some(_)) => 1,
         (Some(_), None) => 2,
     };
     let mut flags = ts_kind << TS_SHIFT;
-    if event.format == LineFormat::Json {
+    if event.format() == LineFormat::Json {
         flags |= FLAG_JSON;
     }
-    flags |= (match event.signature {
+    flags |= (match event.signature() {
         SignatureStatus::Valid => 0,
         SignatureStatus::Invalid => 1,
         SignatureStatus::Missing => 2,
         SignatureStatus::Unverified => 3,
     }) << 1;
-    if event.origin.is_some() {
+    let origin = event.origin();
+    if origin.is_some() {
         flags |= FLAG_ORIGIN;
     }
-    if !event.warnings.is_empty() {
+    let warnings = event.warnings();
+    if !warnings.is_empty() {
         flags |= FLAG_WARNINGS;
     }
     let strings = [
-        (P_VENDOR, &event.vendor),
-        (P_PRODUCT, &event.product),
-        (P_PRODUCT_VERSION, &event.product_version),
-        (P_CLASS, &event.event_class_id),
-        (P_NAME, &event.name),
-        (P_SIG, &event.sig),
+        (P_VENDOR, event.vendor()),
+        (P_PRODUCT, event.product()),
+        (P_PRODUCT_VERSION, event.product_version()),
+        (P_CLASS, event.event_class_id()),
+        (P_NAME, event.name()),
+        (P_SIG, event.sig()),
     ];
-    let mut present = if event.cef_version.is_some() {
+    let mut present = if event.cef_version().is_some() {
         P_CEF_VERSION
     } else {
         0
@@ -251,10 +301,10 @@ pub(crate) fn encode_event(received_at_ms: i64, source: &str, event: &Event) -> 
     w.u8(flags);
     w.u8(present);
     w.bytes(raw);
-    if let (Some(text), 2) = (&event.timestamp, ts_kind) {
+    if let (Some(text), 2) = (event.timestamp(), ts_kind) {
         w.str(text);
     }
-    if let Some(v) = event.cef_version {
+    if let Some(v) = event.cef_version() {
         w.zigzag(v);
     }
     for (_, value) in strings {
@@ -262,24 +312,28 @@ pub(crate) fn encode_event(received_at_ms: i64, source: &str, event: &Event) -> 
             w.str(s);
         }
     }
-    w.value(&event.severity);
-    w.object(&event.fields);
-    if let Some(origin) = &event.origin {
+    w.value_ref(event.severity());
+    w.varint(event.field_count() as u64);
+    for (key, value) in event.fields() {
+        w.str(key);
+        w.value_ref(value);
+    }
+    if let Some((time, host)) = origin {
         let mut bits = 0;
-        if origin.time.is_some() {
+        if time.is_some() {
             bits |= O_TIME;
         }
-        if origin.host.is_some() {
+        if host.is_some() {
             bits |= O_HOST;
         }
         w.u8(bits);
-        for s in [&origin.time, &origin.host].into_iter().flatten() {
+        for s in [time, host].into_iter().flatten() {
             w.str(s);
         }
     }
-    if !event.warnings.is_empty() {
-        w.varint(event.warnings.len() as u64);
-        for warning in &event.warnings {
+    if !warnings.is_empty() {
+        w.varint(warnings.len() as u64);
+        for warning in warnings {
             w.str(warning);
         }
     }
@@ -694,6 +748,7 @@ mod tests {
         for line in lines {
             let event = parse_line(line.as_bytes(), &options).unwrap();
             round_trip(&event);
+            borrowed_is_owned(line.as_bytes(), &options);
         }
         for path in [
             "konnect-sample.cef",
@@ -709,8 +764,47 @@ mod tests {
             for line in auditsink_parser::lines(&text) {
                 if let Ok(event) = parse_line(line, &options) {
                     round_trip(&event);
+                    borrowed_is_owned(line, &options);
                 }
             }
+        }
+    }
+
+    /// A borrowed event's record decodes to the owned event of the same
+    /// line, and its identity and index terms are the owned event's.
+    fn borrowed_is_owned(line: &[u8], options: &ParseOptions) {
+        let owned = parse_line(line, options).unwrap();
+        let borrowed = auditsink_parser::parse_borrowed(line, options).unwrap();
+        let encoded = encode_event(1_700_000_000_123, "src", &borrowed);
+        assert_eq!(decode_event(&encoded).unwrap().event, owned);
+        assert_eq!(
+            crate::keys::dedupe_key(&borrowed),
+            crate::keys::dedupe_key(&owned)
+        );
+        assert_eq!(
+            crate::keys::trace_key(&borrowed),
+            crate::keys::trace_key(&owned)
+        );
+        let time = event_time(&owned, 7);
+        assert_eq!(event_time(&borrowed, 7), time);
+        assert_eq!(
+            crate::index::terms(&borrowed, time),
+            crate::index::terms(&owned, time)
+        );
+    }
+
+    #[test]
+    fn borrowed_values_of_every_kind_encode_as_owned_ones() {
+        let options = ParseOptions::new(Format::Auto);
+        for line in [
+            // Digits past i64, past u64; escapes (unescaped copies, not
+            // slices of the line); a short value; numbers and booleans as
+            // trace_id, principal_id and org_id terms.
+            r"CEF:0|V|P|1|c|n|9|rt=9223372036854775808 cnt=18446744073709551616 trace_id=12 principal_id=a\\b org_id=x\=y msg=line\nbreak k=ab",
+            r#"{"severity":"9","trace_id":true,"org_id":1.50,"principal_id":"","rt":-5,"arr":[1,{"a":null}],"esc":"a\"b","name":"N"}"#,
+            r#"{"trace_id":18446744073709551616,"org_id":false,"principal_id":null,"name":""}"#,
+        ] {
+            borrowed_is_owned(line.as_bytes(), &options);
         }
     }
 

@@ -16,30 +16,21 @@
 
 use std::collections::BTreeMap;
 
-use auditsink_parser::Event;
-use serde_json::Value;
+use std::borrow::Cow;
 
 use crate::codec::encode_posting;
 use crate::keys::{posting_key, time_term, IndexKind};
+use crate::view::EventView;
 
 /// The term an attribute index holds for this event, if any.
-pub(crate) fn attribute_term(kind: IndexKind, event: &Event) -> Option<std::borrow::Cow<'_, str>> {
-    let field = |name: &str| match event.fields.get(name)? {
-        Value::String(s) if !s.is_empty() => Some(std::borrow::Cow::Borrowed(s.as_str())),
-        Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
-        Value::Bool(b) => Some(std::borrow::Cow::Owned(b.to_string())),
-        _ => None,
-    };
+pub(crate) fn attribute_term(kind: IndexKind, event: &impl EventView) -> Option<Cow<'_, str>> {
+    let field = |name: &str| event.field(name)?.term();
     match kind {
         IndexKind::Time => None,
         IndexKind::Principal => field("principal_id"),
         IndexKind::Trace => field("trace_id"),
         IndexKind::Org => field("org_id"),
-        IndexKind::Name => event
-            .name
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .map(std::borrow::Cow::Borrowed),
+        IndexKind::Name => event.name().filter(|n| !n.is_empty()).map(Cow::Borrowed),
     }
 }
 
@@ -52,7 +43,7 @@ pub(crate) const POSTING_KINDS: [IndexKind; 4] = [
 ];
 
 /// Every posting (kind, term) of an event, time first.
-pub(crate) fn terms(event: &Event, time: i64) -> Vec<(IndexKind, Vec<u8>)> {
+pub(crate) fn terms(event: &impl EventView, time: i64) -> Vec<(IndexKind, Vec<u8>)> {
     let mut out = Vec::with_capacity(4);
     out.push((IndexKind::Time, time_term(time).to_vec()));
     for kind in &POSTING_KINDS[1..] {

@@ -21,10 +21,11 @@
 //! directory layout and inline chunks. Opening either rebuilds the indexes
 //! as runs; their chunks still read, new ones go to the event log.
 
-use auditsink_parser::{Event, SignatureStatus};
+use auditsink_parser::SignatureStatus;
 use sha2::{Digest, Sha256};
 
 use crate::runs::Key;
+use crate::view::EventView;
 
 pub(crate) const EVENT: u8 = b'e';
 pub(crate) const QUARANTINE: u8 = b'q';
@@ -67,12 +68,11 @@ pub(crate) fn key_id(key: &[u8]) -> Option<u64> {
 /// or how it was parsed (the normalized `timestamp` of a line without `rt`
 /// may come from an RFC 3164 prefix read with the current year: a retry
 /// across New Year would get another key).
-pub(crate) fn dedupe_key(event: &Event) -> Key {
+pub(crate) fn dedupe_key(event: &impl EventView) -> Key {
     let mut hash = Sha256::new();
     match event
-        .sig
-        .as_deref()
-        .filter(|_| event.signature != SignatureStatus::Invalid)
+        .sig()
+        .filter(|_| event.signature() != SignatureStatus::Invalid)
         .and_then(|sig| auditsink_parser::signature::decode_signature(sig.as_bytes()))
     {
         Some(sig) => {
@@ -81,7 +81,7 @@ pub(crate) fn dedupe_key(event: &Event) -> Key {
         }
         None => {
             hash.update(b"h:");
-            hash.update(event.raw.as_bytes());
+            hash.update(event.raw().as_bytes());
         }
     }
     truncated(hash)
@@ -89,7 +89,7 @@ pub(crate) fn dedupe_key(event: &Event) -> Key {
 
 /// The `trace_id` index key of an event, if it has a `trace_id` term:
 /// SHA-256 of the encoded term.
-pub(crate) fn trace_key(event: &Event) -> Option<Key> {
+pub(crate) fn trace_key(event: &impl EventView) -> Option<Key> {
     let term = crate::index::attribute_term(IndexKind::Trace, event)?;
     Some(trace_term_key(term.as_bytes()))
 }

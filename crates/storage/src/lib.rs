@@ -48,6 +48,7 @@ mod query;
 mod record;
 mod runs;
 mod timefmt;
+mod view;
 mod writer;
 
 pub use error::StoreError;
@@ -71,7 +72,8 @@ use keys::{
     META_REBUILDING, QUARANTINE, UPGRADABLE_FORMATS,
 };
 use runs::{RunKind, Runs};
-use writer::{Core, Counts, PreparedBatch, WriteState};
+pub use writer::PreparedBatch;
+use writer::{Core, Counts, WriteState};
 
 /// One delivery's worth of work, appended atomically.
 #[derive(Debug, Clone, Default)]
@@ -357,11 +359,20 @@ impl Store {
         // done here, off the async workers, in parallel with the writer.
         let prepared = match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle
-                .spawn_blocking(move || PreparedBatch::new(&batch))
+                .spawn_blocking(move || PreparedBatch::from(&batch))
                 .await
                 .map_err(|_| StoreError::WriterGone)?,
-            Err(_) => PreparedBatch::new(&batch),
+            Err(_) => PreparedBatch::from(&batch),
         };
+        self.append_prepared(prepared).await
+    }
+
+    /// Appends a delivery prepared on the caller's thread (see
+    /// [`PreparedBatch`]) atomically and returns once it is on disk.
+    pub async fn append_prepared(
+        &self,
+        prepared: PreparedBatch,
+    ) -> Result<AppendSummary, StoreError> {
         self.inner
             .writer
             .submit(prepared)?
@@ -371,9 +382,17 @@ impl Store {
 
     /// Blocking form of [`Store::append`], for code outside an async runtime.
     pub fn append_blocking(&self, batch: Batch) -> Result<AppendSummary, StoreError> {
+        self.append_prepared_blocking(PreparedBatch::from(&batch))
+    }
+
+    /// Blocking form of [`Store::append_prepared`].
+    pub fn append_prepared_blocking(
+        &self,
+        prepared: PreparedBatch,
+    ) -> Result<AppendSummary, StoreError> {
         self.inner
             .writer
-            .submit(PreparedBatch::new(&batch))?
+            .submit(prepared)?
             .blocking_recv()
             .map_err(|_| StoreError::WriterGone)?
     }

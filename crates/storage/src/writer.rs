@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
 
-use auditsink_parser::Event;
+use auditsink_parser::BorrowedEvent;
+
+use crate::view::EventView;
 use tokio::sync::oneshot;
 
 use crate::chunk::ChunkBuilder;
@@ -228,6 +230,7 @@ impl Durability {
 /// An event with everything computed that does not need the store: its
 /// record, identity, time and index terms. Done on the caller's thread so
 /// that the single writer only does what must be serial.
+#[derive(Debug)]
 pub(crate) struct PreparedEvent {
     pub dedupe_key: Key,
     pub trace_key: Option<Key>,
@@ -237,7 +240,7 @@ pub(crate) struct PreparedEvent {
 }
 
 impl PreparedEvent {
-    pub fn new(received_at_ms: i64, source: &str, event: &Event) -> PreparedEvent {
+    pub fn new(received_at_ms: i64, source: &str, event: &impl EventView) -> PreparedEvent {
         let time = event_time(event, received_at_ms);
         PreparedEvent {
             dedupe_key: dedupe_key(event),
@@ -249,25 +252,73 @@ impl PreparedEvent {
     }
 }
 
-pub(crate) struct PreparedBatch {
-    pub events: Vec<PreparedEvent>,
-    pub quarantine: Vec<Vec<u8>>,
+/// A delivery made ready for [`crate::Store::append_prepared`]: each event
+/// encoded, hashed and split into index terms, each quarantined line
+/// encoded. Built on the caller's thread (the CPU work of an append that
+/// needs no lock), from the parser's borrowed events, so the receiver never
+/// builds owned ones.
+#[derive(Debug)]
+pub struct PreparedBatch {
+    source: String,
+    received_at_ms: i64,
+    pub(crate) events: Vec<PreparedEvent>,
+    pub(crate) quarantine: Vec<Vec<u8>>,
 }
 
 impl PreparedBatch {
-    pub fn new(batch: &Batch) -> PreparedBatch {
+    /// An empty delivery received from `source` at `received_at_ms`
+    /// (milliseconds since the Unix epoch).
+    pub fn new(source: &str, received_at_ms: i64) -> PreparedBatch {
         PreparedBatch {
-            events: batch
-                .events
-                .iter()
-                .map(|e| PreparedEvent::new(batch.received_at_ms, &batch.source, e))
-                .collect(),
-            quarantine: batch
-                .quarantine
-                .iter()
-                .map(|q| encode_quarantine(batch.received_at_ms, &batch.source, &q.reason, &q.raw))
-                .collect(),
+            source: source.to_owned(),
+            received_at_ms,
+            events: Vec::new(),
+            quarantine: Vec::new(),
         }
+    }
+
+    /// Adds an event to store (unless it is a duplicate).
+    pub fn add_event(&mut self, event: &BorrowedEvent<'_>) {
+        self.add(event);
+    }
+
+    fn add(&mut self, event: &impl EventView) {
+        self.events
+            .push(PreparedEvent::new(self.received_at_ms, &self.source, event));
+    }
+
+    /// Adds a line kept in quarantine, with why.
+    pub fn add_quarantine(&mut self, raw: &[u8], reason: &str) {
+        self.quarantine.push(encode_quarantine(
+            self.received_at_ms,
+            &self.source,
+            reason,
+            raw,
+        ));
+    }
+
+    /// Events added so far.
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Quarantined lines added so far.
+    pub fn quarantine_count(&self) -> usize {
+        self.quarantine.len()
+    }
+}
+
+impl From<&Batch> for PreparedBatch {
+    fn from(batch: &Batch) -> PreparedBatch {
+        let mut prepared = PreparedBatch::new(&batch.source, batch.received_at_ms);
+        prepared.events.reserve(batch.events.len());
+        for event in &batch.events {
+            prepared.add(event);
+        }
+        for line in &batch.quarantine {
+            prepared.add_quarantine(&line.raw, &line.reason);
+        }
+        prepared
     }
 }
 
