@@ -20,13 +20,16 @@
 //!   events, kept byte-exact with the reason, until
 //!   [`Store::reprocess_quarantine`] finds that they now parse.
 //!
-//! Writes go through [`Store::append`]: a single writer thread takes the
-//! batches that arrived together (group commit), appends their event chunks
-//! to the log and syncs it, then applies one atomic sled batch (chunk
-//! pointers, dedupe entries, index entries, quarantined lines and counters:
-//! all of it or none of it, also after a crash) and flushes it: an append
-//! returns only once it is on disk, and N concurrent deliveries do not cost
-//! N sequential fsyncs.
+//! Writes go through [`Store::append`] (or [`Store::append_prepared`], with
+//! the records prepared from the parser's borrowed events): a single writer
+//! thread takes the batches that arrived together (group commit) and
+//! appends their event chunks to the log; a syncer thread syncs the log,
+//! then applies one atomic sled batch per group (chunk pointers, dedupe
+//! entries, index entries, quarantined lines and counters: all of it or
+//! none of it, also after a crash), and a flusher thread flushes sled. An
+//! append returns only once it is on disk, N concurrent deliveries do not
+//! cost N sequential fsyncs, and the next group is staged while the last
+//! one syncs.
 //!
 //! On open the newest events' dedupe and index entries are verified (and
 //! rebuilt from the events if anything is wrong); [`Store::check`] verifies
@@ -282,6 +285,8 @@ impl Store {
             write_error: Mutex::new(None),
             poisoned: Mutex::new(None),
             flush_lock: Mutex::new(()),
+            drained: std::sync::Condvar::new(),
+            applied: std::sync::atomic::AtomicU64::new(0),
         });
         {
             let state = core.lock();
@@ -311,8 +316,13 @@ impl Store {
         };
         {
             let state = core.lock();
-            core.filter
-                .start(&core.tree, &core.dedupe, state.horizon, state.counts.events);
+            core.filter.start(
+                &core.tree,
+                &core.dedupe,
+                state.horizon,
+                state.counts.events,
+                Vec::new(),
+            );
         }
         let writer = match writer::spawn(core.clone()) {
             Ok(writer) => writer,
@@ -612,6 +622,8 @@ fn initial_state(tree: &sled::Tree, log: &Arc<log::EventLog>) -> Result<WriteSta
         next_id,
         counts,
         horizon,
+        in_flight: 0,
+        waiting: 0,
     })
 }
 

@@ -724,7 +724,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     batch.remove(META_REBUILDING);
     tree.apply_batch(batch)?;
     core.filter
-        .start(tree, &core.dedupe, state.horizon, counts.events);
+        .start(tree, &core.dedupe, state.horizon, counts.events, Vec::new());
     core.counters.events.store(counts.events, Ordering::Relaxed);
     core.counters
         .quarantine

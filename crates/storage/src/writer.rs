@@ -1,18 +1,22 @@
-//! Writes: staging one atomic sled batch, and the writer thread's group commit.
+//! Writes: staging one atomic sled batch, and the group-commit pipeline.
 //!
 //! The writer thread takes the deliveries that queued up meanwhile as one
-//! group and stages them together: their event chunks go to the event log,
-//! which is synced once (one `fdatasync`), then one `sled::Batch` (atomic,
-//! also across a crash: sled recovers all of it or none of it) holds the
-//! chunks' pointers, the dedupe and `trace_id` entries, the index postings,
-//! the quarantined lines and the updated counters; one sled flush (fsync)
-//! makes it durable, and only then is each caller answered. One writer (plus the write lock, which
-//! retention and maintenance also take) makes "is this identity already
-//! stored?" and "store it" a single step.
+//! group and stages them together (dedupe decisions, ids, event chunks
+//! appended to the event log, one `sled::Batch` with the chunks' pointers,
+//! the index postings, the quarantined lines and the updated counters).
+//! The syncer then `fdatasync`s the log once for every group staged
+//! meanwhile, adds each group's dedupe and `trace_id` runs and applies its
+//! batch (atomic, also across a crash: sled recovers all of it or none of
+//! it); the flusher makes them durable with one sled flush (fsync), and
+//! only then is each caller answered. The three overlap: while one group's
+//! log is synced, the next is staged. One writer (plus the identities of
+//! the groups in flight) makes "is this identity already stored?" and
+//! "store it" a single step; maintenance takes the write lock once no
+//! group is in flight.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
 use auditsink_parser::BorrowedEvent;
@@ -66,6 +70,12 @@ pub(crate) struct WriteState {
     /// Every event id below it was removed by retention: entries in the
     /// runs for such ids are ignored (and dropped when merged).
     pub horizon: u64,
+    /// Groups the writer staged (ids given, chunks appended to the log)
+    /// that the syncer has not applied yet: maintenance waits for none.
+    pub in_flight: u64,
+    /// Maintenance waiting for the groups in flight: the writer stages no
+    /// more meanwhile (so that it does not wait forever under load).
+    pub waiting: u64,
 }
 
 /// Monotonic counters since open.
@@ -106,11 +116,48 @@ pub(crate) struct Core {
     pub poisoned: Mutex<Option<String>>,
     /// Flushes run one at a time (see [`Core::flush`]).
     pub flush_lock: Mutex<()>,
+    /// Signalled as groups in flight are applied and as maintenance takes
+    /// the write lock (see [`Core::lock`]).
+    pub drained: Condvar,
+    /// Sequence number of the last group the syncer applied, plus one.
+    pub applied: AtomicU64,
 }
 
 impl Core {
+    /// The write lock, for maintenance: once no group is in flight between
+    /// the writer and the syncer (see [`run`]), so that what it reads of
+    /// sled and the event log is all there is.
     pub fn lock(&self) -> MutexGuard<'_, WriteState> {
+        let mut state = self.lock_now();
+        state.waiting += 1;
+        while state.in_flight > 0 {
+            state = self.drained.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.waiting -= 1;
+        self.drained.notify_all();
+        state
+    }
+
+    /// The write lock as it is (the syncer's: groups may be in flight).
+    fn lock_now(&self) -> MutexGuard<'_, WriteState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The write lock for the writer: after any maintenance waiting for it.
+    fn lock_for_staging(&self) -> MutexGuard<'_, WriteState> {
+        let mut state = self.lock_now();
+        while state.waiting > 0 {
+            state = self.drained.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state
+    }
+
+    /// Refuses every later write, for `why`.
+    fn set_poison(&self, why: String) {
+        let mut poisoned = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
+        if poisoned.is_none() {
+            *poisoned = Some(why);
+        }
     }
 
     /// Makes everything written so far durable: sled's flush, then what it
@@ -132,7 +179,7 @@ impl Core {
             .map_err(StoreError::from)
             .and_then(|_| self.durability.sync());
         if let Err(e) = &flushed {
-            *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+            self.set_poison(format!(
                 "not writing since a flush failed ({e}); restart auditsink once the disk is fixed"
             ));
         }
@@ -326,7 +373,9 @@ impl From<&Batch> for PreparedBatch {
 pub(crate) struct Staging<'a> {
     core: &'a Core,
     batch: sled::Batch,
-    seen: HashSet<Key>,
+    seen: KeySet,
+    /// Identities of groups in flight (staged, not yet in the runs).
+    pending: Option<&'a KeySet>,
     dedupe: Vec<Entry>,
     traces: Vec<Entry>,
     horizon: u64,
@@ -343,7 +392,8 @@ impl<'a> Staging<'a> {
         Staging {
             core,
             batch: sled::Batch::default(),
-            seen: HashSet::new(),
+            seen: KeySet::default(),
+            pending: None,
             dedupe: Vec::new(),
             traces: Vec::new(),
             horizon: state.horizon,
@@ -368,6 +418,7 @@ impl<'a> Staging<'a> {
     fn is_known(&self, key: &Key) -> Result<bool, StoreError> {
         let core = self.core;
         Ok(self.seen.contains(key)
+            || self.pending.is_some_and(|p| p.contains(key))
             || (core.filter.may_contain(key)
                 && core.dedupe.first(&core.tree, key, self.horizon)?.is_some()))
     }
@@ -401,7 +452,7 @@ impl<'a> Staging<'a> {
     /// failed lookup (a damaged index page) fails this delivery alone, with
     /// nothing of it staged, not the group it came with.
     pub fn add_delivery(&mut self, prepared: PreparedBatch) -> Result<AppendSummary, StoreError> {
-        let mut in_delivery = HashSet::with_capacity(prepared.events.len());
+        let mut in_delivery = KeySet::with_capacity_and_hasher(prepared.events.len(), KeyHash);
         let mut known = Vec::with_capacity(prepared.events.len());
         for event in &prepared.events {
             known.push(!in_delivery.insert(event.dedupe_key) || self.is_known(&event.dedupe_key)?);
@@ -436,8 +487,24 @@ impl<'a> Staging<'a> {
         self.counts.quarantine = self.counts.quarantine.saturating_sub(1);
     }
 
-    /// Applies the staged write atomically and moves `state` forward.
+    /// Applies the staged write atomically and moves `state` forward
+    /// (maintenance's way: the write lock held, nothing in flight).
     pub fn commit(self, state: &mut WriteState, counters: &Counters) -> Result<(), StoreError> {
+        let core = self.core;
+        let staged = self.stage()?;
+        if staged.appended {
+            core.log.sync()?;
+        }
+        let (next_id, counts) = (staged.next_id, staged.counts);
+        staged.apply(core, counters)?;
+        state.next_id = next_id;
+        state.counts = counts;
+        Ok(())
+    }
+
+    /// The staged write with its chunks appended to the event log (not yet
+    /// synced) and their pointers in its sled batch.
+    fn stage(self) -> Result<Staged, StoreError> {
         let Staging {
             core,
             mut batch,
@@ -450,19 +517,13 @@ impl<'a> Staging<'a> {
             counts,
             ..
         } = self;
-        let runs = |runs: &Runs, entries: Vec<Entry>, batch: &mut sled::Batch| {
-            (!entries.is_empty()).then(|| runs.stage(&runs.snapshot(), entries, batch))
-        };
-        let new_dedupe: Option<Arc<RunList>> = runs(&core.dedupe, dedupe, &mut batch);
-        let new_traces = runs(&core.traces, traces, &mut batch);
         if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
             chunks.push(chunk.finish());
         }
-        if !chunks.is_empty() {
-            // On disk before anything points at it.
+        let appended = !chunks.is_empty();
+        if appended {
             let bodies: Vec<Vec<u8>> = chunks.iter_mut().map(|(_, b)| std::mem::take(b)).collect();
             let pointers = core.log.append(&bodies)?;
-            core.log.sync()?;
             for ((key, _), pointer) in chunks.iter().zip(pointers) {
                 batch.insert(key, &pointer.encode());
             }
@@ -472,6 +533,46 @@ impl<'a> Staging<'a> {
         }
         batch.insert(META_NEXT_ID, &next_id.to_be_bytes());
         batch.insert(META_COUNTS, &counts.encode());
+        Ok(Staged {
+            batch,
+            dedupe,
+            traces,
+            next_id,
+            counts,
+            appended,
+        })
+    }
+}
+
+/// A staged write whose chunks are in the event log: what is left is to
+/// sync the log (before anything points at the chunks), add the runs and
+/// apply the sled batch.
+pub(crate) struct Staged {
+    batch: sled::Batch,
+    dedupe: Vec<Entry>,
+    traces: Vec<Entry>,
+    next_id: u64,
+    counts: Counts,
+    /// Whether it appended chunks to the log.
+    appended: bool,
+}
+
+impl Staged {
+    /// Applies it atomically (its chunks synced already; the write lock
+    /// held). The caller moves the write state forward.
+    fn apply(self, core: &Core, counters: &Counters) -> Result<(), StoreError> {
+        let Staged {
+            mut batch,
+            dedupe,
+            traces,
+            counts,
+            ..
+        } = self;
+        let runs = |runs: &Runs, entries: Vec<Entry>, batch: &mut sled::Batch| {
+            (!entries.is_empty()).then(|| runs.stage(&runs.snapshot(), entries, batch))
+        };
+        let new_dedupe: Option<Arc<RunList>> = runs(&core.dedupe, dedupe, &mut batch);
+        let new_traces = runs(&core.traces, traces, &mut batch);
         core.tree.apply_batch(batch)?;
         if let Some(list) = new_dedupe {
             core.dedupe.install(list);
@@ -479,8 +580,6 @@ impl<'a> Staging<'a> {
         if let Some(list) = new_traces {
             core.traces.install(list);
         }
-        state.next_id = next_id;
-        state.counts = counts;
         counters.events.store(counts.events, Ordering::Relaxed);
         counters
             .quarantine
@@ -489,24 +588,97 @@ impl<'a> Staging<'a> {
     }
 }
 
-/// Applies a group of prepared deliveries atomically (not yet flushed):
-/// each delivery's summary, or why that delivery alone failed.
+/// Each delivery's summary, or why that delivery alone failed.
 type Outcomes = Vec<Result<AppendSummary, StoreError>>;
 
-fn apply_group(core: &Core, group: Vec<PreparedBatch>) -> Result<Outcomes, StoreError> {
-    let mut state = core.lock();
+/// A set of dedupe keys. They are SHA-256 prefixes, already uniform: their
+/// first 8 bytes are the hash.
+type KeySet = HashSet<Key, KeyHash>;
+
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// Folds the bytes it is given 8 at a time (a [`Key`] hashes as its length,
+/// then its 16 bytes).
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for word in bytes.chunks(8) {
+            let mut w = [0; 8];
+            w[..word.len()].copy_from_slice(word);
+            self.0 = self.0.rotate_left(23) ^ u64::from_le_bytes(w);
+        }
+    }
+}
+
+/// The identities of the groups in flight, by group sequence number.
+#[derive(Default)]
+struct Pending {
+    groups: std::collections::VecDeque<(u64, Vec<Key>)>,
+    keys: KeySet,
+}
+
+impl Pending {
+    /// Forgets the groups the syncer applied (their keys are in the runs).
+    fn prune(&mut self, applied: u64) {
+        while self.groups.front().is_some_and(|(seq, _)| *seq < applied) {
+            if let Some((_, keys)) = self.groups.pop_front() {
+                for key in keys {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, seq: u64, keys: Vec<Key>) {
+        self.keys.extend(keys.iter().copied());
+        self.groups.push_back((seq, keys));
+    }
+}
+
+/// Stages a group of prepared deliveries (ids, records appended to the
+/// log, the sled batch) for the syncer.
+fn stage_group(
+    core: &Core,
+    group: Vec<PreparedBatch>,
+    pending: &mut Pending,
+    seq: u64,
+) -> Result<(Staged, Outcomes), StoreError> {
+    let mut state = core.lock_for_staging();
     if core.filter.is_full() {
-        core.filter
-            .start(&core.tree, &core.dedupe, state.horizon, state.counts.events);
+        // Keys in flight are not in the runs the new filter is built from.
+        core.filter.start(
+            &core.tree,
+            &core.dedupe,
+            state.horizon,
+            state.counts.events,
+            pending.keys.iter().copied().collect(),
+        );
     }
     let mut staging = Staging::new(core, &state);
+    staging.pending = Some(&pending.keys);
     let outcomes = group
         .into_iter()
         .map(|prepared| staging.add_delivery(prepared))
         .collect();
-    staging.commit(&mut state, &core.counters)?;
-    merge_runs(core, &state);
-    Ok(outcomes)
+    let staged = staging.stage()?;
+    state.next_id = staged.next_id;
+    state.counts = staged.counts;
+    state.in_flight += 1;
+    pending.add(seq, staged.dedupe.iter().map(|e| e.key).collect());
+    Ok((staged, outcomes))
 }
 
 /// Merges runs that piled up. A failure leaves more runs to read (slower
@@ -579,70 +751,206 @@ pub(crate) fn spawn(core: Arc<Core>) -> Result<Handle, StoreError> {
     })
 }
 
+/// A group staged by the writer, on its way to the syncer.
+struct InFlight {
+    seq: u64,
+    replies: Vec<Reply>,
+    /// The staged write and each delivery's summary, or why the whole
+    /// group failed.
+    staged: Result<(Staged, Outcomes), String>,
+    stores_something: bool,
+}
+
+/// The writer thread and, beside it, the syncer and the flusher: a
+/// pipeline, so that one group's fsyncs overlap the next groups' CPU work.
+///
+/// - The writer takes the deliveries queued meanwhile as one group (group
+///   commit), decides what is new (the Bloom filter, the runs, and the
+///   identities of groups still in flight), gives ids, appends the group's
+///   chunks to the event log and builds its sled batch; then it goes on
+///   with the next group.
+/// - The syncer takes every group staged meanwhile: one `fdatasync` of the
+///   log for all of them, then (the write lock held) each one's runs and
+///   sled batch applied in order, and runs merged.
+/// - The flusher takes every group applied meanwhile: one sled flush (it
+///   covers everything applied before it started), and only then the
+///   answers.
+///
+/// So sled still never points at log bytes that are not on disk, and an
+/// append is answered only once all of it is durable.
 fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+    thread::scope(|scope| {
+        // Dropped when the writer stops, which stops the syncer.
+        let (staged, syncer_queue) = mpsc::channel::<InFlight>();
+        let (applied, flusher_queue) = mpsc::channel::<Applied>();
+        let syncer = thread::Builder::new()
+            .name("auditsink-store-syncer".into())
+            .spawn_scoped(scope, move || sync_and_apply(core, &syncer_queue, &applied));
+        let flusher = thread::Builder::new()
+            .name("auditsink-store-flusher".into())
+            .spawn_scoped(scope, move || flush_and_answer(core, &flusher_queue));
+        if let Err(e) = syncer.and(flusher) {
+            tracing::error!(error = %e, "starting the store's syncer and flusher threads failed");
+            return;
+        }
+        let mut pending = Pending::default();
+        let mut seq = 0;
+        while let Ok(first) = queue.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let (batches, replies): (Vec<PreparedBatch>, Vec<Reply>) =
+                group.into_iter().map(|job| (job.batch, job.reply)).unzip();
+            let stores_something = batches
+                .iter()
+                .any(|b| !b.events.is_empty() || !b.quarantine.is_empty());
+            pending.prune(core.applied.load(Ordering::Acquire));
+            // After a failed write or flush nothing more is accepted.
+            let outcome = match core.poison() {
+                Some(e) => Err(e),
+                None => stage_group(core, batches, &mut pending, seq)
+                    .map_err(|e| format!("write failed: {e}")),
+            };
+            let group = InFlight {
+                seq,
+                replies,
+                staged: outcome,
+                stores_something,
+            };
+            seq += 1;
+            if staged.send(group).is_err() {
+                return;
             }
         }
-        let (batches, replies): (Vec<PreparedBatch>, Vec<Reply>) =
-            group.into_iter().map(|job| (job.batch, job.reply)).unzip();
-        let stores_something = batches
+    });
+}
+
+/// The syncer (see [`run`]).
+fn sync_and_apply(core: &Core, queue: &mpsc::Receiver<InFlight>, applied: &mpsc::Sender<Applied>) {
+    while let Ok(first) = queue.recv() {
+        let mut groups = vec![first];
+        while let Ok(group) = queue.try_recv() {
+            groups.push(group);
+        }
+        let appended = groups
             .iter()
-            .any(|b| !b.events.is_empty() || !b.quarantine.is_empty());
-        // One answer for the whole group when it fails: it is one write.
-        // After a failed flush (anyone's, see `Core::flush`) nothing more is
-        // accepted.
-        let mut outcome = match core.poison() {
-            Some(e) => Err(e),
-            None => apply_group(core, batches)
-                .map_err(|e| format!("write failed: {e}"))
-                .and_then(|summaries| {
-                    core.flush()
-                        .map(|()| summaries)
-                        .map_err(|e| format!("flush failed: {e}"))
-                }),
+            .any(|g| matches!(&g.staged, Ok((staged, _)) if staged.appended));
+        if appended {
+            if let Err(e) = core.log.sync() {
+                // Linux reports a write-back error to one fsync only.
+                core.set_poison(format!(
+                    "not writing since syncing the event log failed ({e}); restart auditsink once the disk is fixed"
+                ));
+            }
+        }
+        let mut answers = Vec::with_capacity(groups.len());
+        let mut last_seq = 0;
+        {
+            let mut state = core.lock_now();
+            for group in groups {
+                last_seq = group.seq;
+                let outcome = match group.staged {
+                    Err(e) => Err(e),
+                    Ok((staged, outcomes)) => {
+                        state.in_flight -= 1;
+                        let applied = match core.poison() {
+                            Some(e) => Err(e),
+                            None => staged
+                                .apply(core, &core.counters)
+                                .map_err(|e| format!("write failed: {e}")),
+                        };
+                        if let Err(e) = &applied {
+                            // Later groups were staged as if this one were
+                            // stored: none of them may be answered 200.
+                            core.set_poison(format!(
+                                "not writing since a write failed ({e}); restart auditsink"
+                            ));
+                        }
+                        applied.map(|()| outcomes)
+                    }
+                };
+                answers.push((group.replies, outcome, group.stores_something));
+            }
+            merge_runs(core, &state);
+        }
+        core.applied.store(last_seq + 1, Ordering::Release);
+        core.drained.notify_all();
+        if applied.send(answers).is_err() {
+            return;
+        }
+    }
+}
+
+/// Groups applied, with their answers once flushed.
+type Applied = Vec<(Vec<Reply>, Result<Outcomes, String>, bool)>;
+
+/// The flusher (see [`run`]): one sled flush for every group applied
+/// since the last one, then the answers.
+fn flush_and_answer(core: &Core, queue: &mpsc::Receiver<Applied>) {
+    while let Ok(mut answers) = queue.recv() {
+        while let Ok(more) = queue.try_recv() {
+            answers.extend(more);
+        }
+        let flushed = if answers.iter().any(|(_, o, _)| o.is_ok()) {
+            core.counters.flushes.fetch_add(1, Ordering::Relaxed);
+            core.flush().map_err(|e| format!("flush failed: {e}"))
+        } else {
+            Ok(())
         };
-        let counters = &core.counters;
-        counters.flushes.fetch_add(1, Ordering::Relaxed);
-        counters
-            .batches
-            .fetch_add(replies.len() as u64, Ordering::Relaxed);
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "store {e}; answering the group with an error");
+        for (replies, outcome, stores_something) in answers {
+            let outcome = outcome.and_then(|summaries| flushed.clone().map(|()| summaries));
+            answer(core, replies, outcome, stores_something);
         }
-        if stores_something {
-            // The group's failure, else the first delivery that failed alone.
-            let error = match &outcome {
-                Err(e) => Some(e.clone()),
-                Ok(outcomes) => outcomes
-                    .iter()
-                    .find_map(|o| o.as_ref().err().map(|e| e.to_string())),
-            };
-            *core.write_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
-        }
-        for (i, reply) in replies.into_iter().enumerate() {
-            let answer = match outcome
-                .as_mut()
-                .map(|o| std::mem::replace(&mut o[i], Ok(AppendSummary::default())))
-            {
-                Ok(Ok(summary)) => {
-                    counters
-                        .events_stored
-                        .fetch_add(summary.stored, Ordering::Relaxed);
-                    counters
-                        .duplicates
-                        .fetch_add(summary.duplicates, Ordering::Relaxed);
-                    Ok(summary)
-                }
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(StoreError::Flush(e.clone())),
-            };
-            // The caller may have gone away (client disconnected): nothing to do.
-            let _ = reply.send(answer);
-        }
+    }
+}
+
+/// Answers a group's callers; a failure of the whole group is one answer
+/// for all (it is one write).
+fn answer(
+    core: &Core,
+    replies: Vec<Reply>,
+    mut outcome: Result<Outcomes, String>,
+    stores_something: bool,
+) {
+    let counters = &core.counters;
+    counters
+        .batches
+        .fetch_add(replies.len() as u64, Ordering::Relaxed);
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "store {e}; answering the group with an error");
+    }
+    if stores_something {
+        // The group's failure, else the first delivery that failed alone.
+        let error = match &outcome {
+            Err(e) => Some(e.clone()),
+            Ok(outcomes) => outcomes
+                .iter()
+                .find_map(|o| o.as_ref().err().map(|e| e.to_string())),
+        };
+        *core.write_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+    for (i, reply) in replies.into_iter().enumerate() {
+        let answer = match outcome
+            .as_mut()
+            .map(|o| std::mem::replace(&mut o[i], Ok(AppendSummary::default())))
+        {
+            Ok(Ok(summary)) => {
+                counters
+                    .events_stored
+                    .fetch_add(summary.stored, Ordering::Relaxed);
+                counters
+                    .duplicates
+                    .fetch_add(summary.duplicates, Ordering::Relaxed);
+                Ok(summary)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(StoreError::Flush(e.clone())),
+        };
+        // The caller may have gone away (client disconnected): nothing to do.
+        let _ = reply.send(answer);
     }
 }

@@ -259,6 +259,61 @@ async fn concurrent_deliveries_of_the_same_events_store_them_once() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
+/// Maintenance (here `check`) waits for the groups in flight between the
+/// writer and the syncer and then sees a consistent store, while appends go
+/// on; neither side waits forever.
+#[test]
+fn check_runs_consistently_between_concurrent_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let appenders: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for b in 0..25 {
+                    let events = (0..100)
+                        .map(|i| event(&format!("t{t} b{b} e{i}"), None))
+                        .collect();
+                    let summary = store.append_blocking(batch(events, vec![])).unwrap();
+                    assert_eq!(summary, summary_of(100));
+                }
+                done.send(()).unwrap();
+            })
+        })
+        .collect();
+    drop(done);
+    let watchdog = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut checks = 0;
+    let mut ended = 0;
+    while ended < 4 {
+        assert!(
+            std::time::Instant::now() < watchdog,
+            "appends or checks stuck"
+        );
+        let report = store.check().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        checks += 1;
+        // (Back to back, checks would keep the write lock from the writer.)
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        while finished.try_recv().is_ok() {
+            ended += 1;
+        }
+    }
+    for appender in appenders {
+        appender.join().unwrap();
+    }
+    assert!(checks > 1);
+    assert_eq!(store.event_count(), 4 * 25 * 100);
+    let report = store.check().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+fn summary_of(stored: u64) -> AppendSummary {
+    summary(stored, 0, 0)
+}
+
 /// A quarantined body too large for a sled log segment goes to sled's blob
 /// files, which the store syncs itself; it comes back whole after reopen.
 #[test]
