@@ -244,9 +244,21 @@ impl Writer<'_> {
 
 /// Encodes an event record.
 pub(crate) fn encode_event(received_at_ms: i64, source: &str, event: &impl EventView) -> Vec<u8> {
+    let mut out = Vec::with_capacity(event.raw().len() + 160);
+    encode_event_into(&mut out, received_at_ms, source, event);
+    out
+}
+
+/// Appends an event record to `out`.
+pub(crate) fn encode_event_into(
+    out: &mut Vec<u8>,
+    received_at_ms: i64,
+    source: &str,
+    event: &impl EventView,
+) {
     let raw = event.raw().as_bytes();
     let mut w = Writer {
-        out: Vec::with_capacity(raw.len() + 160),
+        out: std::mem::take(out),
         raw,
         cursor: 0,
     };
@@ -337,7 +349,7 @@ pub(crate) fn encode_event(received_at_ms: i64, source: &str, event: &impl Event
             w.str(warning);
         }
     }
-    w.out
+    *out = w.out;
 }
 
 pub(crate) struct Reader<'a> {

@@ -45,13 +45,22 @@ pub(crate) const POSTING_KINDS: [IndexKind; 4] = [
 /// Every posting (kind, term) of an event, time first.
 pub(crate) fn terms(event: &impl EventView, time: i64) -> Vec<(IndexKind, Vec<u8>)> {
     let mut out = Vec::with_capacity(4);
-    out.push((IndexKind::Time, time_term(time).to_vec()));
+    for_each_term(event, time, |kind, term| out.push((kind, term.to_vec())));
+    out
+}
+
+/// Calls `f` with every posting (kind, term) of an event, time first.
+pub(crate) fn for_each_term(
+    event: &impl EventView,
+    time: i64,
+    mut f: impl FnMut(IndexKind, &[u8]),
+) {
+    f(IndexKind::Time, &time_term(time));
     for kind in &POSTING_KINDS[1..] {
         if let Some(term) = attribute_term(*kind, event) {
-            out.push((*kind, term.as_bytes().to_vec()));
+            f(*kind, term.as_bytes());
         }
     }
-    out
 }
 
 /// (id, event time) pairs of a posting.
@@ -68,6 +77,19 @@ impl PostingBuilder {
     pub fn add(&mut self, id: u64, time: i64, terms: Vec<(IndexKind, Vec<u8>)>) {
         for key in terms {
             self.groups.entry(key).or_default().push((id, time));
+        }
+    }
+
+    /// Adds the entries of one term; ids must be above those added before.
+    pub fn add_entries(
+        &mut self,
+        kind: IndexKind,
+        term: Vec<u8>,
+        entries: impl Iterator<Item = (u64, i64)>,
+    ) {
+        let mut entries = entries.peekable();
+        if entries.peek().is_some() {
+            self.groups.entry((kind, term)).or_default().extend(entries);
         }
     }
 
