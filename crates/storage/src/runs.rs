@@ -22,8 +22,10 @@
 //! exist, the oldest `FANOUT` become one run, as long as it stays under
 //! [`MAX_MERGED`] entries; a lookup reads about `FANOUT - 1` runs per class
 //! plus the runs that reached the cap, one page each. A run whose ids are
-//! all below the retention horizon is dropped whole. Only the write lock
-//! holder changes the runs; readers work on a snapshot and start over on a
+//! all below the retention horizon is dropped whole. One thread at a time
+//! changes the runs: the store's syncer while groups are in flight, else
+//! the write lock holder (maintenance waits for none in flight); readers
+//! (the writer's dedupe look-ups among them) work on a snapshot and start over on a
 //! newer one if a merge removed a page under them (a merge holds the list's
 //! lock while its batch is applied, so the newer one is there).
 

@@ -750,10 +750,10 @@ fn stage_group(
 
 /// Merges runs that piled up. A failure leaves more runs to read (slower
 /// lookups), never a wrong answer: it is logged, not returned.
-pub(crate) fn merge_runs(core: &Core, state: &WriteState) {
+pub(crate) fn merge_runs(core: &Core, horizon: u64) {
     for runs in [&core.dedupe, &core.traces] {
         loop {
-            match runs.merge_step(&core.tree, state.horizon) {
+            match runs.merge_step(&core.tree, horizon) {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -916,14 +916,20 @@ fn sync_and_apply(core: &Core, queue: &mpsc::Receiver<InFlight>, applied: &mpsc:
         }
         let mut answers = Vec::with_capacity(groups.len());
         let mut last_seq = 0;
+        // Staged groups stay counted in flight through the merge below, so
+        // that maintenance (the only other thing that changes the runs)
+        // waits for it.
+        let mut staged_groups = 0;
+        let horizon;
         {
-            let mut state = core.lock_now();
+            let state = core.lock_now();
+            horizon = state.horizon;
             for group in groups {
                 last_seq = group.seq;
                 let outcome = match group.staged {
                     Err(e) => Err(e),
                     Ok((staged, outcomes)) => {
-                        state.in_flight -= 1;
+                        staged_groups += 1;
                         let applied = match core.poison() {
                             Some(e) => Err(e),
                             None => staged
@@ -942,11 +948,16 @@ fn sync_and_apply(core: &Core, queue: &mpsc::Receiver<InFlight>, applied: &mpsc:
                 };
                 answers.push((group.replies, outcome, group.stores_something));
             }
-            merge_runs(core, &state);
         }
         core.applied.store(last_seq + 1, Ordering::Release);
+        // The flusher starts while runs merge (a merge is its own atomic
+        // batch: it needs no flush before the answers), and the writer
+        // stages the next group meanwhile: it only reads the runs.
+        let answered = applied.send(answers);
+        merge_runs(core, horizon);
+        core.lock_now().in_flight -= staged_groups;
         core.drained.notify_all();
-        if applied.send(answers).is_err() {
+        if answered.is_err() {
             return;
         }
     }
