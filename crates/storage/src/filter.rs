@@ -10,8 +10,9 @@
 //! staged meanwhile are kept and added when the scan ends. Until it is
 //! ready the filter it replaces answers (overfull: more false positives,
 //! no misses), or, on open and after a rebuild, every key is looked up. It
-//! starts only while the write lock is held and nothing is staged, so every
-//! key the scan can miss is one of those. Removed keys (retention) stay in
+//! starts only while the write lock is held, given the keys of the groups
+//! in flight (staged, not yet in the runs), so every key the scan can miss
+//! is one it was given or one staged later. Removed keys (retention) stay in
 //! it until it is rebuilt, as false positives.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -408,8 +408,8 @@ impl Runs {
         Ok(())
     }
 
-    /// The id of some entry for `key` (with id ≥ `min_id`), if any. For the
-    /// writer: under the write lock the snapshot cannot go stale.
+    /// The id of some entry for `key` (with id ≥ `min_id`), if any (read
+    /// again on a newer snapshot if a merge removes a page meanwhile).
     pub fn first(
         &self,
         tree: &sled::Tree,
@@ -475,8 +475,8 @@ impl Runs {
     /// One step of upkeep: drops the runs whose ids are all below `min_id`
     /// (removed by retention), else merges the oldest [`FANOUT`] runs of the
     /// smallest size class that has that many (dropping entries below
-    /// `min_id`). Call with the write lock held. Returns whether it changed
-    /// anything.
+    /// `min_id`). Call from the one thread that changes the runs (see the
+    /// module doc). Returns whether it changed anything.
     pub fn merge_step(&self, tree: &sled::Tree, min_id: u64) -> Result<bool, StoreError> {
         let base = self.snapshot();
         let expired: Vec<Arc<Run>> = base

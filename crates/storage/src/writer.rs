@@ -560,7 +560,13 @@ impl<'a> Staging<'a> {
         let core = self.core;
         let staged = self.stage()?;
         if staged.appended {
-            core.log.sync()?;
+            if let Err(e) = core.log.sync() {
+                // Linux reports a write-back error to one fsync only.
+                core.set_poison(format!(
+                    "not writing since syncing the event log failed ({e}); restart auditsink once the disk is fixed"
+                ));
+                return Err(e);
+            }
         }
         let (next_id, counts) = (staged.next_id, staged.counts);
         staged.apply(core, counters)?;
@@ -717,12 +723,12 @@ impl Pending {
 
 /// Stages a group of prepared deliveries (ids, records appended to the
 /// log, the sled batch) for the syncer.
-fn stage_group(
-    core: &Core,
+fn stage_group<'a>(
+    core: &'a Core,
     group: Vec<PreparedBatch>,
     pending: &mut Pending,
     seq: u64,
-) -> Result<(Staged, Outcomes), StoreError> {
+) -> Result<(Staged, Outcomes, InFlightToken<'a>), StoreError> {
     let mut state = core.lock_for_staging();
     if core.filter.is_full() {
         // Keys in flight are not in the runs the new filter is built from.
@@ -744,8 +750,9 @@ fn stage_group(
     state.next_id = staged.next_id;
     state.counts = staged.counts;
     state.in_flight += 1;
+    let token = InFlightToken(core);
     pending.add(seq, staged.dedupe.iter().map(|e| e.key).collect());
-    Ok((staged, outcomes))
+    Ok((staged, outcomes, token))
 }
 
 /// Merges runs that piled up. A failure leaves more runs to read (slower
@@ -819,13 +826,28 @@ pub(crate) fn spawn(core: Arc<Core>) -> Result<Handle, StoreError> {
 }
 
 /// A group staged by the writer, on its way to the syncer.
-struct InFlight {
+struct InFlight<'a> {
     seq: u64,
     replies: Vec<Reply>,
     /// The staged write and each delivery's summary, or why the whole
     /// group failed.
     staged: Result<(Staged, Outcomes), String>,
+    /// Counts a staged group in flight while it exists.
+    token: Option<InFlightToken<'a>>,
     stores_something: bool,
+}
+
+/// A staged group counted in [`WriteState::in_flight`] until the token is
+/// dropped: once it is applied and runs are merged, or whatever happens to
+/// it (a failed send, a thread that panicked), so maintenance never waits
+/// forever. Never dropped with the write lock held.
+struct InFlightToken<'a>(&'a Core);
+
+impl Drop for InFlightToken<'_> {
+    fn drop(&mut self) {
+        self.0.lock_now().in_flight -= 1;
+        self.0.drained.notify_all();
+    }
 }
 
 /// The writer thread and, beside it, the syncer and the flusher: a
@@ -877,15 +899,18 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
                 .any(|b| !b.events.is_empty() || !b.quarantine.is_empty());
             pending.prune(core.applied.load(Ordering::Acquire));
             // After a failed write or flush nothing more is accepted.
-            let outcome = match core.poison() {
-                Some(e) => Err(e),
-                None => stage_group(core, batches, &mut pending, seq)
-                    .map_err(|e| format!("write failed: {e}")),
+            let (staged_group, token) = match core.poison() {
+                Some(e) => (Err(e), None),
+                None => match stage_group(core, batches, &mut pending, seq) {
+                    Ok((staged, outcomes, token)) => (Ok((staged, outcomes)), Some(token)),
+                    Err(e) => (Err(format!("write failed: {e}")), None),
+                },
             };
             let group = InFlight {
                 seq,
                 replies,
-                staged: outcome,
+                staged: staged_group,
+                token,
                 stores_something,
             };
             seq += 1;
@@ -897,7 +922,11 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
 }
 
 /// The syncer (see [`run`]).
-fn sync_and_apply(core: &Core, queue: &mpsc::Receiver<InFlight>, applied: &mpsc::Sender<Applied>) {
+fn sync_and_apply<'a>(
+    core: &'a Core,
+    queue: &mpsc::Receiver<InFlight<'a>>,
+    applied: &mpsc::Sender<Applied>,
+) {
     while let Ok(first) = queue.recv() {
         let mut groups = vec![first];
         while let Ok(group) = queue.try_recv() {
@@ -918,8 +947,8 @@ fn sync_and_apply(core: &Core, queue: &mpsc::Receiver<InFlight>, applied: &mpsc:
         let mut last_seq = 0;
         // Staged groups stay counted in flight through the merge below, so
         // that maintenance (the only other thing that changes the runs)
-        // waits for it.
-        let mut staged_groups = 0;
+        // waits for it. Taken out first: they are dropped without the lock.
+        let tokens: Vec<InFlightToken> = groups.iter_mut().filter_map(|g| g.token.take()).collect();
         let horizon;
         {
             let state = core.lock_now();
@@ -929,7 +958,6 @@ fn sync_and_apply(core: &Core, queue: &mpsc::Receiver<InFlight>, applied: &mpsc:
                 let outcome = match group.staged {
                     Err(e) => Err(e),
                     Ok((staged, outcomes)) => {
-                        staged_groups += 1;
                         let applied = match core.poison() {
                             Some(e) => Err(e),
                             None => staged
@@ -954,9 +982,12 @@ fn sync_and_apply(core: &Core, queue: &mpsc::Receiver<InFlight>, applied: &mpsc:
         // batch: it needs no flush before the answers), and the writer
         // stages the next group meanwhile: it only reads the runs.
         let answered = applied.send(answers);
-        merge_runs(core, horizon);
-        core.lock_now().in_flight -= staged_groups;
-        core.drained.notify_all();
+        // Only with groups in flight: without, maintenance may hold the
+        // runs.
+        if !tokens.is_empty() {
+            merge_runs(core, horizon);
+        }
+        drop(tokens);
         if answered.is_err() {
             return;
         }
