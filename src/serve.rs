@@ -27,6 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => Config::default(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    crate::memory::spawn_trimmer();
     runtime.block_on(async {
         let (server, startup) = Server::start(config.clone()).await?;
         let addr = server.local_addr()?;
