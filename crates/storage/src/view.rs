@@ -91,36 +91,57 @@ pub(crate) trait EventView {
     fn raw(&self) -> &str;
 }
 
+/// The accessors whose bodies read the same for both shapes.
+macro_rules! same_for_both_shapes {
+    () => {
+        fn format(&self) -> LineFormat {
+            self.format
+        }
+        fn cef_version(&self) -> Option<i64> {
+            self.cef_version
+        }
+        fn vendor(&self) -> Option<&str> {
+            self.vendor.as_deref()
+        }
+        fn product(&self) -> Option<&str> {
+            self.product.as_deref()
+        }
+        fn product_version(&self) -> Option<&str> {
+            self.product_version.as_deref()
+        }
+        fn event_class_id(&self) -> Option<&str> {
+            self.event_class_id.as_deref()
+        }
+        fn name(&self) -> Option<&str> {
+            self.name.as_deref()
+        }
+        fn field_count(&self) -> usize {
+            self.fields.len()
+        }
+        fn origin(&self) -> Option<(Option<&str>, Option<&str>)> {
+            self.origin
+                .as_ref()
+                .map(|o| (o.time.as_deref(), o.host.as_deref()))
+        }
+        fn sig(&self) -> Option<&str> {
+            self.sig.as_deref()
+        }
+        fn signature(&self) -> SignatureStatus {
+            self.signature
+        }
+        fn warnings(&self) -> &[String] {
+            &self.warnings
+        }
+    };
+}
+
 impl EventView for Event {
-    fn format(&self) -> LineFormat {
-        self.format
-    }
+    same_for_both_shapes!();
     fn timestamp(&self) -> Option<&str> {
         self.timestamp.as_deref()
     }
-    fn cef_version(&self) -> Option<i64> {
-        self.cef_version
-    }
-    fn vendor(&self) -> Option<&str> {
-        self.vendor.as_deref()
-    }
-    fn product(&self) -> Option<&str> {
-        self.product.as_deref()
-    }
-    fn product_version(&self) -> Option<&str> {
-        self.product_version.as_deref()
-    }
-    fn event_class_id(&self) -> Option<&str> {
-        self.event_class_id.as_deref()
-    }
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
     fn severity(&self) -> ValueRef<'_> {
         ValueRef::of_value(&self.severity)
-    }
-    fn field_count(&self) -> usize {
-        self.fields.len()
     }
     fn fields(&self) -> impl Iterator<Item = (&str, ValueRef<'_>)> {
         self.fields
@@ -130,55 +151,18 @@ impl EventView for Event {
     fn field(&self, name: &str) -> Option<ValueRef<'_>> {
         self.fields.get(name).map(ValueRef::of_value)
     }
-    fn origin(&self) -> Option<(Option<&str>, Option<&str>)> {
-        self.origin
-            .as_ref()
-            .map(|o| (o.time.as_deref(), o.host.as_deref()))
-    }
-    fn sig(&self) -> Option<&str> {
-        self.sig.as_deref()
-    }
-    fn signature(&self) -> SignatureStatus {
-        self.signature
-    }
-    fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
     fn raw(&self) -> &str {
         &self.raw
     }
 }
 
 impl EventView for BorrowedEvent<'_> {
-    fn format(&self) -> LineFormat {
-        self.format
-    }
+    same_for_both_shapes!();
     fn timestamp(&self) -> Option<&str> {
         self.timestamp.as_ref().map(|t| t.as_str())
     }
-    fn cef_version(&self) -> Option<i64> {
-        self.cef_version
-    }
-    fn vendor(&self) -> Option<&str> {
-        self.vendor.as_deref()
-    }
-    fn product(&self) -> Option<&str> {
-        self.product.as_deref()
-    }
-    fn product_version(&self) -> Option<&str> {
-        self.product_version.as_deref()
-    }
-    fn event_class_id(&self) -> Option<&str> {
-        self.event_class_id.as_deref()
-    }
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
     fn severity(&self) -> ValueRef<'_> {
         ValueRef::of_field(&self.severity)
-    }
-    fn field_count(&self) -> usize {
-        self.fields.len()
     }
     fn fields(&self) -> impl Iterator<Item = (&str, ValueRef<'_>)> {
         self.fields
@@ -187,20 +171,6 @@ impl EventView for BorrowedEvent<'_> {
     }
     fn field(&self, name: &str) -> Option<ValueRef<'_>> {
         BorrowedEvent::field(self, name).map(ValueRef::of_field)
-    }
-    fn origin(&self) -> Option<(Option<&str>, Option<&str>)> {
-        self.origin
-            .as_ref()
-            .map(|o| (o.time.as_deref(), o.host.as_deref()))
-    }
-    fn sig(&self) -> Option<&str> {
-        self.sig.as_deref()
-    }
-    fn signature(&self) -> SignatureStatus {
-        self.signature
-    }
-    fn warnings(&self) -> &[String] {
-        &self.warnings
     }
     fn raw(&self) -> &str {
         self.raw
