@@ -78,6 +78,10 @@ struct Active {
     /// Earlier segments left with bytes not yet synced (a full segment, or
     /// one abandoned after a failed write): the next sync covers them.
     unsynced: Vec<(u64, Arc<File>)>,
+    /// Why a sync failed: bytes appended before it may be lost, and Linux
+    /// reports a write-back error to one fsync only, so every later sync
+    /// and append fails too (until a restart reads what is on disk).
+    failed: Option<String>,
     len: u64,
     /// Appended since the last sync.
     dirty: bool,
@@ -92,6 +96,9 @@ pub(crate) struct EventLog {
     /// [`SEGMENT_BYTES`], smaller in tests.
     segment_bytes: u64,
     active: Mutex<Active>,
+    /// One sync at a time: a second caller must not return before the
+    /// bytes the first one is syncing are durable.
+    sync_lock: Mutex<()>,
     readers: Mutex<HashMap<u64, Arc<File>>>,
 }
 
@@ -133,6 +140,13 @@ fn create_segment(dir: &Path, segment: u64) -> Result<File, StoreError> {
         .map_err(io(&path))
 }
 
+fn sync_failed(dir: &Path, why: &str) -> StoreError {
+    StoreError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(format!("an earlier sync of the event log failed: {why}")),
+    }
+}
+
 impl Active {
     /// Moves on to a new segment; the current one is synced by the next
     /// sync if it holds unsynced bytes.
@@ -156,10 +170,12 @@ impl EventLog {
         Ok(EventLog {
             dir,
             segment_bytes: SEGMENT_BYTES,
+            sync_lock: Mutex::new(()),
             active: Mutex::new(Active {
                 segment,
                 file: None,
                 unsynced: Vec::new(),
+                failed: None,
                 len: 0,
                 dirty: false,
                 created: false,
@@ -175,6 +191,9 @@ impl EventLog {
     /// Appends chunk bodies (not yet durable: see [`EventLog::sync`]).
     pub fn append(&self, bodies: &[Vec<u8>]) -> Result<Vec<Pointer>, StoreError> {
         let mut active = self.active();
+        if let Some(why) = &active.failed {
+            return Err(sync_failed(&self.dir, why));
+        }
         let mut pointers = Vec::with_capacity(bodies.len());
         for body in bodies {
             if active.len > 0 && active.len + body.len() as u64 > self.segment_bytes {
@@ -204,7 +223,8 @@ impl EventLog {
 
     /// The segment the next append goes to: no chunk in it or above is
     /// pointed at unless an append is in progress (callers hold the
-    /// store's write lock to know none is).
+    /// store's write lock from `Core::lock`, with no group in flight, to
+    /// know none is).
     pub fn active_segment(&self) -> u64 {
         self.active().segment
     }
@@ -234,8 +254,12 @@ impl EventLog {
     /// sync). A failure means bytes appended before it may be lost: the
     /// caller must not trust a later sync either.
     pub fn sync(&self) -> Result<(), StoreError> {
+        let _one = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (mut files, created) = {
             let mut active = self.active();
+            if let Some(why) = &active.failed {
+                return Err(sync_failed(&self.dir, why));
+            }
             let mut files = std::mem::take(&mut active.unsynced);
             if let (Some(file), true) = (&active.file, active.dirty || active.created) {
                 files.push((active.segment, file.clone()));
@@ -244,16 +268,22 @@ impl EventLog {
             let created = std::mem::take(&mut active.created);
             (files, created)
         };
-        for (segment, file) in files.drain(..) {
-            file.sync_data()
-                .map_err(io(&segment_path(&self.dir, segment)))?;
+        let synced = files
+            .drain(..)
+            .try_for_each(|(segment, file)| {
+                file.sync_data()
+                    .map_err(io(&segment_path(&self.dir, segment)))
+            })
+            .and_then(|()| match created {
+                true => File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(&self.dir)),
+                false => Ok(()),
+            });
+        if let Err(e) = &synced {
+            self.active().failed = Some(e.to_string());
         }
-        if created {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&self.dir))?;
-        }
-        Ok(())
+        synced
     }
 
     /// Reads a chunk body and checks it against the pointer's checksum.

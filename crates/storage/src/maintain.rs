@@ -804,7 +804,7 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
                     if body.as_slice() != records.value.as_ref() {
                         // The rest, appended anew: on disk before it is pointed at.
                         let pointers = core.log.append(&[body])?;
-                        core.log.sync()?;
+                        core.sync_log()?;
                         batch.insert(key, &pointers[0].encode());
                     }
                 }

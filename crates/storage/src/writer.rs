@@ -152,6 +152,18 @@ impl Core {
         state
     }
 
+    /// Syncs the event log; a failure poisons the store (Linux reports a
+    /// write-back error to one fsync only).
+    pub fn sync_log(&self) -> Result<(), StoreError> {
+        let synced = self.log.sync();
+        if let Err(e) = &synced {
+            self.set_poison(format!(
+                "not writing since syncing the event log failed ({e}); restart auditsink once the disk is fixed"
+            ));
+        }
+        synced
+    }
+
     /// Refuses every later write, for `why`.
     fn set_poison(&self, why: String) {
         let mut poisoned = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
@@ -560,13 +572,7 @@ impl<'a> Staging<'a> {
         let core = self.core;
         let staged = self.stage()?;
         if staged.appended {
-            if let Err(e) = core.log.sync() {
-                // Linux reports a write-back error to one fsync only.
-                core.set_poison(format!(
-                    "not writing since syncing the event log failed ({e}); restart auditsink once the disk is fixed"
-                ));
-                return Err(e);
-            }
+            core.sync_log()?;
         }
         let (next_id, counts) = (staged.next_id, staged.counts);
         staged.apply(core, counters)?;
@@ -749,10 +755,11 @@ fn stage_group<'a>(
     let staged = staging.stage()?;
     state.next_id = staged.next_id;
     state.counts = staged.counts;
-    state.in_flight += 1;
-    let token = InFlightToken(core);
     pending.add(seq, staged.dedupe.iter().map(|e| e.key).collect());
-    Ok((staged, outcomes, token))
+    state.in_flight += 1;
+    // Made once the lock is released: its drop takes the lock.
+    drop(state);
+    Ok((staged, outcomes, InFlightToken(core)))
 }
 
 /// Merges runs that piled up. A failure leaves more runs to read (slower
@@ -936,12 +943,8 @@ fn sync_and_apply<'a>(
             .iter()
             .any(|g| matches!(&g.staged, Ok((staged, _)) if staged.appended));
         if appended {
-            if let Err(e) = core.log.sync() {
-                // Linux reports a write-back error to one fsync only.
-                core.set_poison(format!(
-                    "not writing since syncing the event log failed ({e}); restart auditsink once the disk is fixed"
-                ));
-            }
+            // A failure poisons the store: nothing below is applied.
+            let _ = core.sync_log();
         }
         let mut answers = Vec::with_capacity(groups.len());
         let mut last_seq = 0;
