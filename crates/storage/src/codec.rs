@@ -696,39 +696,32 @@ mod tests {
 
     #[test]
     fn find_first_agrees_with_memmem() {
-        let hay = b"aab abab ba a=1 a=12 xyzzy ab";
-        for needle in [
-            &b"a"[..],
-            b"ab",
-            b"a=12",
-            b"zz",
-            b"ab ",
-            b"q",
-            b"",
-            b"xyzzy ab!",
-        ] {
-            assert_eq!(
-                find_first(hay, needle),
-                memchr::memmem::find(hay, needle),
-                "{needle:?}"
-            );
-        }
+        let agrees = |hay: &[u8], needles: &[&[u8]]| {
+            for needle in needles {
+                assert_eq!(
+                    find_first(hay, needle),
+                    memchr::memmem::find(hay, needle),
+                    "{needle:?}"
+                );
+            }
+        };
+        agrees(
+            b"aab abab ba a=1 a=12 xyzzy ab",
+            &[b"a", b"ab", b"a=12", b"zz", b"ab ", b"q", b"", b"xyzzy ab!"],
+        );
         // Past the first tries, long and short needles alike.
         let mut hay = b"xyzzy1 ".repeat(20);
         hay.extend_from_slice(b"xyzzy2 and the long needle xyzzy3");
-        for needle in [
-            &b"xyzzy2"[..],
-            b"xyzzy2 and the long needle",
-            b"xyzzy3",
-            b"xyzzy4",
-            b"xyzzy4 and the long needle",
-        ] {
-            assert_eq!(
-                find_first(&hay, needle),
-                memchr::memmem::find(&hay, needle),
-                "{needle:?}"
-            );
-        }
+        agrees(
+            &hay,
+            &[
+                b"xyzzy2",
+                b"xyzzy2 and the long needle",
+                b"xyzzy3",
+                b"xyzzy4",
+                b"xyzzy4 and the long needle",
+            ],
+        );
     }
 
     fn round_trip(event: &Event) {

@@ -328,10 +328,11 @@ pub struct PreparedBatch {
     /// Every event's record, back to back.
     records: Vec<u8>,
     pub(crate) events: Vec<EventHead>,
-    /// Index of each (kind tag, term) in `terms`.
-    term_index: HashMap<Vec<u8>, usize>,
-    /// (kind, term, indexes into `events` of the events with it).
-    terms: Vec<(IndexKind, Vec<u8>, Vec<u32>)>,
+    /// Each term (its kind's tag, then its bytes), with its kind and the
+    /// indexes into `events` of the events that have it.
+    terms: HashMap<Vec<u8>, (IndexKind, Vec<u32>)>,
+    /// Where a term's key is assembled for the look-up.
+    scratch: Vec<u8>,
     pub(crate) quarantine: Vec<Vec<u8>>,
 }
 
@@ -354,8 +355,8 @@ impl PreparedBatch {
             received_at_ms,
             records: Vec::new(),
             events: Vec::new(),
-            term_index: HashMap::new(),
-            terms: Vec::new(),
+            terms: HashMap::new(),
+            scratch: Vec::new(),
             quarantine: Vec::new(),
         }
     }
@@ -375,16 +376,15 @@ impl PreparedBatch {
             time,
             end: self.records.len(),
         });
-        let mut scratch = Vec::with_capacity(64);
+        let (terms, scratch) = (&mut self.terms, &mut self.scratch);
         for_each_term(event, time, |kind, term| {
             scratch.clear();
             scratch.push(kind as u8);
             scratch.extend_from_slice(term);
-            match self.term_index.get(&scratch[..]) {
-                Some(&at) => self.terms[at].2.push(index),
+            match terms.get_mut(&scratch[..]) {
+                Some((_, members)) => members.push(index),
                 None => {
-                    self.term_index.insert(scratch.clone(), self.terms.len());
-                    self.terms.push((kind, term.to_vec(), vec![index]));
+                    terms.insert(scratch.clone(), (kind, vec![index]));
                 }
             }
         });
@@ -538,7 +538,8 @@ impl<'a> Staging<'a> {
                 summary.stored += 1;
             }
         }
-        for (kind, term, members) in prepared.terms {
+        for (mut key, (kind, members)) in prepared.terms {
+            let term = key.split_off(1);
             let entries = members.into_iter().filter_map(|i| {
                 let i = i as usize;
                 ids[i].map(|id| (id, prepared.events[i].time))
