@@ -26,8 +26,11 @@
 //!   reused when it already holds them): every event of a one-hour window
 //!   (36,000 events), the first 100 of it, and its count.
 //!
-//! After the runs it prints the group-commit factor (batches per flush) and
-//! the store's size per event (sled's size on disk after a flush plus the
+//! After the runs it prints, per store row, the group-commit factor
+//! (batches per flush) and the time one append took (from handing the
+//! prepared batch over to its answer: median, 99th percentile, longest,
+//! which shows a merge or a flush that held answers up), and the store's
+//! size per event (sled's size on disk after a flush plus the
 //! event log's segment files) beside the raw line's size.
 //!
 //!   cargo bench --manifest-path benches/Cargo.toml --bench store
@@ -208,6 +211,7 @@ fn append(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(10));
     let mut commit = Vec::new();
+    let latencies = Mutex::new(Vec::new());
     // (appenders, batches each delivers back to back, row suffix): one
     // batch each ends every iteration at a barrier; STREAM each is
     // sustained load, as 8 connections deliver, group commits overlapping.
@@ -251,27 +255,36 @@ fn append(c: &mut Criterion) {
                         .map(|stream| stream.iter().map(|d| d.parse(&events.options)).collect())
                         .collect();
                     total += concurrently(streams, |stream| {
+                        let mut took = Vec::with_capacity(stream.len());
                         for parsed in stream {
+                            let start = Instant::now();
                             let stored = append_parsed(&store, &parsed);
+                            took.push(start.elapsed());
                             assert_eq!(stored, BATCH as u64, "every event is new");
                         }
+                        latencies.lock().unwrap().extend(took);
                     });
                 }
                 total
             })
         });
         let (batches1, flushes1) = store.commit_counts();
+        let mut took = std::mem::take(&mut *latencies.lock().unwrap());
+        took.sort_unstable();
+        let at = |q: f64| took.get(((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1))).copied().unwrap_or_default();
         commit.push((
             format!("store{suffix}/{appenders}"),
             batches1 - batches0,
             flushes1 - flushes0,
+            [at(0.5), at(0.99), took.last().copied().unwrap_or_default()],
         ));
     }
     group.finish();
-    for (row, batches, flushes) in commit {
+    for (row, batches, flushes, [p50, p99, max]) in commit {
         eprintln!(
             "{row}: {batches} batches in {flushes} flushes \
-             ({:.2} batches per flush)",
+             ({:.2} batches per flush); one append took {p50:.2?} (median), \
+             {p99:.2?} (p99), {max:.2?} (longest)",
             batches as f64 / flushes.max(1) as f64
         );
     }

@@ -8,7 +8,7 @@
 //! | `q` id | quarantined line record |
 //! | `R` ... | dedupe and `trace_id` entries, in sorted runs ([`crate::runs`]) |
 //! | `i` kind len term first_id | posting: the (id, time) pairs of one write with this term |
-//! | `m` name | metadata: format version, next id, counts, retention horizon, run manifests |
+//! | `m` name | metadata: format version, next id, counts, retention horizon, run manifests and trash |
 //!
 //! Ids are u64 big-endian, so byte order is arrival order. Events and
 //! quarantined lines share one sequence. The identity of an event is `s:` +

@@ -701,7 +701,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         tree.apply_batch(batch)?;
         core.dedupe.install(new_dedupe);
         core.traces.install(new_traces);
-        merge_runs(core, state.horizon);
+        merge_runs(core, state.horizon, || false);
     }
 
     let mut quarantine = 0u64;
@@ -987,7 +987,7 @@ pub(crate) fn reprocess(
             staging.remove_quarantine(id);
         }
         staging.commit(&mut state, &core.counters)?;
-        merge_runs(core, state.horizon);
+        merge_runs(core, state.horizon, || false);
     }
     core.flush()?;
     Ok(summary)

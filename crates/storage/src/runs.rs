@@ -15,23 +15,28 @@
 //! entry = key (16 bytes) id (u64be)
 //! ```
 //!
-//! Every change (a delivery's new run; a merge: new run in, old runs out)
-//! is one atomic sled batch with the manifest, so a crash leaves either the
-//! old or the new set of runs. Runs are merged by size (size-tiered): once
+//! A delivery's new run is one atomic sled batch with the manifest. A merge
+//! writes its run's pages ahead, in batches of their own, then swaps the
+//! manifest (new run in, old runs out) in one small batch, then removes the
+//! old runs' pages: so the store's syncer, which adds runs, never waits for
+//! a large merge. Pages that no manifest names are listed in the trash
+//! (`m` `trsh` kind: run ids) before they are written or unlinked, and
+//! opening the store removes what a crash left of them. Runs are merged by
+//! size (size-tiered): once
 //! [`FANOUT`] runs of one size class (entries, in powers of `FANOUT`)
 //! exist, the oldest `FANOUT` become one run, as long as it stays under
 //! [`MAX_MERGED`] entries; a lookup reads about `FANOUT - 1` runs per class
 //! plus the runs that reached the cap, one page each. A run whose ids are
-//! all below the retention horizon is dropped whole. One thread at a time
-//! changes the runs: the store's syncer while groups are in flight, else
-//! the write lock holder (maintenance waits for none in flight); readers
-//! (the writer's dedupe look-ups among them) work on a snapshot and start over on a
-//! newer one if a merge removed a page under them (a merge holds the list's
-//! lock while its batch is applied, so the newer one is there).
+//! all below the retention horizon is dropped whole. Changes to the list
+//! take its mutation lock ([`Runs::mutation`]); merges run on one thread at
+//! a time (the store's merger, or maintenance, which waits for it);
+//! readers (the writer's dedupe look-ups among them) work on a snapshot
+//! and start over on a newer one if a merge removed a page under them (a
+//! merge installs the new list before it removes the old pages).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::keys::META;
 use crate::{corrupt, StoreError};
@@ -45,9 +50,11 @@ const DIRECTORY: u32 = u32::MAX;
 const FORMAT: u8 = 1;
 /// Runs of one size class merged at a time.
 pub(crate) const FANOUT: usize = 16;
-/// No merge writes a run larger than this (48 MiB in one sled batch; the
-/// writer waits for it, once per this many entries).
+/// No merge writes a run larger than this (48 MiB).
 pub(crate) const MAX_MERGED: u64 = 2 << 20;
+/// Pages a merge writes or removes per sled batch (1.5 MiB written): small
+/// enough that the syncer's batches are not held up behind one.
+const PAGES_PER_BATCH: usize = 256;
 
 /// Size class of a run: floor(log_FANOUT(entries)).
 fn class(len: u64) -> u32 {
@@ -112,6 +119,13 @@ impl RunKind {
         key
     }
 
+    fn trash_key(self) -> [u8; 6] {
+        let mut key = *b"mtrsh_";
+        key[0] = META;
+        key[5] = self.tag();
+        key
+    }
+
     /// Short name used in reports.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -123,11 +137,46 @@ impl RunKind {
 
 fn page_key(kind: RunKind, run: u64, page: u32) -> [u8; 14] {
     let mut key = [0; 14];
-    key[0] = RUN;
-    key[1] = kind.tag();
-    key[2..10].copy_from_slice(&run.to_be_bytes());
+    key[..10].copy_from_slice(&run_prefix(kind, run));
     key[10..].copy_from_slice(&page.to_be_bytes());
     key
+}
+
+/// What every key of one run (pages and directory) starts with.
+fn run_prefix(kind: RunKind, run: u64) -> [u8; 10] {
+    let mut key = [0; 10];
+    key[0] = RUN;
+    key[1] = kind.tag();
+    key[2..].copy_from_slice(&run.to_be_bytes());
+    key
+}
+
+/// Run ids whose keys may be left in the tree though no manifest names
+/// them: a merge's new run until the swap, old runs until their pages are
+/// removed.
+#[derive(Debug, Default)]
+pub(crate) struct Trash(Vec<u64>);
+
+impl Trash {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 8 * self.0.len());
+        out.push(FORMAT);
+        for id in &self.0 {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Trash> {
+        match bytes.split_first() {
+            Some((&FORMAT, ids)) if ids.len() % 8 == 0 => Some(Trash(
+                ids.chunks_exact(8)
+                    .map(|id| u64::from_be_bytes(id.try_into().unwrap_or_default()))
+                    .collect(),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// One immutable run, as the directory describes it.
@@ -142,6 +191,16 @@ pub(crate) struct Run {
 }
 
 impl Run {
+    /// The run of these `sorted` entries under this id.
+    fn of(id: u64, sorted: &[Entry]) -> Run {
+        Run {
+            id,
+            max_id: sorted.iter().map(|e| e.id).max().unwrap_or(0),
+            len: sorted.len() as u64,
+            firsts: sorted.chunks(PAGE_ENTRIES).map(|page| page[0]).collect(),
+        }
+    }
+
     fn encode_directory(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(17 + self.firsts.len() * ENTRY_BYTES);
         out.push(FORMAT);
@@ -247,6 +306,8 @@ fn read_page(
 pub(crate) struct Runs {
     kind: RunKind,
     list: RwLock<Arc<RunList>>,
+    /// Held to change the list (it guards the trash too).
+    mutation: Mutex<Trash>,
 }
 
 impl Runs {
@@ -297,11 +358,53 @@ impl Runs {
             .and_then(|k| k.get(2..10).and_then(|b| b.try_into().ok()))
             .map_or(0, u64::from_be_bytes);
         list.next_run_id = list.next_run_id.max(highest + 1);
+        let trash = match tree.get(kind.trash_key())? {
+            None => Trash::default(),
+            Some(bytes) => Trash::decode(&bytes).unwrap_or_else(|| {
+                problems.push(format!(
+                    "{} index: the run trash does not decode",
+                    kind.as_str()
+                ));
+                Trash::default()
+            }),
+        };
         let runs = Runs {
             kind,
             list: RwLock::new(Arc::new(list)),
+            mutation: Mutex::new(trash),
         };
+        runs.empty_trash(tree)?;
         Ok((runs, problems))
+    }
+
+    /// Removes what a crash left of runs no manifest names.
+    fn empty_trash(&self, tree: &sled::Tree) -> Result<(), StoreError> {
+        let mut trash = self.mutation();
+        if trash.0.is_empty() {
+            return Ok(());
+        }
+        let live = self.snapshot();
+        for &id in &trash.0 {
+            if !live.runs.iter().any(|r| r.id == id) {
+                let removed = remove_keys(tree, &run_prefix(self.kind, id))?;
+                tracing::info!(
+                    index = self.kind.as_str(),
+                    run = id,
+                    keys = removed,
+                    "removed the keys of a run left by an interrupted merge"
+                );
+            }
+        }
+        trash.0.clear();
+        tree.insert(self.kind.trash_key(), trash.encode())?;
+        Ok(())
+    }
+
+    /// The lock that changes to the list take (and the trash it guards).
+    /// The caller of [`Runs::stage`] holds it until it has installed the
+    /// list.
+    pub fn mutation(&self) -> MutexGuard<'_, Trash> {
+        self.mutation.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn kind(&self) -> RunKind {
@@ -318,8 +421,9 @@ impl Runs {
         *self.list.write().unwrap_or_else(|p| p.into_inner()) = list;
     }
 
-    /// Writes `entries` as a new run into `batch`, with the
-    /// manifest; returns the list to install once the batch is applied.
+    /// Writes `entries` as a new run into `batch`, with the manifest;
+    /// returns the list to install once the batch is applied (the
+    /// [`Runs::mutation`] lock held throughout).
     pub fn stage(
         &self,
         base: &RunList,
@@ -332,33 +436,29 @@ impl Runs {
             runs: base.runs.clone(),
         };
         if !entries.is_empty() {
-            let run = self.write_run(&mut list, &entries, batch);
-            list.runs.insert(0, run);
+            let run = Run::of(list.next_run_id, &entries);
+            list.next_run_id += 1;
+            self.write_pages(&run, &entries, 0, batch);
+            batch.insert(
+                &page_key(self.kind, run.id, DIRECTORY),
+                run.encode_directory(),
+            );
+            list.runs.insert(0, Arc::new(run));
         }
         batch.insert(&self.kind.manifest_key(), list.encode_manifest());
         Arc::new(list)
     }
 
-    fn write_run(&self, list: &mut RunList, sorted: &[Entry], batch: &mut sled::Batch) -> Arc<Run> {
-        let id = list.next_run_id;
-        list.next_run_id += 1;
-        let mut firsts = Vec::with_capacity(sorted.len().div_ceil(PAGE_ENTRIES));
+    /// Writes `run`'s pages from page `first` on, holding `sorted` (its
+    /// entries from there), into `batch`.
+    fn write_pages(&self, run: &Run, sorted: &[Entry], first: usize, batch: &mut sled::Batch) {
         for (page, entries) in sorted.chunks(PAGE_ENTRIES).enumerate() {
-            firsts.push(entries[0]);
             let mut value = Vec::with_capacity(entries.len() * ENTRY_BYTES);
             for entry in entries {
                 entry.encode(&mut value);
             }
-            batch.insert(&page_key(self.kind, id, page as u32), value);
+            batch.insert(&page_key(self.kind, run.id, (first + page) as u32), value);
         }
-        let run = Run {
-            id,
-            max_id: sorted.iter().map(|e| e.id).max().unwrap_or(0),
-            len: sorted.len() as u64,
-            firsts,
-        };
-        batch.insert(&page_key(self.kind, id, DIRECTORY), run.encode_directory());
-        Arc::new(run)
     }
 
     /// Retries `f` on a newer snapshot while pages go missing under it.
@@ -486,7 +586,7 @@ impl Runs {
             .cloned()
             .collect();
         if !expired.is_empty() {
-            self.replace(tree, &base, &expired, None)?;
+            self.replace(tree, &expired, &[])?;
             return Ok(true);
         }
         let mut classes: Vec<u32> = base.runs.iter().map(|r| class(r.len)).collect();
@@ -513,7 +613,7 @@ impl Runs {
                 continue;
             }
             let input_list = RunList {
-                next_run_id: base.next_run_id,
+                next_run_id: 0,
                 runs: inputs.clone(),
             };
             let mut entries = Vec::with_capacity(inputs.iter().map(|r| r.len as usize).sum());
@@ -524,83 +624,125 @@ impl Runs {
                 }
             }
             entries.dedup();
-            self.replace(tree, &base, &inputs, Some(&entries))?;
+            self.replace(tree, &inputs, &entries)?;
             return Ok(true);
         }
         Ok(false)
     }
 
-    /// Replaces the runs `old` of `base` by one run of `sorted` entries (or
-    /// by nothing), in one batch, holding the list's lock until the new list
-    /// is installed: a reader that finds a page gone then finds the new list.
+    /// Replaces the runs `old` by one run of `sorted` entries (none if
+    /// empty): the new run's pages first, in batches of their own, under an
+    /// id in the trash; then one batch swaps the manifest (the new run takes
+    /// the place of the newest of `old`) and moves `old` to the trash; then
+    /// their pages go, in batches, and the trash is emptied. Only the swap
+    /// holds the mutation lock.
     fn replace(
         &self,
         tree: &sled::Tree,
-        base: &RunList,
         old: &[Arc<Run>],
-        sorted: Option<&[Entry]>,
+        sorted: &[Entry],
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut list = RunList {
-            next_run_id: base.next_run_id,
-            runs: Vec::with_capacity(base.runs.len()),
+        let merged = if sorted.is_empty() {
+            None
+        } else {
+            Some(Arc::new(self.write_ahead(tree, sorted)?))
         };
-        let merged = sorted
-            .filter(|entries| !entries.is_empty())
-            .map(|entries| self.write_run(&mut list, entries, &mut batch));
-        // The merged run takes the place of the newest input (newest first).
-        let newest_old = old.iter().map(|r| r.id).max();
-        for run in &base.runs {
-            if old.iter().any(|o| o.id == run.id) {
-                if Some(run.id) == newest_old {
-                    list.runs.extend(merged.clone());
+        {
+            let mut trash = self.mutation();
+            let current = self.snapshot();
+            let mut list = RunList {
+                next_run_id: current.next_run_id,
+                runs: Vec::with_capacity(current.runs.len()),
+            };
+            let newest_old = old.iter().map(|r| r.id).max();
+            for run in &current.runs {
+                if old.iter().any(|o| o.id == run.id) {
+                    if Some(run.id) == newest_old {
+                        list.runs.extend(merged.clone());
+                    }
+                } else {
+                    list.runs.push(run.clone());
                 }
-                for page in 0..run.firsts.len() {
-                    batch.remove(&page_key(self.kind, run.id, page as u32));
+            }
+            let mut next_trash = Trash(trash.0.clone());
+            next_trash
+                .0
+                .retain(|id| !merged.as_ref().is_some_and(|m| m.id == *id));
+            next_trash.0.extend(old.iter().map(|r| r.id));
+            let mut batch = sled::Batch::default();
+            if let Some(run) = &merged {
+                batch.insert(
+                    &page_key(self.kind, run.id, DIRECTORY),
+                    run.encode_directory(),
+                );
+            }
+            batch.insert(&self.kind.manifest_key(), list.encode_manifest());
+            batch.insert(&self.kind.trash_key(), next_trash.encode());
+            tree.apply_batch(batch)?;
+            *trash = next_trash;
+            self.install(Arc::new(list));
+        }
+        for run in old {
+            let mut keys = (0..run.firsts.len() as u32)
+                .chain([DIRECTORY])
+                .map(|page| page_key(self.kind, run.id, page))
+                .peekable();
+            while keys.peek().is_some() {
+                let mut batch = sled::Batch::default();
+                for key in keys.by_ref().take(PAGES_PER_BATCH) {
+                    batch.remove(&key);
                 }
-                batch.remove(&page_key(self.kind, run.id, DIRECTORY));
-            } else {
-                list.runs.push(run.clone());
+                tree.apply_batch(batch)?;
             }
         }
-        batch.insert(&self.kind.manifest_key(), list.encode_manifest());
-        let mut current = self.list.write().unwrap_or_else(|p| p.into_inner());
-        tree.apply_batch(batch)?;
-        *current = Arc::new(list);
+        let mut trash = self.mutation();
+        let mut next_trash = Trash(trash.0.clone());
+        next_trash.0.retain(|id| !old.iter().any(|r| r.id == *id));
+        tree.insert(self.kind.trash_key(), next_trash.encode())?;
+        *trash = next_trash;
         Ok(())
+    }
+
+    /// Writes a run of `sorted` entries that no manifest names yet (its id
+    /// in the trash first), in batches of [`PAGES_PER_BATCH`] pages;
+    /// returns it, its directory not written.
+    fn write_ahead(&self, tree: &sled::Tree, sorted: &[Entry]) -> Result<Run, StoreError> {
+        let run = {
+            let mut trash = self.mutation();
+            let current = self.snapshot();
+            let run = Run::of(current.next_run_id, sorted);
+            let mut next_trash = Trash(trash.0.clone());
+            next_trash.0.push(run.id);
+            tree.insert(self.kind.trash_key(), next_trash.encode())?;
+            *trash = next_trash;
+            self.install(Arc::new(RunList {
+                next_run_id: run.id + 1,
+                runs: current.runs.clone(),
+            }));
+            run
+        };
+        for (n, entries) in sorted.chunks(PAGE_ENTRIES * PAGES_PER_BATCH).enumerate() {
+            let mut batch = sled::Batch::default();
+            self.write_pages(&run, entries, n * PAGES_PER_BATCH, &mut batch);
+            tree.apply_batch(batch)?;
+        }
+        Ok(run)
     }
 
     /// Removes every run (for a rebuild); returns the entries they held.
     /// The empty manifest goes first: pages left by a crash midway belong
     /// to no run (and their ids are not reused, see [`Runs::load`]).
     pub fn clear(&self, tree: &sled::Tree) -> Result<u64, StoreError> {
-        {
-            let mut current = self.list.write().unwrap_or_else(|p| p.into_inner());
-            let list = RunList {
-                next_run_id: current.next_run_id,
-                runs: Vec::new(),
-            };
-            tree.insert(self.kind.manifest_key(), list.encode_manifest())?;
-            *current = Arc::new(list);
-        }
-        let mut removed = 0;
-        let prefix = [RUN, self.kind.tag()];
-        loop {
-            let keys: Vec<sled::IVec> = tree
-                .scan_prefix(prefix)
-                .keys()
-                .take(10_000)
-                .collect::<Result<_, _>>()?;
-            if keys.is_empty() {
-                break;
-            }
-            let mut batch = sled::Batch::default();
-            for key in keys {
-                removed += 1;
-                batch.remove(key);
-            }
-            tree.apply_batch(batch)?;
-        }
+        let mut trash = self.mutation();
+        let list = RunList {
+            next_run_id: self.snapshot().next_run_id,
+            runs: Vec::new(),
+        };
+        tree.insert(self.kind.manifest_key(), list.encode_manifest())?;
+        self.install(Arc::new(list));
+        let removed = remove_keys(tree, &[RUN, self.kind.tag()])?;
+        tree.insert(self.kind.trash_key(), Trash::default().encode())?;
+        *trash = Trash::default();
         Ok(removed)
     }
 
@@ -692,6 +834,28 @@ impl Runs {
             }
         }
         Ok(problems)
+    }
+}
+
+/// Removes every key that starts with `prefix`, in batches; returns how
+/// many.
+fn remove_keys(tree: &sled::Tree, prefix: &[u8]) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    loop {
+        let keys: Vec<sled::IVec> = tree
+            .scan_prefix(prefix)
+            .keys()
+            .take(10_000)
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            return Ok(removed);
+        }
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            removed += 1;
+            batch.remove(key);
+        }
+        tree.apply_batch(batch)?;
     }
 }
 
@@ -857,6 +1021,79 @@ mod tests {
             let run = u64::from_be_bytes(k[2..10].try_into().unwrap());
             assert!(live.contains(&run), "page of dead run {run}");
         }
+        assert_eq!(
+            tree.get(RunKind::Trace.trash_key()).unwrap().unwrap(),
+            [FORMAT]
+        );
+    }
+
+    /// What a crash leaves of a merge (a new run written ahead but never
+    /// swapped in; old runs swapped out but their pages still there) is
+    /// gone after reopening, and nothing live goes with it.
+    #[test]
+    fn reopening_removes_what_an_interrupted_merge_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let (runs, _) = Runs::load(&tree, RunKind::Dedupe).unwrap();
+        for write in 0..3u64 {
+            stage(
+                &runs,
+                &tree,
+                (1..=4)
+                    .map(|n| Entry {
+                        key: key(write * 10 + n),
+                        id: write * 10 + n,
+                    })
+                    .collect(),
+            );
+        }
+        let live = runs.snapshot();
+        // More pages than one batch writes.
+        let many = PAGE_ENTRIES * PAGES_PER_BATCH + 7;
+        let mut sorted: Vec<Entry> = (0..many as u64)
+            .map(|n| Entry {
+                key: key(n + 100),
+                id: n + 100,
+            })
+            .collect();
+        sorted.sort_unstable();
+        let ahead = runs.write_ahead(&tree, &sorted).unwrap();
+        let ahead_keys = || {
+            tree.scan_prefix(run_prefix(RunKind::Dedupe, ahead.id))
+                .count()
+        };
+        assert_eq!(ahead_keys(), many.div_ceil(PAGE_ENTRIES));
+        // A swapped-out run's leftovers, and a live run wrongly in the trash.
+        let dead = ahead.id + 1;
+        tree.insert(page_key(RunKind::Dedupe, dead, 0), vec![0; ENTRY_BYTES])
+            .unwrap();
+        tree.insert(page_key(RunKind::Dedupe, dead, DIRECTORY), vec![0; 3])
+            .unwrap();
+        let mut trash =
+            Trash::decode(&tree.get(RunKind::Dedupe.trash_key()).unwrap().unwrap()).unwrap();
+        trash.0.extend([dead, live.runs[0].id]);
+        tree.insert(RunKind::Dedupe.trash_key(), trash.encode())
+            .unwrap();
+        drop(runs);
+
+        let (reopened, problems) = Runs::load(&tree, RunKind::Dedupe).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(ahead_keys(), 0);
+        assert_eq!(
+            tree.scan_prefix(run_prefix(RunKind::Dedupe, dead)).count(),
+            0
+        );
+        assert_eq!(
+            tree.get(RunKind::Dedupe.trash_key()).unwrap().unwrap(),
+            [FORMAT]
+        );
+        let ids: Vec<u64> = reopened.snapshot().runs.iter().map(|r| r.id).collect();
+        assert_eq!(ids, live.runs.iter().map(|r| r.id).collect::<Vec<_>>());
+        for n in (1..=4).chain(11..=14).chain(21..=24) {
+            assert_eq!(reopened.first(&tree, &key(n), 0).unwrap(), Some(n));
+        }
+        assert!(reopened.snapshot().next_run_id > dead);
     }
 
     #[test]

@@ -648,6 +648,8 @@ impl Staged {
             counts,
             ..
         } = self;
+        // The merger swaps lists too: held from the snapshot to the install.
+        let (_dedupe_mutation, _traces_mutation) = (core.dedupe.mutation(), core.traces.mutation());
         let runs = |runs: &Runs, entries: Vec<Entry>, batch: &mut sled::Batch| {
             (!entries.is_empty()).then(|| runs.stage(&runs.snapshot(), entries, batch))
         };
@@ -763,11 +765,12 @@ fn stage_group<'a>(
     Ok((staged, outcomes, InFlightToken(core)))
 }
 
-/// Merges runs that piled up. A failure leaves more runs to read (slower
-/// lookups), never a wrong answer: it is logged, not returned.
-pub(crate) fn merge_runs(core: &Core, horizon: u64) {
+/// Merges runs that piled up, until none is left to merge or `stop` says
+/// so. A failure leaves more runs to read (slower lookups), never a wrong
+/// answer: it is logged, not returned.
+pub(crate) fn merge_runs(core: &Core, horizon: u64, stop: impl Fn() -> bool) {
     for runs in [&core.dedupe, &core.traces] {
-        loop {
+        while !stop() {
             match runs.merge_step(&core.tree, horizon) {
                 Ok(true) => continue,
                 Ok(false) => break,
@@ -845,10 +848,11 @@ struct InFlight<'a> {
     stores_something: bool,
 }
 
-/// A staged group counted in [`WriteState::in_flight`] until the token is
-/// dropped: once it is applied and runs are merged, or whatever happens to
-/// it (a failed send, a thread that panicked), so maintenance never waits
-/// forever. Never dropped with the write lock held.
+/// A staged group (or the merger's work) counted in
+/// [`WriteState::in_flight`] until the token is dropped: once the group is
+/// applied (the merge done), or whatever happens to it (a failed send, a
+/// thread that panicked), so maintenance never waits forever. Never
+/// dropped with the write lock held.
 struct InFlightToken<'a>(&'a Core);
 
 impl Drop for InFlightToken<'_> {
@@ -858,8 +862,9 @@ impl Drop for InFlightToken<'_> {
     }
 }
 
-/// The writer thread and, beside it, the syncer and the flusher: a
-/// pipeline, so that one group's fsyncs overlap the next groups' CPU work.
+/// The writer thread and, beside it, the syncer, the flusher and the
+/// merger: a pipeline, so that one group's fsyncs overlap the next groups'
+/// CPU work.
 ///
 /// - The writer takes the deliveries queued meanwhile as one group (group
 ///   commit), decides what is new (the Bloom filter, the runs, and the
@@ -868,10 +873,11 @@ impl Drop for InFlightToken<'_> {
 ///   with the next group.
 /// - The syncer takes every group staged meanwhile: one `fdatasync` of the
 ///   log for all of them, then (the write lock held) each one's runs and
-///   sled batch applied in order, and runs merged.
+///   sled batch applied in order.
 /// - The flusher takes every group applied meanwhile: one sled flush (it
 ///   covers everything applied before it started), and only then the
 ///   answers.
+/// - The merger merges the runs that piled up, beside all three.
 ///
 /// So sled still never points at log bytes that are not on disk, and an
 /// append is answered only once all of it is durable.
@@ -880,14 +886,21 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
         // Dropped when the writer stops, which stops the syncer.
         let (staged, syncer_queue) = mpsc::channel::<InFlight>();
         let (applied, flusher_queue) = mpsc::channel::<Applied>();
+        // Dropped when the syncer stops, which stops the merger.
+        let (wanted, merger_queue) = mpsc::channel::<()>();
         let syncer = thread::Builder::new()
             .name("auditsink-store-syncer".into())
-            .spawn_scoped(scope, move || sync_and_apply(core, &syncer_queue, &applied));
+            .spawn_scoped(scope, move || {
+                sync_and_apply(core, &syncer_queue, &applied, &wanted)
+            });
         let flusher = thread::Builder::new()
             .name("auditsink-store-flusher".into())
             .spawn_scoped(scope, move || flush_and_answer(core, &flusher_queue));
-        if let Err(e) = syncer.and(flusher) {
-            tracing::error!(error = %e, "starting the store's syncer and flusher threads failed");
+        let merger = thread::Builder::new()
+            .name("auditsink-store-merger".into())
+            .spawn_scoped(scope, move || merge_when_wanted(core, &merger_queue));
+        if let Err(e) = syncer.and(flusher).and(merger) {
+            tracing::error!(error = %e, "starting the store's syncer, flusher and merger threads failed");
             return;
         }
         let mut pending = Pending::default();
@@ -934,6 +947,7 @@ fn sync_and_apply<'a>(
     core: &'a Core,
     queue: &mpsc::Receiver<InFlight<'a>>,
     applied: &mpsc::Sender<Applied>,
+    merge_wanted: &mpsc::Sender<()>,
 ) {
     while let Ok(first) = queue.recv() {
         let mut groups = vec![first];
@@ -949,14 +963,10 @@ fn sync_and_apply<'a>(
         }
         let mut answers = Vec::with_capacity(groups.len());
         let mut last_seq = 0;
-        // Staged groups stay counted in flight through the merge below, so
-        // that maintenance (the only other thing that changes the runs)
-        // waits for it. Taken out first: they are dropped without the lock.
+        // Taken out first: they are dropped without the lock.
         let tokens: Vec<InFlightToken> = groups.iter_mut().filter_map(|g| g.token.take()).collect();
-        let horizon;
         {
-            let state = core.lock_now();
-            horizon = state.horizon;
+            let _state = core.lock_now();
             for group in groups {
                 last_seq = group.seq;
                 let outcome = match group.staged {
@@ -982,19 +992,34 @@ fn sync_and_apply<'a>(
             }
         }
         core.applied.store(last_seq + 1, Ordering::Release);
-        // The flusher starts while runs merge (a merge is its own atomic
-        // batch: it needs no flush before the answers), and the writer
-        // stages the next group meanwhile: it only reads the runs.
-        let answered = applied.send(answers);
-        // Only with groups in flight: without, maintenance may hold the
-        // runs.
-        if !tokens.is_empty() {
-            merge_runs(core, horizon);
-        }
         drop(tokens);
-        if answered.is_err() {
+        // Runs merge on their own thread, their batches needing no flush
+        // before the answers: the next groups are not held up behind them.
+        if applied.send(answers).is_err() || merge_wanted.send(()).is_err() {
             return;
         }
+    }
+}
+
+/// The merger (see [`run`]): merges the runs that piled up whenever the
+/// syncer added some. It counts as a group in flight meanwhile, so that
+/// maintenance, the only other thing that merges or drops runs, waits for
+/// it. It stops between merges once the syncer has stopped.
+fn merge_when_wanted(core: &Core, wanted: &mpsc::Receiver<()>) {
+    while wanted.recv().is_ok() {
+        while wanted.try_recv().is_ok() {}
+        if core.poison().is_some() {
+            continue;
+        }
+        let horizon = {
+            let mut state = core.lock_for_staging();
+            state.in_flight += 1;
+            state.horizon
+        };
+        let token = InFlightToken(core);
+        let stopped = || matches!(wanted.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+        merge_runs(core, horizon, stopped);
+        drop(token);
     }
 }
 
