@@ -692,6 +692,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         for (key, value) in postings.finish() {
             batch.insert(key, value);
         }
+        let mutations = (core.dedupe.mutation(), core.traces.mutation());
         let new_dedupe = core
             .dedupe
             .stage(&core.dedupe.snapshot(), dedupe, &mut batch);
@@ -701,6 +702,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         tree.apply_batch(batch)?;
         core.dedupe.install(new_dedupe);
         core.traces.install(new_traces);
+        drop(mutations);
         merge_runs(core, state.horizon, || false);
     }
 

@@ -554,7 +554,8 @@ impl Runs {
 
     /// Every entry of a snapshot in key order (then id order), merged
     /// across runs. Fails (`Missing` as corruption) if a run is merged away
-    /// meanwhile; callers hold the write lock or retry.
+    /// meanwhile; callers merge (one merge at a time), or hold the store's
+    /// maintenance lock (which keeps merges out), or retry.
     pub fn merged<'a>(&self, tree: &'a sled::Tree, list: &'a RunList) -> Merged<'a> {
         let mut merged = Merged {
             tree,
@@ -575,8 +576,9 @@ impl Runs {
     /// One step of upkeep: drops the runs whose ids are all below `min_id`
     /// (removed by retention), else merges the oldest [`FANOUT`] runs of the
     /// smallest size class that has that many (dropping entries below
-    /// `min_id`). Call from the one thread that changes the runs (see the
-    /// module doc). Returns whether it changed anything.
+    /// `min_id`). One merge at a time: from the store's merger, or from
+    /// maintenance, which keeps the merger out (see the module doc).
+    /// Returns whether it changed anything.
     pub fn merge_step(&self, tree: &sled::Tree, min_id: u64) -> Result<bool, StoreError> {
         let base = self.snapshot();
         let expired: Vec<Arc<Run>> = base
@@ -634,8 +636,8 @@ impl Runs {
     /// empty): the new run's pages first, in batches of their own, under an
     /// id in the trash; then one batch swaps the manifest (the new run takes
     /// the place of the newest of `old`) and moves `old` to the trash; then
-    /// their pages go, in batches, and the trash is emptied. Only the swap
-    /// holds the mutation lock.
+    /// their pages go, in batches, and the trash is emptied. The mutation
+    /// lock is held for the trash's updates and the swap, not for the pages.
     fn replace(
         &self,
         tree: &sled::Tree,
@@ -647,40 +649,11 @@ impl Runs {
         } else {
             Some(Arc::new(self.write_ahead(tree, sorted)?))
         };
-        {
-            let mut trash = self.mutation();
-            let current = self.snapshot();
-            let mut list = RunList {
-                next_run_id: current.next_run_id,
-                runs: Vec::with_capacity(current.runs.len()),
-            };
-            let newest_old = old.iter().map(|r| r.id).max();
-            for run in &current.runs {
-                if old.iter().any(|o| o.id == run.id) {
-                    if Some(run.id) == newest_old {
-                        list.runs.extend(merged.clone());
-                    }
-                } else {
-                    list.runs.push(run.clone());
-                }
+        if let Err(e) = self.swap(tree, old, merged.clone()) {
+            if let Some(run) = merged {
+                self.discard(tree, run.id);
             }
-            let mut next_trash = Trash(trash.0.clone());
-            next_trash
-                .0
-                .retain(|id| !merged.as_ref().is_some_and(|m| m.id == *id));
-            next_trash.0.extend(old.iter().map(|r| r.id));
-            let mut batch = sled::Batch::default();
-            if let Some(run) = &merged {
-                batch.insert(
-                    &page_key(self.kind, run.id, DIRECTORY),
-                    run.encode_directory(),
-                );
-            }
-            batch.insert(&self.kind.manifest_key(), list.encode_manifest());
-            batch.insert(&self.kind.trash_key(), next_trash.encode());
-            tree.apply_batch(batch)?;
-            *trash = next_trash;
-            self.install(Arc::new(list));
+            return Err(e);
         }
         for run in old {
             let mut keys = (0..run.firsts.len() as u32)
@@ -695,11 +668,52 @@ impl Runs {
                 tree.apply_batch(batch)?;
             }
         }
+        self.update_trash(tree, |ids| {
+            ids.retain(|id| !old.iter().any(|r| r.id == *id))
+        })
+    }
+
+    /// Installs the list with `merged` (if any) in the place of the newest
+    /// of `old` and without the rest of `old`, which go to the trash.
+    fn swap(
+        &self,
+        tree: &sled::Tree,
+        old: &[Arc<Run>],
+        merged: Option<Arc<Run>>,
+    ) -> Result<(), StoreError> {
         let mut trash = self.mutation();
+        let current = self.snapshot();
+        let mut list = RunList {
+            next_run_id: current.next_run_id,
+            runs: Vec::with_capacity(current.runs.len()),
+        };
+        let newest_old = old.iter().map(|r| r.id).max();
+        for run in &current.runs {
+            if old.iter().any(|o| o.id == run.id) {
+                if Some(run.id) == newest_old {
+                    list.runs.extend(merged.clone());
+                }
+            } else {
+                list.runs.push(run.clone());
+            }
+        }
         let mut next_trash = Trash(trash.0.clone());
-        next_trash.0.retain(|id| !old.iter().any(|r| r.id == *id));
-        tree.insert(self.kind.trash_key(), next_trash.encode())?;
+        next_trash
+            .0
+            .retain(|id| !merged.as_ref().is_some_and(|m| m.id == *id));
+        next_trash.0.extend(old.iter().map(|r| r.id));
+        let mut batch = sled::Batch::default();
+        if let Some(run) = &merged {
+            batch.insert(
+                &page_key(self.kind, run.id, DIRECTORY),
+                run.encode_directory(),
+            );
+        }
+        batch.insert(&self.kind.manifest_key(), list.encode_manifest());
+        batch.insert(&self.kind.trash_key(), next_trash.encode());
+        tree.apply_batch(batch)?;
         *trash = next_trash;
+        self.install(Arc::new(list));
         Ok(())
     }
 
@@ -724,9 +738,41 @@ impl Runs {
         for (n, entries) in sorted.chunks(PAGE_ENTRIES * PAGES_PER_BATCH).enumerate() {
             let mut batch = sled::Batch::default();
             self.write_pages(&run, entries, n * PAGES_PER_BATCH, &mut batch);
-            tree.apply_batch(batch)?;
+            if let Err(e) = tree.apply_batch(batch) {
+                self.discard(tree, run.id);
+                return Err(e.into());
+            }
         }
         Ok(run)
+    }
+
+    /// Removes a run written ahead that will not be swapped in (best
+    /// effort: what is left stays in the trash, for the next open).
+    fn discard(&self, tree: &sled::Tree, id: u64) {
+        let discarded = remove_keys(tree, &run_prefix(self.kind, id))
+            .and_then(|_| self.update_trash(tree, |ids| ids.retain(|t| *t != id)));
+        if let Err(e) = discarded {
+            tracing::warn!(
+                error = %e,
+                index = self.kind.as_str(),
+                run = id,
+                "removing an unused merged run failed; opening the store again removes it"
+            );
+        }
+    }
+
+    /// Changes the trash, on disk, then in memory.
+    fn update_trash(
+        &self,
+        tree: &sled::Tree,
+        change: impl FnOnce(&mut Vec<u64>),
+    ) -> Result<(), StoreError> {
+        let mut trash = self.mutation();
+        let mut next_trash = Trash(trash.0.clone());
+        change(&mut next_trash.0);
+        tree.insert(self.kind.trash_key(), next_trash.encode())?;
+        *trash = next_trash;
+        Ok(())
     }
 
     /// Removes every run (for a rebuild); returns the entries they held.
@@ -793,7 +839,8 @@ impl Runs {
     }
 
     /// Structural problems of the runs: pages out of order, directories
-    /// that do not match their pages. Call with the write lock held.
+    /// that do not match their pages. Call with the store's maintenance
+    /// lock held (no merge meanwhile).
     pub fn verify(&self, tree: &sled::Tree) -> Result<Vec<String>, StoreError> {
         let mut problems = Vec::new();
         let name = self.kind.as_str();

@@ -9,7 +9,8 @@
 //! batch (atomic, also across a crash: sled recovers all of it or none of
 //! it); the flusher makes them durable with one sled flush (fsync), and
 //! only then is each caller answered. The three overlap: while one group's
-//! log is synced, the next is staged. One writer (plus the identities of
+//! log is synced, the next is staged; a fourth thread, the merger, merges
+//! the runs that pile up beside them. One writer (plus the identities of
 //! the groups in flight) makes "is this identity already stored?" and
 //! "store it" a single step; maintenance takes the write lock once no
 //! group is in flight.
@@ -71,7 +72,8 @@ pub(crate) struct WriteState {
     /// runs for such ids are ignored (and dropped when merged).
     pub horizon: u64,
     /// Groups the writer staged (ids given, chunks appended to the log)
-    /// that the syncer has not applied yet: maintenance waits for none.
+    /// that the syncer has not applied yet, plus the merger while it
+    /// merges: maintenance waits for none.
     pub in_flight: u64,
     /// Maintenance waiting for the groups in flight: the writer stages no
     /// more meanwhile (so that it does not wait forever under load).
@@ -125,8 +127,9 @@ pub(crate) struct Core {
 
 impl Core {
     /// The write lock, for maintenance: once no group is in flight between
-    /// the writer and the syncer (see [`run`]), so that what it reads of
-    /// sled and the event log is all there is.
+    /// the writer and the syncer and the merger is idle (see [`run`]), so
+    /// that what it reads of sled, the runs and the event log is all there
+    /// is and nothing else changes the runs.
     pub fn lock(&self) -> MutexGuard<'_, WriteState> {
         let mut state = self.lock_now();
         state.waiting += 1;
@@ -1004,11 +1007,14 @@ fn sync_and_apply<'a>(
 /// The merger (see [`run`]): merges the runs that piled up whenever the
 /// syncer added some. It counts as a group in flight meanwhile, so that
 /// maintenance, the only other thing that merges or drops runs, waits for
-/// it. It stops between merges once the syncer has stopped.
+/// it. Between merges it gives way to maintenance that is waiting (which
+/// holds up the writer too) and stops once the syncer has stopped.
 fn merge_when_wanted(core: &Core, wanted: &mpsc::Receiver<()>) {
-    while wanted.recv().is_ok() {
+    let mut asked = wanted.recv().is_ok();
+    while asked {
         while wanted.try_recv().is_ok() {}
         if core.poison().is_some() {
+            asked = wanted.recv().is_ok();
             continue;
         }
         let horizon = {
@@ -1017,9 +1023,20 @@ fn merge_when_wanted(core: &Core, wanted: &mpsc::Receiver<()>) {
             state.horizon
         };
         let token = InFlightToken(core);
-        let stopped = || matches!(wanted.try_recv(), Err(mpsc::TryRecvError::Disconnected));
-        merge_runs(core, horizon, stopped);
+        // A wake-up that arrives meanwhile means another pass.
+        let again = std::cell::Cell::new(false);
+        let closed = std::cell::Cell::new(false);
+        let stop = || {
+            match wanted.try_recv() {
+                Ok(()) => again.set(true),
+                Err(mpsc::TryRecvError::Disconnected) => closed.set(true),
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            closed.get() || core.lock_now().waiting > 0
+        };
+        merge_runs(core, horizon, stop);
         drop(token);
+        asked = !closed.get() && (again.get() || wanted.recv().is_ok());
     }
 }
 
