@@ -1002,11 +1002,16 @@ mod tests {
         runs.install(list);
     }
 
+    /// A tree in a directory of its own (kept while the guard lives).
+    fn scratch_tree() -> (tempfile::TempDir, sled::Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("t").unwrap();
+        (dir, tree)
+    }
+
     #[test]
     fn entries_stay_findable_through_merges_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (_dir, tree) = scratch_tree();
         let (runs, _) = Runs::load(&tree, RunKind::Trace).unwrap();
         // 300 writes of 3 entries + 1 with a shared key: merges of merges.
         let mut id = 0;
@@ -1079,9 +1084,7 @@ mod tests {
     /// gone after reopening, and nothing live goes with it.
     #[test]
     fn reopening_removes_what_an_interrupted_merge_left() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (_dir, tree) = scratch_tree();
         let (runs, _) = Runs::load(&tree, RunKind::Dedupe).unwrap();
         for write in 0..3u64 {
             stage(
@@ -1145,9 +1148,7 @@ mod tests {
 
     #[test]
     fn runs_and_entries_below_the_horizon_are_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (_dir, tree) = scratch_tree();
         let (runs, _) = Runs::load(&tree, RunKind::Dedupe).unwrap();
         // Runs of ids {n, 100 + n}, then {1000 + n} for n in 1..=16.
         for n in 1..=FANOUT as u64 {
@@ -1189,9 +1190,7 @@ mod tests {
 
     #[test]
     fn a_reader_on_an_old_snapshot_starts_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (_dir, tree) = scratch_tree();
         let (runs, _) = Runs::load(&tree, RunKind::Dedupe).unwrap();
         for id in 1..=FANOUT as u64 {
             stage(&runs, &tree, vec![Entry { key: key(id), id }]);
