@@ -287,6 +287,7 @@ impl Store {
             flush_lock: Mutex::new(()),
             drained: std::sync::Condvar::new(),
             applied: std::sync::atomic::AtomicU64::new(0),
+            writer_wants: std::sync::atomic::AtomicBool::new(false),
         });
         {
             let state = core.lock();
@@ -624,6 +625,7 @@ fn initial_state(tree: &sled::Tree, log: &Arc<log::EventLog>) -> Result<WriteSta
         horizon,
         in_flight: 0,
         waiting: 0,
+        writer_turns: 0,
     })
 }
 

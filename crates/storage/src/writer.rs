@@ -16,7 +16,7 @@
 //! group is in flight.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
@@ -78,6 +78,9 @@ pub(crate) struct WriteState {
     /// Maintenance waiting for the groups in flight: the writer stages no
     /// more meanwhile (so that it does not wait forever under load).
     pub waiting: u64,
+    /// Groups the writer began to stage: maintenance that finds the writer
+    /// waiting lets one more begin (see [`Core::lock`]).
+    pub writer_turns: u64,
 }
 
 /// Monotonic counters since open.
@@ -123,6 +126,10 @@ pub(crate) struct Core {
     pub drained: Condvar,
     /// Sequence number of the last group the syncer applied, plus one.
     pub applied: AtomicU64,
+    /// The writer has a group to stage: said before it takes the write
+    /// lock, because maintenance that takes it again at once, step after
+    /// step, would otherwise always win it.
+    pub writer_wants: AtomicBool,
 }
 
 impl Core {
@@ -130,8 +137,17 @@ impl Core {
     /// the writer and the syncer and the merger is idle (see [`run`]), so
     /// that what it reads of sled, the runs and the event log is all there
     /// is and nothing else changes the runs.
+    ///
+    /// A writer waiting to stage goes first, one group: maintenance that
+    /// works in steps, each under the lock (retention, reprocessing), lets
+    /// writes through between its steps instead of holding them up to its
+    /// end.
     pub fn lock(&self) -> MutexGuard<'_, WriteState> {
         let mut state = self.lock_now();
+        let turn = state.writer_turns;
+        while self.writer_wants.load(Ordering::Acquire) && state.writer_turns == turn {
+            state = self.drained.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
         state.waiting += 1;
         while state.in_flight > 0 {
             state = self.drained.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -146,12 +162,23 @@ impl Core {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The write lock for the writer: after any maintenance waiting for it.
+    /// The write lock for the merger: after any maintenance waiting for it.
     fn lock_for_staging(&self) -> MutexGuard<'_, WriteState> {
         let mut state = self.lock_now();
         while state.waiting > 0 {
             state = self.drained.wait(state).unwrap_or_else(|p| p.into_inner());
         }
+        state
+    }
+
+    /// The write lock for the writer's next group: after any maintenance
+    /// waiting for it, before any that comes later (see [`Core::lock`]).
+    fn lock_for_writer(&self) -> MutexGuard<'_, WriteState> {
+        self.writer_wants.store(true, Ordering::Release);
+        let mut state = self.lock_for_staging();
+        self.writer_wants.store(false, Ordering::Release);
+        state.writer_turns += 1;
+        self.drained.notify_all();
         state
     }
 
@@ -741,7 +768,7 @@ fn stage_group<'a>(
     pending: &mut Pending,
     seq: u64,
 ) -> Result<(Staged, Outcomes, InFlightToken<'a>), StoreError> {
-    let mut state = core.lock_for_staging();
+    let mut state = core.lock_for_writer();
     if core.filter.is_full() {
         // Keys in flight are not in the runs the new filter is built from.
         core.filter.start(

@@ -454,6 +454,52 @@ fn retention_thread_runs_in_the_background() {
 }
 
 #[test]
+fn writes_go_through_between_the_steps_of_a_long_retention_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let day = 86_400_000;
+    // Retention removes about 1000 events per step under the write lock:
+    // this run takes 12 steps.
+    let mut n = 0;
+    for _ in 0..12 {
+        let old = (0..1000)
+            .map(|_| {
+                n += 1;
+                konnect(n, 0, "alice", "Authz.usage", None)
+            })
+            .collect();
+        store
+            .append_blocking(batch(T0 - 10 * day, old, vec![]))
+            .unwrap();
+    }
+    let old_events = store.event_count();
+    let fresh: Vec<Event> = (0..10)
+        .map(|i| konnect(n + 1 + i, 0, "bob", "Authz.usage", None))
+        .collect();
+    std::thread::scope(|scope| {
+        let retention = scope.spawn(|| store.apply_retention(T0 - day).unwrap());
+        while store.event_count() == old_events {
+            assert!(!retention.is_finished(), "retention removed nothing");
+            std::thread::yield_now();
+        }
+        let summary = store
+            .append_blocking(batch(T0, fresh.clone(), vec![]))
+            .unwrap();
+        assert_eq!(summary.stored, 10);
+        // The write was not held up until the run's end: old events were
+        // still there when it was answered.
+        let old_left = store.event_count() - 10;
+        let removed = retention.join().unwrap().events_removed;
+        assert_eq!(removed, old_events as u64);
+        assert!(
+            old_left > old_events / 2,
+            "the write waited for retention: {old_left} of {old_events} old events left"
+        );
+    });
+    assert_eq!(store.event_count(), 10);
+}
+
+#[test]
 fn reprocess_moves_what_now_parses_and_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
