@@ -7,7 +7,7 @@
 //! chunks and a crash midway leaves a consistent store.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 
@@ -144,6 +144,85 @@ fn find_posting(
     let mut entries = Vec::new();
     decode_posting(first, &value, &mut entries).map_err(|e| corrupt(&key, e.0))?;
     Ok(Some((key, entries)))
+}
+
+/// Entries to remove from postings, each posting read once: the events
+/// of a retention step share most of their terms, and decoding a posting
+/// per event and term made retention slower than ingest by far.
+#[derive(Default)]
+struct PostingRemovals {
+    postings: HashMap<sled::IVec, Posting>,
+    /// The posting each term was last found in.
+    last: HashMap<(IndexKind, Vec<u8>), sled::IVec>,
+}
+
+impl PostingRemovals {
+    /// Marks `id`'s entry under `term` for removal, if its posting has one.
+    fn remove(
+        &mut self,
+        tree: &sled::Tree,
+        kind: IndexKind,
+        term: Vec<u8>,
+        id: u64,
+    ) -> Result<(), StoreError> {
+        let term = (kind, term);
+        if let Some(posting) = self.last.get(&term).and_then(|k| self.postings.get_mut(k)) {
+            if posting.remove(id) {
+                return Ok(());
+            }
+        }
+        let Some((pkey, entries)) = find_posting(tree, kind, &term.1, id)? else {
+            return Ok(());
+        };
+        let posting = self
+            .postings
+            .entry(pkey.clone())
+            .or_insert_with(|| Posting {
+                first: split_posting_key(&pkey).map_or(0, |(_, _, f)| f),
+                ids: entries.iter().map(|&(e, _)| e).collect(),
+                entries,
+                removed: HashSet::new(),
+            });
+        posting.remove(id);
+        self.last.insert(term, pkey);
+        Ok(())
+    }
+
+    /// Writes the postings that lost entries into `batch`.
+    fn write(self, batch: &mut sled::Batch) {
+        for (pkey, mut posting) in self.postings {
+            if posting.removed.is_empty() {
+                continue;
+            }
+            posting
+                .entries
+                .retain(|(e, _)| !posting.removed.contains(e));
+            if posting.entries.is_empty() {
+                batch.remove(pkey);
+            } else {
+                batch.insert(pkey, encode_posting(posting.first, &posting.entries));
+            }
+        }
+    }
+}
+
+/// A posting read by [`PostingRemovals`].
+struct Posting {
+    first: u64,
+    entries: Entries,
+    /// The ids of `entries`.
+    ids: HashSet<u64>,
+    removed: HashSet<u64>,
+}
+
+impl Posting {
+    /// Marks `id` for removal; false if the posting has no entry for it.
+    fn remove(&mut self, id: u64) -> bool {
+        self.ids.contains(&id) && {
+            self.removed.insert(id);
+            true
+        }
+    }
 }
 
 /// Problems of one event's derived entries: its dedupe entry, its
@@ -818,27 +897,15 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
         if chunk.is_empty() {
             break;
         }
-        let mut changed: HashMap<sled::IVec, (u64, Entries)> = HashMap::new();
+        let mut removals = PostingRemovals::default();
         for (id, value) in &chunk {
-            let id = *id;
-            let key = id_key(EVENT, id);
+            let key = id_key(EVENT, *id);
             let decoded = decode_event(value).map_err(|e| corrupt(&key, e.0))?;
             for (kind, term) in terms(&decoded.event, decoded.time) {
-                let Some((pkey, entries)) = find_posting(tree, kind, &term, id)? else {
-                    continue;
-                };
-                let first = split_posting_key(&pkey).map_or(0, |(_, _, f)| f);
-                let slot = changed.entry(pkey).or_insert((first, entries));
-                slot.1.retain(|&(e, _)| e != id);
+                removals.remove(tree, kind, term, *id)?;
             }
         }
-        for (pkey, (first, entries)) in changed {
-            if entries.is_empty() {
-                batch.remove(pkey);
-            } else {
-                batch.insert(pkey, encode_posting(first, &entries));
-            }
-        }
+        removals.write(&mut batch);
         // Removed events are a prefix of the ids: their dedupe and trace_id
         // entries are ignored from now on and dropped by the next merges.
         let horizon = chunk

@@ -459,9 +459,9 @@ fn writes_go_through_between_the_steps_of_a_long_retention_run() {
     let store = Store::open(dir.path()).unwrap();
     let day = 86_400_000;
     // Retention removes about 1000 events per step under the write lock:
-    // this run takes 12 steps.
+    // this run takes 40 steps.
     let mut n = 0;
-    for _ in 0..12 {
+    for _ in 0..40 {
         let old = (0..1000)
             .map(|_| {
                 n += 1;
@@ -497,6 +497,15 @@ fn writes_go_through_between_the_steps_of_a_long_retention_run() {
         );
     });
     assert_eq!(store.event_count(), 10);
+    // Every posting the expired events were in lost them.
+    let by = |principal: &str| Query {
+        principal: Some(principal.into()),
+        ..Query::default()
+    };
+    assert_eq!(store.count(&by("alice")).unwrap(), 0);
+    assert_eq!(store.count(&by("bob")).unwrap(), 10);
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
 }
 
 #[test]
