@@ -21,6 +21,9 @@
 //! - `append_500/store_stream/8` and `plain_file_stream/8`: the same, but
 //!   each of the 8 threads appends 8 batches back to back (sustained load,
 //!   as 8 connections deliver), 32,000 events per iteration.
+//! - `retention/expire_100k`: a retention run that removes all of a
+//!   store's 100,000 events (received long ago) with their index entries;
+//!   the store is filled anew, outside the clock, for every run.
 //! - `query_1m/*`: over a store of 1M events (built once, outside the timed
 //!   loop, in `$AUDITSINK_BENCH_STORE` or `/tmp/auditsink-bench-store-1m`,
 //!   reused when it already holds them): every event of a one-hour window
@@ -45,7 +48,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use auditsink_benches::corpus_lines;
 use auditsink_parser::{lines, parse_borrowed, BorrowedEvent, Format, ParseOptions};
 use auditsink_storage::{PreparedBatch, Query, Store, StoreOptions};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 
 const BATCH: usize = 500;
 /// Batches each appender sends back to back in the `*_stream` rows.
@@ -79,7 +84,12 @@ impl Delivery {
 /// What the receiver does with a delivery's parsed events: prepare each
 /// (encoding, identity, index terms) and append them.
 fn append_parsed(store: &Store, events: &[BorrowedEvent<'_>]) -> u64 {
-    let mut prepared = PreparedBatch::new("konnect", now_ms());
+    append_received(store, events, now_ms())
+}
+
+/// [`append_parsed`], received at `received_at_ms`.
+fn append_received(store: &Store, events: &[BorrowedEvent<'_>], received_at_ms: i64) -> u64 {
+    let mut prepared = PreparedBatch::new("konnect", received_at_ms);
     for event in events {
         prepared.add_event(event);
     }
@@ -271,7 +281,11 @@ fn append(c: &mut Criterion) {
         let (batches1, flushes1) = store.commit_counts();
         let mut took = std::mem::take(&mut *latencies.lock().unwrap());
         took.sort_unstable();
-        let at = |q: f64| took.get(((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1))).copied().unwrap_or_default();
+        let at = |q: f64| {
+            took.get(((took.len() as f64 * q) as usize).min(took.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
         commit.push((
             format!("store{suffix}/{appenders}"),
             batches1 - batches0,
@@ -391,5 +405,41 @@ fn query(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, query);
+/// Events a retention run removes in `retention/expire_100k`.
+const EXPIRED: u64 = 100_000;
+
+fn retention(c: &mut Criterion) {
+    let Some(events) = Events::new() else {
+        return;
+    };
+    let mut group = c.benchmark_group("retention");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(EXPIRED));
+    group.bench_function("expire_100k", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = bench_dir("retention");
+                let store = Store::open(&dir).expect("open the store");
+                for _ in 0..EXPIRED as usize / BATCH {
+                    let delivery = events.delivery();
+                    append_received(&store, &delivery.parse(&events.options), T0);
+                }
+                let start = Instant::now();
+                let summary = store.apply_retention(T0 + 1).expect("retention");
+                total += start.elapsed();
+                assert_eq!(summary.events_removed, EXPIRED);
+                drop(store);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, retention, query);
 criterion_main!(benches);
