@@ -1,5 +1,6 @@
 //! `auditsink verify`: check Konnect signatures offline, on lines from a file
-//! or stdin, or on the events already in the store.
+//! or stdin, or on the events already in the store (while the server runs
+//! too, through its admin listener).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -8,9 +9,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use auditsink_parser::signature::KeySet;
 use auditsink_parser::{LineFormat, SignatureStatus};
-use auditsink_server::Config;
-use auditsink_storage::{format_id, Store, StoreError};
+use auditsink_storage::{format_id, Query};
+use serde_json::Value;
 
+use crate::query::{access, resolve, select, Row};
 use crate::StoreLocation;
 
 #[derive(clap::Args)]
@@ -22,7 +24,8 @@ pub struct Args {
     /// Lines to verify; stdin when absent or `-`.
     #[arg(conflicts_with = "store")]
     file: Option<PathBuf>,
-    /// Re-verify the events in the store (their raw lines are kept for this).
+    /// Re-verify the events in the store (their raw lines are kept for
+    /// this); through the admin listener when a server holds it.
     #[arg(long)]
     store: bool,
     #[command(flatten)]
@@ -104,32 +107,42 @@ fn verify_lines(
     Ok(tally)
 }
 
-/// Prints `ID STATUS` per stored event.
+/// Prints `ID STATUS` per stored event, in id order: read directly, or
+/// through the admin listener of the server that holds the store.
 fn verify_store(
     keys: &KeySet,
     location: &StoreLocation,
     out: &mut impl Write,
 ) -> anyhow::Result<Tally> {
-    let config = match &location.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let data_dir = location.data_dir.clone().unwrap_or(config.data_dir);
-    let store = match Store::open(&data_dir.join("store")) {
-        Err(StoreError::Locked { .. }) => anyhow::bail!(
-            "the store in {} is held by a running server; stop it, or verify an export: \
-             `auditsink query ... | jq -r .raw | auditsink verify --jwks FILE`",
-            data_dir.display()
-        ),
-        other => other.with_context(|| format!("opening the store in {}", data_dir.display()))?,
-    };
+    let (config, data_dir) = resolve(location)?;
+    let access = access(&data_dir, &config)?;
     let mut tally = Tally::default();
-    for event in store.events(None) {
-        let event = event?;
-        let status = keys.verify_line(event.event.raw.as_bytes(), event.event.format);
+    select(&access, &Query::default(), &mut |row| {
+        let (id, status) = match row {
+            Row::Event(event) => (
+                format_id(event.id),
+                keys.verify_line(event.event.raw.as_bytes(), event.event.format),
+            ),
+            Row::Json(line) => {
+                let row: Value = serde_json::from_slice(line)
+                    .context("the admin listener returned a malformed row")?;
+                let text = |key: &str| {
+                    row.get(key)
+                        .and_then(Value::as_str)
+                        .with_context(|| format!("an admin row without {key:?}"))
+                };
+                let format = match text("format")? {
+                    "json" => LineFormat::Json,
+                    _ => LineFormat::Cef,
+                };
+                let status = keys.verify_line(text("raw")?.as_bytes(), format);
+                (text("id")?.to_owned(), status)
+            }
+        };
         tally.add(status);
-        writeln!(out, "{} {}", format_id(event.id), status.as_str())?;
-    }
+        writeln!(out, "{id} {}", status.as_str())?;
+        Ok(true)
+    })?;
     Ok(tally)
 }
 

@@ -217,14 +217,27 @@ fn enforce_stores_valid_and_quarantines_forged_and_unsigned() {
         .starts_with("signature invalid"));
     assert_eq!(rows[1]["raw"], json!(batch[3]));
     assert_eq!(rows[1]["reason"], "signature missing");
-    assert!(server.stop().success());
 
-    // Re-verification of the store, after the server stopped.
-    let data_dir = dir.path().join("data");
-    let (code, stdout, stderr) = run_verify(
+    // Re-verification of the store while the server holds it (through its
+    // admin listener), then after it stopped (directly): the same.
+    let jwks = jwks.to_str().unwrap();
+    let (code, running, stderr) = run_verify(
         &[
             "--jwks",
-            jwks.to_str().unwrap(),
+            jwks,
+            "--store",
+            "--config",
+            server.config.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(server.stop().success());
+    let data_dir = dir.path().join("data");
+    let (code, stopped, stderr) = run_verify(
+        &[
+            "--jwks",
+            jwks,
             "--store",
             "--data-dir",
             data_dir.to_str().unwrap(),
@@ -232,8 +245,9 @@ fn enforce_stores_valid_and_quarantines_forged_and_unsigned() {
         b"",
     );
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout.lines().count(), 2);
-    assert!(stdout.lines().all(|l| l.ends_with(" valid")));
+    assert_eq!(stopped.lines().count(), 2);
+    assert!(stopped.lines().all(|l| l.ends_with(" valid")));
+    assert_eq!(running, stopped);
 }
 
 #[test]
