@@ -13,7 +13,9 @@
 //! the runs that pile up beside them. One writer (plus the identities of
 //! the groups in flight) makes "is this identity already stored?" and
 //! "store it" a single step; maintenance takes the write lock once no
-//! group is in flight.
+//! group is in flight, and lets a waiting writer stage one group first, so
+//! that maintenance working in steps (retention) does not hold writes up
+//! to its end.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
