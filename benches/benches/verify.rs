@@ -1,7 +1,8 @@
 //! ED25519 signature verification on the shared Konnect sample (60 CEF and
 //! 60 JSON lines, signed by the key in `konnect-sample-jwks.json`):
 //! `KeySet::verify_line` one line at a time against `KeySet::verify_lines`
-//! on batches of 60 and 500 lines (the sample repeated).
+//! on batches of 60 and 500 lines (the sample repeated), and on 500 lines
+//! of which one is forged (its batch fails).
 //!
 //! One iteration verifies `n` lines; lines/s is `n / time` (criterion's
 //! `thrpt` with `Throughput::Elements`).
@@ -77,6 +78,29 @@ fn verify(c: &mut Criterion) {
                 })
             });
         }
+        // A request with one forged line: the line in the middle with one
+        // byte of its payload changed.
+        let mut forged = one[250 % one.len()].to_vec();
+        let at = forged.iter().position(|&c| c == b'=').expect("a field") + 1;
+        forged[at] ^= 1;
+        let mut batch: Vec<(&[u8], LineFormat)> =
+            one.iter().cycle().take(500).map(|l| (*l, format)).collect();
+        batch[250] = (&forged, format);
+        assert_eq!(keys.verify_line(&forged, format), SignatureStatus::Invalid);
+        group.throughput(Throughput::Elements(500));
+        group.bench_function(BenchmarkId::new("verify_lines_one_forged", 500), |b| {
+            b.iter(|| {
+                let statuses = keys.verify_lines(black_box(&batch));
+                debug_assert_eq!(
+                    statuses
+                        .iter()
+                        .filter(|s| **s != SignatureStatus::Valid)
+                        .count(),
+                    1
+                );
+                black_box(statuses)
+            })
+        });
         group.finish();
     }
 }

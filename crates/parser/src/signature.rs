@@ -97,6 +97,11 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
 /// Longest text a 64-byte signature can have (88 with padding).
 const MAX_SIG_TEXT: usize = 88;
 
+/// Lines per batch when a request's batch failed (see
+/// [`KeySet::verify_lines`]): batches gain little past about 60 lines
+/// (BENCHMARKS.md), and a forged line then costs 64 lines verified alone.
+const RETRY_CHUNK: usize = 64;
+
 /// The bytes a line's signature covers, and the signature text itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedPayload<'a> {
@@ -670,7 +675,11 @@ impl KeySet {
     /// `ed25519_dalek::verify_batch` call against the key that verified last
     /// (signatures with a non-canonical or small-order component are verified
     /// alone). If the batch fails (a bad line, or lines signed by another
-    /// key), each line is verified alone, trying every key. Never panics.
+    /// key), it is verified again in chunks of [`RETRY_CHUNK`] lines, each
+    /// against the key that verified last by then, and the lines of a chunk
+    /// that fails are verified alone, trying every key: a forged line costs
+    /// its chunk, not the whole request, and after a key rotation the first
+    /// chunk's lines find the new key for the rest. Never panics.
     pub fn verify_lines(&self, lines: &[(&[u8], LineFormat)]) -> Vec<SignatureStatus> {
         let mut out = vec![SignatureStatus::Invalid; lines.len()];
         let mut candidates: Vec<(usize, Cow<'_, [u8]>, Signature)> = Vec::new();
@@ -688,29 +697,47 @@ impl KeySet {
         if candidates.is_empty() {
             return out;
         }
-        let hint = self.hint();
-        let entry = &self.keys[hint];
-        let (batch, mut alone): (Vec<_>, Vec<_>) = candidates
+        let (batch, alone): (Vec<_>, Vec<_>) = candidates
             .into_iter()
-            .partition(|(_, _, sig)| entry.batchable && batch_safe(sig));
-        if batch.len() >= 2 {
-            let messages: Vec<&[u8]> = batch.iter().map(|(_, payload, _)| &**payload).collect();
-            let signatures: Vec<Signature> = batch.iter().map(|&(_, _, sig)| sig).collect();
-            let keys = vec![entry.key; batch.len()];
-            if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-                for (i, _, _) in &batch {
-                    out[*i] = SignatureStatus::Valid;
+            .partition(|(_, _, sig)| batch_safe(sig));
+        if !self.verify_batch(&batch, &mut out) {
+            for chunk in batch.chunks(RETRY_CHUNK) {
+                if !self.verify_batch(chunk, &mut out) {
+                    for (i, payload, sig) in chunk {
+                        out[*i] = self.verify_any(payload, sig);
+                    }
                 }
-            } else {
-                alone.extend(batch);
             }
-        } else {
-            alone.extend(batch);
         }
         for (i, payload, sig) in &alone {
             out[*i] = self.verify_any(payload, sig);
         }
         out
+    }
+
+    /// Marks `batch` valid if it verifies in one `verify_batch` call
+    /// against the key that verified last; false if it does not, or if it
+    /// cannot be batched (fewer than 2 lines, or a key that must be used
+    /// alone).
+    fn verify_batch(
+        &self,
+        batch: &[(usize, Cow<'_, [u8]>, Signature)],
+        out: &mut [SignatureStatus],
+    ) -> bool {
+        let entry = &self.keys[self.hint()];
+        if batch.len() < 2 || !entry.batchable {
+            return false;
+        }
+        let messages: Vec<&[u8]> = batch.iter().map(|(_, payload, _)| &**payload).collect();
+        let signatures: Vec<Signature> = batch.iter().map(|&(_, _, sig)| sig).collect();
+        let keys = vec![entry.key; batch.len()];
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_err() {
+            return false;
+        }
+        for (i, _, _) in batch {
+            out[*i] = SignatureStatus::Valid;
+        }
+        true
     }
 
     /// Index of the key to try first. Only called when the set is not empty.
@@ -1128,6 +1155,37 @@ mod tests {
             assert_eq!(both.verify_lines(&refs), single);
         }
         assert!(both.verify_lines(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_failed_batch_is_retried_in_chunks_with_the_same_outcome() {
+        let (a, b) = (seeded(11), seeded(12));
+        let line = |n: usize| format!("{CEF_UNSIGNED} n={n}");
+        // 300 lines: signed by a, one forged in the third chunk, one
+        // unsigned, then 100 signed by b (a key rotation mid-request).
+        let mut lines: Vec<Vec<u8>> = (0..200)
+            .map(|n| a.sign_cef_line(&line(n)).into_bytes())
+            .chain((200..300).map(|n| b.sign_cef_line(&line(n)).into_bytes()))
+            .collect();
+        let forged = a.sign_cef_line(&line(150)).replace("n=150", "n=151");
+        lines[150] = forged.into_bytes();
+        lines[20] = line(20).into_bytes();
+        let refs: Vec<(&[u8], LineFormat)> = lines
+            .iter()
+            .map(|l| (l.as_slice(), LineFormat::Cef))
+            .collect();
+        for keys in [keyset(&[&a]), keyset(&[&a, &b]), keyset(&[&b, &a])] {
+            for hint in 0..keys.keys.len() {
+                keys.last_good.store(hint, Ordering::Relaxed);
+                let single: Vec<_> = refs.iter().map(|&(l, f)| keys.verify_line(l, f)).collect();
+                keys.last_good.store(hint, Ordering::Relaxed);
+                assert_eq!(keys.verify_lines(&refs), single, "hint {hint}");
+                assert_eq!(single[150], Invalid);
+                assert_eq!(single[20], Missing);
+                let valid = single.iter().filter(|&&s| s == Valid).count();
+                assert_eq!(valid, if keys.keys.len() == 2 { 298 } else { 198 });
+            }
+        }
     }
 
     #[test]
