@@ -146,51 +146,61 @@ fn find_posting(
     Ok(Some((key, entries)))
 }
 
-/// Entries to remove from postings, each posting read once: the events
-/// of a retention step share most of their terms, and decoding a posting
-/// per event and term made retention slower than ingest by far.
+/// Postings read from sled, each once: the events of a retention step, or
+/// the newest events verified on open, share most of their terms, and
+/// decoding a posting per event and term made retention slower than
+/// ingest by far.
 #[derive(Default)]
-struct PostingRemovals {
-    postings: HashMap<sled::IVec, Posting>,
+struct PostingCache {
+    read: HashMap<sled::IVec, Posting>,
     /// The posting each term was last found in.
     last: HashMap<(IndexKind, Vec<u8>), sled::IVec>,
 }
 
-impl PostingRemovals {
-    /// Marks `id`'s entry under `term` for removal, if its posting has one.
-    fn remove(
+impl PostingCache {
+    /// The posting of `kind`/`term` that has an entry for `id`, if any.
+    fn holding(
         &mut self,
         tree: &sled::Tree,
         kind: IndexKind,
         term: Vec<u8>,
         id: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<&mut Posting>, StoreError> {
         let term = (kind, term);
-        if let Some(posting) = self.last.get(&term).and_then(|k| self.postings.get_mut(k)) {
-            if posting.remove(id) {
-                return Ok(());
+        let cached = self
+            .last
+            .get(&term)
+            .filter(|key| {
+                self.read
+                    .get(*key)
+                    .is_some_and(|p| p.times.contains_key(&id))
+            })
+            .cloned();
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                let Some((key, entries)) = find_posting(tree, kind, &term.1, id)? else {
+                    return Ok(None);
+                };
+                self.read.entry(key.clone()).or_insert_with(|| Posting {
+                    first: split_posting_key(&key).map_or(0, |(_, _, f)| f),
+                    times: entries.iter().copied().collect(),
+                    entries,
+                    removed: HashSet::new(),
+                });
+                self.last.insert(term, key.clone());
+                key
             }
-        }
-        let Some((pkey, entries)) = find_posting(tree, kind, &term.1, id)? else {
-            return Ok(());
         };
-        let posting = self
-            .postings
-            .entry(pkey.clone())
-            .or_insert_with(|| Posting {
-                first: split_posting_key(&pkey).map_or(0, |(_, _, f)| f),
-                ids: entries.iter().map(|&(e, _)| e).collect(),
-                entries,
-                removed: HashSet::new(),
-            });
-        posting.remove(id);
-        self.last.insert(term, pkey);
-        Ok(())
+        Ok(self
+            .read
+            .get_mut(&key)
+            .filter(|p| p.times.contains_key(&id)))
     }
 
     /// Writes the postings that lost entries into `batch`.
-    fn write(self, batch: &mut sled::Batch) {
-        for (pkey, mut posting) in self.postings {
+    fn write_removals(self, batch: &mut sled::Batch) {
+        for (key, mut posting) in self.read {
             if posting.removed.is_empty() {
                 continue;
             }
@@ -198,31 +208,22 @@ impl PostingRemovals {
                 .entries
                 .retain(|(e, _)| !posting.removed.contains(e));
             if posting.entries.is_empty() {
-                batch.remove(pkey);
+                batch.remove(key);
             } else {
-                batch.insert(pkey, encode_posting(posting.first, &posting.entries));
+                batch.insert(key, encode_posting(posting.first, &posting.entries));
             }
         }
     }
 }
 
-/// A posting read by [`PostingRemovals`].
+/// A posting read by [`PostingCache`].
 struct Posting {
     first: u64,
     entries: Entries,
-    /// The ids of `entries`.
-    ids: HashSet<u64>,
+    /// The entries, by id.
+    times: HashMap<u64, i64>,
+    /// Ids whose entries are to be removed.
     removed: HashSet<u64>,
-}
-
-impl Posting {
-    /// Marks `id` for removal; false if the posting has no entry for it.
-    fn remove(&mut self, id: u64) -> bool {
-        self.ids.contains(&id) && {
-            self.removed.insert(id);
-            true
-        }
-    }
 }
 
 /// Problems of one event's derived entries: its dedupe entry, its
@@ -232,6 +233,7 @@ fn event_problems(
     horizon: u64,
     id: u64,
     value: &[u8],
+    postings: &mut PostingCache,
     out: &mut dyn FnMut(String),
 ) -> Result<(), StoreError> {
     let tree = &core.tree;
@@ -266,8 +268,9 @@ fn event_problems(
         }
     }
     for (kind, term) in terms(&decoded.event, decoded.time) {
-        let found = find_posting(tree, kind, &term, id)?
-            .is_some_and(|(_, entries)| entries.contains(&(id, decoded.time)));
+        let found = postings
+            .holding(tree, kind, term, id)?
+            .is_some_and(|p| p.times.get(&id) == Some(&decoded.time));
         if !found {
             out(format!(
                 "event {}: missing from the {} index",
@@ -285,6 +288,7 @@ pub(crate) fn verify_tail(core: &Core, n: usize) -> Result<(u64, Vec<String>), S
     let state = core.lock();
     let mut problems = Vec::new();
     let mut checked = 0;
+    let mut postings = PostingCache::default();
     for item in Records::newest_first(&core.tree, &core.log).take(n) {
         let (id, value) = match item {
             Ok(record) => record,
@@ -297,7 +301,8 @@ pub(crate) fn verify_tail(core: &Core, n: usize) -> Result<(u64, Vec<String>), S
         };
         // A damaged index page is a problem to rebuild from, not an error
         // that keeps the store closed.
-        if let Err(e) = event_problems(core, state.horizon, id, &value, &mut |p| problems.push(p)) {
+        let report = &mut |p| problems.push(p);
+        if let Err(e) = event_problems(core, state.horizon, id, &value, &mut postings, report) {
             problems.push(e.to_string());
             break;
         }
@@ -897,15 +902,17 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
         if chunk.is_empty() {
             break;
         }
-        let mut removals = PostingRemovals::default();
+        let mut postings = PostingCache::default();
         for (id, value) in &chunk {
             let key = id_key(EVENT, *id);
             let decoded = decode_event(value).map_err(|e| corrupt(&key, e.0))?;
             for (kind, term) in terms(&decoded.event, decoded.time) {
-                removals.remove(tree, kind, term, *id)?;
+                if let Some(posting) = postings.holding(tree, kind, term, *id)? {
+                    posting.removed.insert(*id);
+                }
             }
         }
-        removals.write(&mut batch);
+        postings.write_removals(&mut batch);
         // Removed events are a prefix of the ids: their dedupe and trace_id
         // entries are ignored from now on and dropped by the next merges.
         let horizon = chunk
