@@ -155,9 +155,19 @@ struct PostingCache {
     read: HashMap<sled::IVec, Posting>,
     /// The posting each term was last found in.
     last: HashMap<(IndexKind, Vec<u8>), sled::IVec>,
+    /// Entries of the postings in `read`.
+    entries: usize,
 }
 
 impl PostingCache {
+    /// Forgets what it read once that holds more than `max` entries (for a
+    /// pass over the whole store; nothing to write back).
+    fn bound(&mut self, max: usize) {
+        if self.entries > max {
+            *self = PostingCache::default();
+        }
+    }
+
     /// The posting of `kind`/`term` that has an entry for `id`, if any.
     fn holding(
         &mut self,
@@ -182,11 +192,15 @@ impl PostingCache {
                 let Some((key, entries)) = find_posting(tree, kind, &term.1, id)? else {
                     return Ok(None);
                 };
-                self.read.entry(key.clone()).or_insert_with(|| Posting {
-                    first: split_posting_key(&key).map_or(0, |(_, _, f)| f),
-                    times: entries.iter().copied().collect(),
-                    entries,
-                    removed: HashSet::new(),
+                let read = &mut self.entries;
+                self.read.entry(key.clone()).or_insert_with(|| {
+                    *read += entries.len();
+                    Posting {
+                        first: split_posting_key(&key).map_or(0, |(_, _, f)| f),
+                        times: entries.iter().copied().collect(),
+                        entries,
+                        removed: HashSet::new(),
+                    }
                 });
                 self.last.insert(term, key.clone());
                 key
@@ -560,20 +574,31 @@ fn run_details(
     let tree = &core.tree;
     let name = runs.kind().as_str();
     let list = runs.snapshot();
-    for entry in runs.merged(tree, &list) {
-        let Ok(entry) = entry else { break };
-        if entry.id < horizon {
-            continue;
+    let mut events = EventReader::default();
+    // Entries come in key order, their events in random order: they are
+    // looked up in id order, a million at a time, so that consecutive
+    // entries mostly share a chunk of the event log.
+    let mut merged = runs
+        .merged(tree, &list)
+        .map_while(Result::ok)
+        .filter(|entry| entry.id >= horizon);
+    loop {
+        let mut pending: Vec<Entry> = merged.by_ref().take(1 << 20).collect();
+        if pending.is_empty() {
+            break;
         }
-        let event = readable_event(core, entry.id)?;
-        let ok = event
-            .and_then(|v| decode_event(&v).ok())
-            .is_some_and(|d| run_key(runs, core, &d.event) == Some(entry.key));
-        if !ok {
-            report.problem(format!(
-                "dangling {name} entry for event {} (the event is missing or has another value)",
-                format_id(entry.id)
-            ));
+        pending.sort_unstable_by_key(|e| e.id);
+        for entry in pending {
+            let event = events.read(core, entry.id)?;
+            let ok = event
+                .and_then(|v| decode_event(&v).ok())
+                .is_some_and(|d| run_key(runs, core, &d.event) == Some(entry.key));
+            if !ok {
+                report.problem(format!(
+                    "dangling {name} entry for event {} (the event is missing or has another value)",
+                    format_id(entry.id)
+                ));
+            }
         }
     }
     let mut failed = false;
@@ -598,12 +623,32 @@ fn run_details(
     })
 }
 
-/// The record of event `id`, or `None` if it is missing or its chunk is
-/// damaged (`check` reports that on its own; here it is a missing event).
-fn readable_event(core: &Core, id: u64) -> Result<Option<chunk::Record>, StoreError> {
-    match chunk::get(&core.tree, &core.log, id) {
-        Err(StoreError::Corrupt { .. }) => Ok(None),
-        other => other,
+/// Reads events by id for `check`'s detail pass, keeping the last chunk
+/// it read: a posting's entries are mostly consecutive events.
+#[derive(Default)]
+struct EventReader {
+    last: Option<Chunk>,
+}
+
+impl EventReader {
+    /// The record of event `id`, or `None` if it is missing or its chunk
+    /// is damaged (`check` reports that on its own; here it is a missing
+    /// event).
+    fn read(&mut self, core: &Core, id: u64) -> Result<Option<chunk::Record>, StoreError> {
+        if let Some(chunk) = &self.last {
+            if let Some(i) = chunk.find(id) {
+                return Ok(Some(chunk.record(i).1));
+            }
+        }
+        match chunk::chunk_for(&core.tree, &core.log, id) {
+            Ok(chunk) => {
+                let record = chunk.as_ref().and_then(|c| Some(c.record(c.find(id)?).1));
+                self.last = chunk;
+                Ok(record)
+            }
+            Err(StoreError::Corrupt { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -633,6 +678,7 @@ fn index_details(core: &Core, kind: IndexKind, report: &mut CheckReport) -> Resu
     let tree = &core.tree;
     let prefix = [INDEX, kind.tag()];
     let mut entries = Vec::new();
+    let mut events = EventReader::default();
     for item in tree.scan_prefix(prefix) {
         let (key, value) = item?;
         let Some((_, term, first)) = split_posting_key(&key) else {
@@ -643,7 +689,7 @@ fn index_details(core: &Core, kind: IndexKind, report: &mut CheckReport) -> Resu
             continue;
         }
         for &(id, time) in &entries {
-            let event = readable_event(core, id)?;
+            let event = events.read(core, id)?;
             let ok = event.and_then(|v| decode_event(&v).ok()).is_some_and(|d| {
                 d.time == time
                     && terms(&d.event, d.time)
@@ -659,13 +705,16 @@ fn index_details(core: &Core, kind: IndexKind, report: &mut CheckReport) -> Resu
             }
         }
     }
+    let mut postings = PostingCache::default();
     for_each_readable_event(core, &mut |id, decoded| {
+        postings.bound(1 << 20);
         for (k, term) in terms(&decoded.event, decoded.time) {
             if k != kind {
                 continue;
             }
-            let found = find_posting(tree, k, &term, id)?
-                .is_some_and(|(_, e)| e.contains(&(id, decoded.time)));
+            let found = postings
+                .holding(tree, k, term, id)?
+                .is_some_and(|p| p.times.get(&id) == Some(&decoded.time));
             if !found {
                 report.problem(format!(
                     "event {}: missing from the {} index",
