@@ -9,6 +9,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use std::sync::Arc;
@@ -168,7 +169,8 @@ impl PostingCache {
         }
     }
 
-    /// The posting of `kind`/`term` that has an entry for `id`, if any.
+    /// The posting of `kind`/`term` that would hold `id` (the one
+    /// [`find_posting`] finds), if it has an entry for it.
     fn holding(
         &mut self,
         tree: &sled::Tree,
@@ -180,11 +182,7 @@ impl PostingCache {
         let cached = self
             .last
             .get(&term)
-            .filter(|key| {
-                self.read
-                    .get(*key)
-                    .is_some_and(|p| p.times.contains_key(&id))
-            })
+            .filter(|key| self.read.get(*key).is_some_and(|p| p.covers(id)))
             .cloned();
         let key = match cached {
             Some(key) => key,
@@ -192,16 +190,17 @@ impl PostingCache {
                 let Some((key, entries)) = find_posting(tree, kind, &term.1, id)? else {
                     return Ok(None);
                 };
-                let read = &mut self.entries;
-                self.read.entry(key.clone()).or_insert_with(|| {
-                    *read += entries.len();
-                    Posting {
+                if !self.read.contains_key(&key) {
+                    let posting = Posting {
                         first: split_posting_key(&key).map_or(0, |(_, _, f)| f),
+                        next: next_posting_first(tree, &key)?,
                         times: entries.iter().copied().collect(),
                         entries,
                         removed: HashSet::new(),
-                    }
-                });
+                    };
+                    self.entries += posting.entries.len();
+                    self.read.insert(key.clone(), posting);
+                }
                 self.last.insert(term, key.clone());
                 key
             }
@@ -230,14 +229,39 @@ impl PostingCache {
     }
 }
 
+/// The first id of the posting of the same term after the one under
+/// `key`, if there is one.
+fn next_posting_first(tree: &sled::Tree, key: &sled::IVec) -> Result<Option<u64>, StoreError> {
+    let prefix = &key[..key.len() - 8];
+    let after = (Bound::Excluded(&key[..]), Bound::Unbounded);
+    let Some(item) = tree.range::<&[u8], _>(after).next() else {
+        return Ok(None);
+    };
+    let (next, _) = item?;
+    if next.len() != key.len() || !next.starts_with(prefix) {
+        return Ok(None);
+    }
+    Ok(split_posting_key(&next).map(|(_, _, first)| first))
+}
+
 /// A posting read by [`PostingCache`].
 struct Posting {
     first: u64,
+    /// The first id of the term's next posting: ids from it on are not
+    /// this posting's to hold.
+    next: Option<u64>,
     entries: Entries,
     /// The entries, by id.
     times: HashMap<u64, i64>,
     /// Ids whose entries are to be removed.
     removed: HashSet<u64>,
+}
+
+impl Posting {
+    /// Whether [`find_posting`] would find this posting for `id`.
+    fn covers(&self, id: u64) -> bool {
+        self.first <= id && self.next.map_or(true, |next| id < next)
+    }
 }
 
 /// Problems of one event's derived entries: its dedupe entry, its
