@@ -6,7 +6,7 @@
 //! `preserve_order`, the object keeps the line's key order.
 //!
 //! The normalizer does not build a [`Map`] and then take it apart: it walks
-//! the object once ([`parse_event_object`]), splitting the header keys from
+//! the object once (`parse_event_object`), splitting the header keys from
 //! the fields as they come, with keys borrowed from the line unless escaped.
 //! It reads the same bytes with the same serde_json reader, so it accepts,
 //! rejects and explains exactly what [`parse_object`] does.

@@ -54,12 +54,14 @@
 //!   arithmetic.
 //! - **Batch verification** ([`KeySet::verify_lines`]) gives the same answer
 //!   as [`KeySet::verify_line`] on each line: if the batch equation fails,
-//!   every line is verified alone. Signatures a batch could judge differently
+//!   the lines are batched again in chunks, and the lines of a chunk that
+//!   fails are verified alone. Signatures a batch could judge differently
 //!   (non-canonical `S` or `R` encoding, small-order `R`: byte comparisons,
 //!   as libsodium does) are verified alone up front, and only keys in the
 //!   prime-order subgroup are batched. What remains is a signature crafted
 //!   *with the private key* to have a mixed-order `R`, which a cofactorless
-//!   batch may accept (for some random weights) where `verify_strict`
+//!   batch may accept (for some random weights; a request whose batch
+//!   failed gives it a second batch, its chunk) where `verify_strict`
 //!   rejects it; ruling that out would cost a scalar multiplication per
 //!   signature, more than batching saves, and whoever holds the key can sign
 //!   anything anyway. Nobody without the private key can make such a
@@ -675,11 +677,12 @@ impl KeySet {
     /// `ed25519_dalek::verify_batch` call against the key that verified last
     /// (signatures with a non-canonical or small-order component are verified
     /// alone). If the batch fails (a bad line, or lines signed by another
-    /// key), it is verified again in chunks of [`RETRY_CHUNK`] lines, each
-    /// against the key that verified last by then, and the lines of a chunk
-    /// that fails are verified alone, trying every key: a forged line costs
-    /// its chunk, not the whole request, and after a key rotation the first
-    /// chunk's lines find the new key for the rest. Never panics.
+    /// key) and is larger than `RETRY_CHUNK` (64) lines, it is verified again
+    /// in chunks of that many, each against the key that verified last by
+    /// then; the lines of a chunk that fails (or of a smaller batch) are
+    /// verified alone, trying every key. So a forged line costs its chunk,
+    /// not the whole request, and after a key rotation the first chunk's
+    /// lines find the new key for the rest. Never panics.
     pub fn verify_lines(&self, lines: &[(&[u8], LineFormat)]) -> Vec<SignatureStatus> {
         let mut out = vec![SignatureStatus::Invalid; lines.len()];
         let mut candidates: Vec<(usize, Cow<'_, [u8]>, Signature)> = Vec::new();
@@ -701,7 +704,13 @@ impl KeySet {
             .into_iter()
             .partition(|(_, _, sig)| batch_safe(sig));
         if !self.verify_batch(&batch, &mut out) {
-            for chunk in batch.chunks(RETRY_CHUNK) {
+            // A batch no larger than a chunk would only be tried again.
+            let chunk_size = if batch.len() > RETRY_CHUNK {
+                RETRY_CHUNK
+            } else {
+                1
+            };
+            for chunk in batch.chunks(chunk_size) {
                 if !self.verify_batch(chunk, &mut out) {
                     for (i, payload, sig) in chunk {
                         out[*i] = self.verify_any(payload, sig);
