@@ -230,7 +230,9 @@ impl PostingCache {
 }
 
 /// The first id of the posting of the same term after the one under
-/// `key`, if there is one.
+/// `key`, if there is one: the id its key starts with (a malformed key,
+/// shorter or longer, gives a bound no higher, so that ids from it on are
+/// left to [`find_posting`], which reports the key).
 fn next_posting_first(tree: &sled::Tree, key: &sled::IVec) -> Result<Option<u64>, StoreError> {
     let prefix = &key[..key.len() - 8];
     let after = (Bound::Excluded(&key[..]), Bound::Unbounded);
@@ -238,10 +240,13 @@ fn next_posting_first(tree: &sled::Tree, key: &sled::IVec) -> Result<Option<u64>
         return Ok(None);
     };
     let (next, _) = item?;
-    if next.len() != key.len() || !next.starts_with(prefix) {
+    let Some(rest) = next.strip_prefix(prefix) else {
         return Ok(None);
-    }
-    Ok(split_posting_key(&next).map(|(_, _, first)| first))
+    };
+    let mut first = [0u8; 8];
+    let n = rest.len().min(8);
+    first[..n].copy_from_slice(&rest[..n]);
+    Ok(Some(u64::from_be_bytes(first)))
 }
 
 /// A posting read by [`PostingCache`].

@@ -316,6 +316,40 @@ fn check_finds_damaged_indexes_and_rebuild_repairs_them() {
 }
 
 #[test]
+fn check_pinpoints_missing_postings_past_a_malformed_posting_key() {
+    let (dir, store) = populated();
+    drop(store);
+    tamper(dir.path(), |tree| {
+        // A malformed key (a posting key and one more byte) between
+        // alice's first two postings, where no lookup of hers lands...
+        let alice: Vec<sled::IVec> = tree
+            .scan_prefix(b"ip\x05alice")
+            .map(|item| item.unwrap().0)
+            .collect();
+        assert_eq!(alice.len(), 3, "one posting per delivery");
+        let second = &alice[1];
+        let first_id = u64::from_be_bytes(second[second.len() - 8..].try_into().unwrap());
+        let mut malformed = second[..second.len() - 8].to_vec();
+        malformed.extend_from_slice(&(first_id - 1).to_be_bytes());
+        malformed.push(0);
+        tree.insert(malformed, tree.get(&alice[0]).unwrap().unwrap())
+            .unwrap();
+        // ...and bob's first posting (his 5 events of the first delivery)
+        // gone, so that check looks for the missing entries one by one.
+        let (bob, _) = tree.scan_prefix(b"ip\x03bob").next().unwrap().unwrap();
+        tree.remove(bob).unwrap();
+    });
+    let store = open_unverified(dir.path());
+    let report = store.check().unwrap();
+    let missing: Vec<&String> = report
+        .problems
+        .iter()
+        .filter(|p| p.contains("missing from the principal_id index"))
+        .collect();
+    assert_eq!(missing.len(), 5, "only bob's: {:#?}", report.problems);
+}
+
+#[test]
 fn open_verifies_the_newest_events_and_rebuilds_when_damaged() {
     let (dir, store) = populated();
     drop(store);
