@@ -54,14 +54,15 @@
 //!   arithmetic.
 //! - **Batch verification** ([`KeySet::verify_lines`]) gives the same answer
 //!   as [`KeySet::verify_line`] on each line: if the batch equation fails,
-//!   the lines are batched again in chunks, and the lines of a chunk that
-//!   fails are verified alone. Signatures a batch could judge differently
+//!   the lines are batched again in chunks (when there are more than a
+//!   chunk's worth), and the lines of a chunk that fails, or of a smaller
+//!   batch, are verified alone. Signatures a batch could judge differently
 //!   (non-canonical `S` or `R` encoding, small-order `R`: byte comparisons,
 //!   as libsodium does) are verified alone up front, and only keys in the
 //!   prime-order subgroup are batched. What remains is a signature crafted
 //!   *with the private key* to have a mixed-order `R`, which a cofactorless
-//!   batch may accept (for some random weights; a request whose batch
-//!   failed gives it a second batch, its chunk) where `verify_strict`
+//!   batch may accept (for some random weights; a request of more than a
+//!   chunk whose batch failed gives it a second batch, its chunk) where `verify_strict`
 //!   rejects it; ruling that out would cost a scalar multiplication per
 //!   signature, more than batching saves, and whoever holds the key can sign
 //!   anything anyway. Nobody without the private key can make such a
