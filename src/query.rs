@@ -197,7 +197,8 @@ pub(crate) enum Row<'a> {
 }
 
 impl Row<'_> {
-    fn value(&self) -> anyhow::Result<Value> {
+    /// The row as JSON (parsed, for an admin row).
+    pub(crate) fn value(&self) -> anyhow::Result<Value> {
         match self {
             Row::Event(event) => Ok(event.to_json()),
             Row::Json(line) => {
@@ -213,6 +214,13 @@ impl Row<'_> {
             Row::Json(line) => line.to_vec(),
         }
     }
+}
+
+/// The string under `key` of a row's JSON.
+pub(crate) fn row_text<'v>(row: &'v Value, key: &str) -> anyhow::Result<&'v str> {
+    row.get(key)
+        .and_then(Value::as_str)
+        .with_context(|| format!("an admin row without {key:?}"))
 }
 
 /// Feeds every event `query` selects to `each` (in id order), directly or

@@ -13,11 +13,9 @@
 use std::process::ExitCode;
 use std::sync::mpsc::sync_channel;
 
-use anyhow::Context;
 use auditsink_storage::{parse_time_bound, Query};
-use serde_json::Value;
 
-use crate::query::{access, now_ms, resolve, select, Access, Row};
+use crate::query::{access, now_ms, resolve, row_text, select, Access, Row};
 use crate::send::{DeliveryArgs, Lines};
 use crate::StoreLocation;
 
@@ -95,12 +93,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn raw_line(row: &Row<'_>, only_source: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
     let (source, raw) = match row {
         Row::Event(stored) => (stored.source.clone(), stored.event.raw.clone()),
-        Row::Json(line) => {
-            let value: Value = serde_json::from_slice(line)
-                .context("the admin listener returned a malformed row")?;
-            let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
-            let raw = text("raw").context("an admin row has no raw line")?;
-            (text("source").unwrap_or_default(), raw)
+        Row::Json(_) => {
+            let value = row.value()?;
+            let raw = row_text(&value, "raw")?.to_owned();
+            (
+                row_text(&value, "source").unwrap_or_default().to_owned(),
+                raw,
+            )
         }
     };
     if only_source.is_some_and(|wanted| wanted != source) {

@@ -10,9 +10,8 @@ use anyhow::Context;
 use auditsink_parser::signature::KeySet;
 use auditsink_parser::{LineFormat, SignatureStatus};
 use auditsink_storage::{format_id, Query};
-use serde_json::Value;
 
-use crate::query::{access, resolve, select, Row};
+use crate::query::{access, resolve, row_text, select, Row};
 use crate::StoreLocation;
 
 #[derive(clap::Args)]
@@ -118,25 +117,17 @@ fn verify_store(
     let access = access(&data_dir, &config)?;
     let mut tally = Tally::default();
     select(&access, &Query::default(), &mut |row| {
-        let (id, status) = match row {
+        let (id, status) = match &row {
             Row::Event(event) => (
                 format_id(event.id),
                 keys.verify_line(event.event.raw.as_bytes(), event.event.format),
             ),
-            Row::Json(line) => {
-                let row: Value = serde_json::from_slice(line)
-                    .context("the admin listener returned a malformed row")?;
-                let text = |key: &str| {
-                    row.get(key)
-                        .and_then(Value::as_str)
-                        .with_context(|| format!("an admin row without {key:?}"))
-                };
-                let format = match text("format")? {
-                    "json" => LineFormat::Json,
-                    _ => LineFormat::Cef,
-                };
-                let status = keys.verify_line(text("raw")?.as_bytes(), format);
-                (text("id")?.to_owned(), status)
+            Row::Json(_) => {
+                let value = row.value()?;
+                let format: LineFormat = serde_json::from_value(value["format"].clone())
+                    .context("an admin row without a line format")?;
+                let status = keys.verify_line(row_text(&value, "raw")?.as_bytes(), format);
+                (row_text(&value, "id")?.to_owned(), status)
             }
         };
         tally.add(status);
