@@ -211,6 +211,19 @@ impl PostingCache {
             .filter(|p| p.times.contains_key(&id)))
     }
 
+    /// Whether the posting that would hold `id` has its entry at `time`.
+    fn has_entry(
+        &mut self,
+        tree: &sled::Tree,
+        kind: IndexKind,
+        term: Vec<u8>,
+        (id, time): (u64, i64),
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .holding(tree, kind, term, id)?
+            .is_some_and(|p| p.times.get(&id) == Some(&time)))
+    }
+
     /// Writes the postings that lost entries into `batch`.
     fn write_removals(self, batch: &mut sled::Batch) {
         for (key, mut posting) in self.read {
@@ -311,10 +324,7 @@ fn event_problems(
         }
     }
     for (kind, term) in terms(&decoded.event, decoded.time) {
-        let found = postings
-            .holding(tree, kind, term, id)?
-            .is_some_and(|p| p.times.get(&id) == Some(&decoded.time));
-        if !found {
+        if !postings.has_entry(tree, kind, term, (id, decoded.time))? {
             out(format!(
                 "event {}: missing from the {} index",
                 format_id(id),
@@ -741,10 +751,7 @@ fn index_details(core: &Core, kind: IndexKind, report: &mut CheckReport) -> Resu
             if k != kind {
                 continue;
             }
-            let found = postings
-                .holding(tree, k, term, id)?
-                .is_some_and(|p| p.times.get(&id) == Some(&decoded.time));
-            if !found {
+            if !postings.has_entry(tree, k, term, (id, decoded.time))? {
                 report.problem(format!(
                     "event {}: missing from the {} index",
                     format_id(id),
