@@ -9,10 +9,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use auditsink_storage::{CheckReport, Store, StoreError, StoreOptions};
 
-use crate::query::resolve;
+use crate::query::{existing_store, resolve};
 use crate::StoreLocation;
 
 #[derive(clap::Args)]
@@ -30,10 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (_, data_dir) = resolve(&args.location)?;
-    let dir = data_dir.join("store");
-    if !dir.exists() {
-        bail!("no store in {}", data_dir.display());
-    }
+    let dir = existing_store(&data_dir)?;
     // Verify-on-open off: report what is on disk rather than repair it silently.
     let options = StoreOptions {
         verify_on_open: 0,

@@ -17,6 +17,7 @@ mod send;
 mod serve;
 mod simulate;
 mod verify;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,9 @@ enum Command {
     Send(send::Args),
     /// Resend the stored events of a time window to another receiver.
     Replay(replay::Args),
+    /// Print what Konnect needs to deliver here: endpoint, Authorization value,
+    /// skip_ssl_verification, and the Konnect API call that sets them.
+    Webhook(webhook::Args),
 }
 
 /// Where the store is: a config file's `data_dir`, or a directory given directly.
@@ -83,12 +87,61 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Send(args) => send::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Webhook(args) => webhook::run(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("auditsink: {e:#}");
+            eprintln!("auditsink: {}", error_chain(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// An error and its causes joined by ": ", each cause once: a library error
+/// whose message already includes its source (`{path}: {source}`) would
+/// otherwise print that source a second time.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        /// Says its source in its message, and has it as its source.
+        #[derive(Debug)]
+        struct Repeats {
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Repeats {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "cannot read x.toml: {}", self.source)
+            }
+        }
+        impl std::error::Error for Repeats {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let error = anyhow::Error::new(Repeats { source: io }).context("loading the configuration");
+        assert_eq!(
+            error_chain(&error),
+            "loading the configuration: cannot read x.toml: Address already in use"
+        );
     }
 }

@@ -78,9 +78,14 @@ impl Filter {
             ),
             None => None,
         };
+        let since_ms = bound(&self.since, "--since")?;
+        let until_ms = bound(&self.until, "--until")?;
+        if let (Some(since), Some(until)) = (since_ms, until_ms) {
+            check_window(since, until)?;
+        }
         Ok(Query {
-            since_ms: bound(&self.since, "--since")?,
-            until_ms: bound(&self.until, "--until")?,
+            since_ms,
+            until_ms,
             principal: self.principal.clone(),
             trace: self.trace.clone(),
             org: self.org.clone(),
@@ -89,6 +94,28 @@ impl Filter {
             limit,
         })
     }
+}
+
+/// A time window must end after it starts: a reversed one is a mistake,
+/// not a window without events.
+pub(crate) fn check_window(since_ms: i64, until_ms: i64) -> anyhow::Result<()> {
+    if since_ms >= until_ms {
+        let show = |ms: i64| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| format!("{ms} ms"))
+        };
+        bail!(
+            "the time window is empty: --since ({}) is not before --until ({})",
+            show(since_ms),
+            show(until_ms)
+        );
+    }
+    Ok(())
 }
 
 /// The admin listener's query string for `query` (times as epoch ms, so the
@@ -161,9 +188,23 @@ pub(crate) enum Access {
     Admin(SocketAddr),
 }
 
+/// The store directory of `data_dir`; an error (creating nothing) when there
+/// is none, so that a mistyped `--data-dir` is not read as an empty store.
+pub(crate) fn existing_store(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join("store");
+    if !dir.is_dir() {
+        bail!(
+            "no store in {}: that data directory has never been served \
+             (give the server's --data-dir, or its --config to use its data_dir)",
+            data_dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 /// Opens the store, or finds the running server that holds it.
 pub(crate) fn access(data_dir: &Path, config: &Config) -> anyhow::Result<Access> {
-    match Store::open(&data_dir.join("store")) {
+    match Store::open(&existing_store(data_dir)?) {
         Ok(store) => Ok(Access::Direct(store)),
         Err(StoreError::Locked { .. }) => Ok(Access::Admin(running_admin_addr(data_dir, config))),
         Err(e) => Err(e).with_context(|| format!("opening the store in {}", data_dir.display())),

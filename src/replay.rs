@@ -15,7 +15,7 @@ use std::sync::mpsc::sync_channel;
 
 use auditsink_storage::{parse_time_bound, Query};
 
-use crate::query::{access, now_ms, resolve, row_text, select, Access, Row};
+use crate::query::{access, check_window, now_ms, resolve, row_text, select, Access, Row};
 use crate::send::{DeliveryArgs, Lines};
 use crate::StoreLocation;
 
@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(text) => parse_time_bound(text, now).map_err(|e| anyhow::anyhow!("--until: {e}"))?,
         None => now,
     };
-    anyhow::ensure!(since_ms < until_ms, "--since must be before --until");
+    check_window(since_ms, until_ms)?;
     let query = Query {
         since_ms: Some(since_ms),
         until_ms: Some(until_ms),

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use auditsink_server::{Config, Server, Startup};
+use auditsink_server::{Config, Server, StartError, Startup};
 
 use crate::logging::{self, LogFormat};
+use crate::webhook;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,7 +30,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     crate::memory::spawn_trimmer();
     runtime.block_on(async {
-        let (server, startup) = Server::start(config.clone()).await?;
+        let (server, startup) = Server::start(config.clone())
+            .await
+            .map_err(|e| start_error(e, &config))?;
         let addr = server.local_addr()?;
         let admin = server.admin_addr()?;
         announce(&config, &startup, addr);
@@ -38,6 +41,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         server.run(shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A startup failure, with the configuration key to look at where the
+/// library's message does not name one.
+fn start_error(error: StartError, config: &Config) -> anyhow::Error {
+    let data_dir = config.data_dir.display();
+    let context = match &error {
+        StartError::Tls(_) if config.server.tls_cert.is_some() => {
+            "loading the certificate and key of `[server] tls_cert` and `tls_key`".to_owned()
+        }
+        StartError::Tls(_) => format!(
+            "loading the generated certificate in {data_dir}/tls (delete that directory to generate a new one)"
+        ),
+        StartError::SelfSigned(_) => {
+            format!("generating a self-signed certificate in {data_dir}/tls (`data_dir`)")
+        }
+        StartError::Store(_) => format!("opening the store in {data_dir}/store (`data_dir`)"),
+        StartError::Token(_) => format!("the generated token in {data_dir}/token (`data_dir`)"),
+        _ => return error.into(),
+    };
+    anyhow::Error::new(error).context(context)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -66,7 +90,8 @@ async fn shutdown_signal() {
     }
 }
 
-/// Tells the operator, once, what first run created and how to point Konnect here.
+/// Tells the operator, once, what first run created and how to point Konnect
+/// here (`auditsink webhook` prints the same again).
 fn announce(config: &Config, startup: &Startup, addr: std::net::SocketAddr) {
     if let Some(cert) = &startup.generated_cert {
         tracing::info!(path = %cert.display(), "generated a self-signed certificate");
@@ -78,30 +103,24 @@ fn announce(config: &Config, startup: &Startup, addr: std::net::SocketAddr) {
         return;
     };
     let token_file = config.data_dir.join("token");
-    let Some(token) = &startup.new_token else {
-        tracing::info!(path = %path, token_file = %token_file.display(), "default source (token in the token file)");
+    if startup.new_token.is_none() {
+        tracing::info!(path = %path, token_file = %token_file.display(), "default source (token in the token file; `auditsink webhook` shows the Konnect call)");
         return;
-    };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "HOST".into());
-    let endpoint = format!("https://{host}:{}{path}", addr.port());
-    let body = serde_json::json!({
-        "endpoint": endpoint,
-        "authorization": token,
-        "log_format": "cef",
-        "enabled": true,
-        "skip_ssl_verification": startup.self_signed,
-    });
-    // Printed to stdout, not logged: this is the one time the token is shown.
+    }
+    let mut bound = config.clone();
+    bound.server.listen = addr;
+    let host = webhook::host_name();
+    let hooks = webhook::webhooks(&bound, &host);
+    let Some(hook) = hooks.first() else { return };
+    let token = hook.authorization.value().unwrap_or_default();
+    // Printed to stdout, not logged: tokens never go to the logs.
     println!(
         "\nauditsink generated the Authorization value of its webhook (saved to {file}, mode 0600;\n\
-         shown only this once):\n\n    {token}\n\n\
-         Point Konnect's org audit logs here (use your region: us, eu, au; replace {host} with\n\
-         an address Konnect can reach; KONNECT_TOKEN is a Konnect personal access token):\n\n\
-         curl -X PATCH https://us.api.konghq.com/v2/audit-log-webhook \\\n  \
-         -H \"Authorization: Bearer $KONNECT_TOKEN\" -H 'Content-Type: application/json' \\\n  \
-         -d '{body}'\n",
+         `auditsink webhook` prints it and this call again):\n\n    {token}\n\n\
+         Point Konnect's org audit logs here (use your region's API host: us, eu, au, me, in, sg or\n\
+         global; replace {host} with an address Konnect can reach; KONNECT_TOKEN is a Konnect\n\
+         personal access token):\n\n{call}",
         file = token_file.display(),
+        call = webhook::konnect_call(hook, webhook::Region::Us, true),
     );
 }

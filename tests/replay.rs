@@ -168,7 +168,7 @@ fn replay_resends_exactly_a_window_to_another_receiver() {
     );
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("--since must be before --until"),
+        stderr.contains("the time window is empty: --since"),
         "{stderr}"
     );
 }

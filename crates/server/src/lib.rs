@@ -49,7 +49,10 @@ pub enum StartError {
     #[error("token: {0}")]
     Token(std::io::Error),
     /// A source names an environment variable that is not set.
-    #[error("source {source_name:?}: environment variable {variable} is not set")]
+    #[error(
+        "source {source_name:?}: environment variable {variable} (its `authorization_env`) is not set; \
+         set it, or give the source `authorization` or `authorization_sha256` instead"
+    )]
     MissingEnv {
         /// The source.
         source_name: String,
@@ -69,13 +72,31 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] auditsink_storage::StoreError),
     /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (`{key}`): {cause}{}", bind_hint(cause))]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// The configuration key that sets it, e.g. `[admin] listen`.
+        key: &'static str,
+        /// Why (in the message, so not also a `source` that reports repeat).
+        cause: std::io::Error,
     },
+}
+
+/// What to do about a bind failure, for the common causes.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process listens there (a second auditsink?): stop it, or change that setting"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; a port below 1024 needs CAP_NET_BIND_SERVICE: grant it, or change that setting"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; no interface of this machine has that address: change that setting"
+        }
+        _ => "",
+    }
 }
 
 /// What startup did that the operator should hear about once.
@@ -130,13 +151,13 @@ impl Server {
                 ..Default::default()
             },
         )?;
-        let bind = |addr: SocketAddr| async move {
+        let bind = |addr: SocketAddr, key: &'static str| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Bind { addr, source })
+                .map_err(|cause| StartError::Bind { addr, key, cause })
         };
-        let https = bind(config.server.listen).await?;
-        let admin = bind(config.admin.listen).await?;
+        let https = bind(config.server.listen, "[server] listen").await?;
+        let admin = bind(config.admin.listen, "[admin] listen").await?;
         let state = Arc::new(AppState::new(
             store,
             sources,
