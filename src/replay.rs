@@ -83,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     });
     let lines: Lines = Box::new(rx.into_iter());
-    let code = args.delivery.deliver(lines, false);
+    let code = args.delivery.deliver(lines, false, None);
     let _ = reader.join();
     code
 }

@@ -3,8 +3,11 @@
 //! `Content-Encoding: application/gzip`, `Content-Type: application/text`,
 //! the configured `Authorization` value; retry on a connection error, 429
 //! and 500 only, waiting 1 s to 30 s, at most 4 retries; any other answer is
-//! final. Prints what happened: events sent and acknowledged, failed batches,
-//! status codes, events/s and request latency percentiles.
+//! final. Unlike Konnect, it stops at once on what no retry can fix (an
+//! untrusted certificate, a TLS or HTTP mismatch, an unknown host name),
+//! saying what to change. Prints what happened: events sent and
+//! acknowledged, failed batches, status codes, events/s and request latency
+//! percentiles; after Ctrl-C, the same for the run so far.
 
 mod batch;
 mod client;
@@ -48,11 +51,16 @@ by default gzipped and labelled `Content-Encoding: application/gzip`, with
 `Content-Type: application/text`. A connection error (or no answer within --timeout),
 429 and 500 are retried, waiting 1, 2, 4 then 8 s (or the receiver's Retry-After,
 1 to 30 s), at most 4 retries; any other status is final: the batch has failed.
+What no retry can fix stops the run at once, with what to change: a certificate
+this sender does not trust (--cacert, --insecure), a TLS or HTTP mismatch (http://
+against an HTTPS receiver, or the reverse), a host name that does not resolve.
 The summary goes to stdout; progress and failures to stderr (a bar on a terminal,
-a line every 5 s otherwise).
+with percent and time left when the input is a file; a line every 5 s otherwise).
+Ctrl-C stops the run and prints the summary so far.
 
 Exit status: 0 when every batch sent was acknowledged (2xx), 1 when a batch
-failed, 2 on an error such as an unreadable input or a bad option.";
+failed, 2 on an error such as an unreadable input or a bad option, 130 after
+Ctrl-C.";
 
 /// How to deliver: shared by `send` and `replay`.
 #[derive(clap::Args)]
@@ -153,18 +161,33 @@ impl DeliveryArgs {
             timeout: Duration::from_secs_f64(self.timeout),
             retry_unit: Duration::from_millis(self.retry_unit_ms.max(1)),
             progress,
+            input_bytes: None,
         })
     }
 
-    /// Delivers `lines`, prints the summary on stdout; exit 1 if a batch failed.
-    pub fn deliver(&self, lines: Lines, preload: bool) -> anyhow::Result<ExitCode> {
-        let options = self.options(preload)?;
+    /// Delivers `lines` (`input_bytes` long, when known), prints the
+    /// summary on stdout; exit 1 if a batch failed, 130 on Ctrl-C.
+    pub fn deliver(
+        &self,
+        lines: Lines,
+        preload: bool,
+        input_bytes: Option<u64>,
+    ) -> anyhow::Result<ExitCode> {
+        let mut options = self.options(preload)?;
+        options.input_bytes = input_bytes;
         let target = options.endpoint.authority().to_owned();
         let summary = deliver::run(options, lines)?;
         if self.json {
             println!("{}", summary.to_json());
         } else {
             print!("{}", summary.to_text());
+        }
+        if let Some(permanent) = &summary.permanent {
+            eprintln!("auditsink: the run stopped there: {}", permanent.hint);
+        }
+        if summary.interrupted {
+            eprintln!("auditsink: interrupted (Ctrl-C); the summary above is the run so far");
+            return Ok(ExitCode::from(130));
         }
         if summary.stats.failed_batches > 0 {
             eprintln!(
@@ -178,13 +201,22 @@ impl DeliveryArgs {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut input_bytes = None;
     let input: Box<dyn Read + Send> = match &args.file {
-        Some(path) if path.as_os_str() != "-" => Box::new(
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-        ),
+        Some(path) if path.as_os_str() != "-" => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            input_bytes = file
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
+            Box::new(file)
+        }
         _ => Box::new(std::io::stdin()),
     };
-    args.delivery.deliver(read_lines(input), args.preload)
+    args.delivery
+        .deliver(read_lines(input), args.preload, input_bytes)
 }
 
 /// The non-blank lines of `input`, without `\n` or `\r\n`.

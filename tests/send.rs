@@ -158,13 +158,12 @@ fn certificate_is_checked_unless_insecure() {
     let server = ScriptedServer::start(dir.path(), &[]);
     let url = server.url("/hook");
     let args = ["--url", &url, "--retry-unit-ms", "1"];
-    // Public web roots do not know the test certificate: a connection
-    // error, retried 4 times, then given up.
+    // Public web roots do not know the test certificate: final at once.
     let (code, summary, _) = send(&args, b"line\n");
     assert_eq!(code, 1);
     assert_eq!(
         summary["status"],
-        serde_json::json!({"connection_error": 5})
+        serde_json::json!({"certificate_error": 1})
     );
     assert!(server.received().is_empty());
     let mut insecure = args.to_vec();
@@ -425,6 +424,154 @@ fn a_refused_connection_is_retried_four_times() {
     assert_eq!(summary["retries"], 4);
     assert!(stderr.contains("after 4 retries"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&ledger).unwrap(), "");
+}
+
+/// Sends three one-line batches to `url` with the real retry unit (1 s):
+/// retried as a connection error, the first batch alone would take 15 s.
+/// Returns the exit code, the summary, stderr and how long it took.
+fn send_three(url: &str, extra: &[&str]) -> (i32, Value, String, Duration) {
+    let mut args = vec!["--url", url, "--batch", "1", "--auth", TOKEN];
+    args.extend_from_slice(extra);
+    let started = Instant::now();
+    let (code, summary, stderr) = send(&args, b"a\nb\nc\n");
+    (code, summary, stderr, started.elapsed())
+}
+
+/// A failure no retry can fix stops the run at the first batch, at once.
+fn assert_stopped_at_once(summary: &Value, kind: &str, took: Duration, stderr: &str) {
+    assert_eq!(
+        summary["status"],
+        serde_json::json!({ kind: 1 }),
+        "{stderr}"
+    );
+    assert_eq!(summary["requests"], 1, "{summary}");
+    assert_eq!(summary["retries"], 0, "{summary}");
+    assert_eq!(summary["failed_batches"], 1, "{summary}");
+    assert_eq!(summary["acknowledged"], 0, "{summary}");
+    assert_eq!(
+        summary["events_sent"], 1,
+        "the other batches are not sent: {summary}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}: {stderr}");
+    assert!(stderr.contains("(final: not retried)"), "{stderr}");
+    assert!(stderr.contains("the run stopped there: "), "{stderr}");
+}
+
+#[test]
+fn an_untrusted_certificate_fails_at_once_with_the_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = auditsink(dir.path(), "");
+    let (code, summary, stderr, took) = send_three(&url(&server), &[]);
+    assert_eq!(code, 1);
+    assert_stopped_at_once(&summary, "certificate_error", took, &stderr);
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    assert!(stderr.contains("--cacert PEM, or --insecure"), "{stderr}");
+    // With the hint followed, the same receiver takes the batches.
+    let (code, summary, stderr, _) = send_three(&url(&server), &["--cacert", &cert(&server)]);
+    assert_eq!(
+        (code, &summary["acknowledged"]),
+        (0, &Value::from(3)),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn http_against_the_tls_listener_fails_at_once_with_the_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = auditsink(dir.path(), "");
+    let plain = format!("http://localhost:{}/audit-logs", server.addr.port());
+    let (code, summary, stderr, took) = send_three(&plain, &[]);
+    assert_eq!(code, 1);
+    assert_stopped_at_once(&summary, "protocol_error", took, &stderr);
+    assert!(stderr.contains("use https://"), "{stderr}");
+}
+
+#[test]
+fn https_against_a_plain_http_receiver_fails_at_once_with_the_hint() {
+    // A plain-HTTP receiver: it answers the TLS hello with an HTTP 400.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut tcp in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 512];
+            let _ = tcp.read(&mut buf);
+            let _ = tcp.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let (code, summary, stderr, took) =
+        send_three(&format!("https://localhost:{port}/"), &["--insecure"]);
+    assert_eq!(code, 1);
+    assert_stopped_at_once(&summary, "protocol_error", took, &stderr);
+    assert!(stderr.contains("use http://"), "{stderr}");
+}
+
+#[test]
+fn a_name_that_does_not_resolve_fails_at_once() {
+    // `.invalid` never resolves (RFC 6761); a resolver that cannot be
+    // reached says "temporary failure", which is retried like any
+    // connection error, so there is nothing to test then.
+    let host = "auditsink-test.invalid";
+    if let Err(e) = std::net::ToSocketAddrs::to_socket_addrs(&(host, 443)) {
+        if e.to_string().contains("Temporary failure") {
+            eprintln!("skipping: this machine's resolver is unavailable ({e})");
+            return;
+        }
+    }
+    let (code, summary, stderr, took) = send_three(&format!("https://{host}/"), &[]);
+    assert_eq!(code, 1);
+    assert_stopped_at_once(&summary, "unknown_host", took, &stderr);
+    assert!(stderr.contains("does not resolve"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_prints_the_summary_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = auditsink(dir.path(), "");
+    let input: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    let input_path = dir.path().join("input.log");
+    std::fs::write(&input_path, input).unwrap();
+    let ledger = dir.path().join("ledger.log");
+    let target = url(&server);
+    let child = Command::new(BIN)
+        .args([
+            "send", "--json", "--url", &target, "--auth", TOKEN, "--batch", "10",
+        ])
+        .args(["--rate", "100", "--cacert", &cert(&server), "--ledger"])
+        .arg(&ledger)
+        .arg(&input_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted once a batch is acknowledged (its ledger line written).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&ledger).map_or(true, |l| l.is_empty()) {
+        assert!(Instant::now() < deadline, "no batch was acknowledged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let interrupted_at = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        interrupted_at.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        interrupted_at.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["stopped"], "interrupted", "{summary}");
+    let acknowledged = summary["acknowledged"].as_u64().unwrap();
+    assert!((10..2000).contains(&acknowledged), "{summary}");
+    // The ledger holds exactly what the summary counts as acknowledged.
+    assert_eq!(lines(&ledger).len() as u64, acknowledged);
 }
 
 /// `--duration` ends the run on time even when the next batch's slot under

@@ -69,6 +69,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The input bytes its lines took (each with its line end).
+    pub fn input_bytes(&self) -> u64 {
+        self.plain.len() as u64 + 1
+    }
+
     /// The body to send, encoded now unless it was before.
     pub fn body(&self, encoding: BodyEncoding) -> Bytes {
         match &self.body {

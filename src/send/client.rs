@@ -48,7 +48,32 @@ pub enum Attempt {
     },
     /// No answer: connecting, TLS, sending or receiving failed, or timed out.
     ConnectionError(String),
+    /// A failure that no retry can fix: an untrusted certificate, a TLS or
+    /// HTTP protocol mismatch, a host name that does not resolve.
+    Permanent(Permanent),
 }
+
+/// Why an attempt can never succeed as configured, and what to change.
+#[derive(Debug, Clone)]
+pub struct Permanent {
+    /// The counter it is shown under in the summary's status codes.
+    pub kind: &'static str,
+    pub error: String,
+    pub hint: String,
+}
+
+/// A host name that does not resolve (as opposed to a resolver that is
+/// unavailable for now, which is a connection error like any other).
+#[derive(Debug)]
+struct UnknownHost(std::io::Error);
+
+impl std::fmt::Display for UnknownHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownHost {}
 
 impl Endpoint {
     /// Parses `url` and prepares TLS and the fixed request headers.
@@ -125,7 +150,19 @@ impl Endpoint {
 
     /// Opens a connection and completes the TLS and HTTP/1.1 handshakes.
     async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let addrs: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| {
+                // getaddrinfo's EAI_AGAIN: the resolver may answer later.
+                if e.to_string().contains("Temporary failure") {
+                    anyhow::Error::new(e)
+                } else {
+                    anyhow::Error::new(UnknownHost(e))
+                }
+            })
+            .with_context(|| format!("resolving {}", self.host))?
+            .collect();
+        let tcp = TcpStream::connect(addrs.as_slice())
             .await
             .with_context(|| format!("connecting to {}", self.authority))?;
         tcp.set_nodelay(true).ok();
@@ -167,7 +204,10 @@ impl Connection {
             Ok(Ok(attempt)) => attempt,
             Ok(Err(e)) => {
                 self.sender = None;
-                Attempt::ConnectionError(format!("{e:#}"))
+                match permanent(&e, endpoint) {
+                    Some(permanent) => Attempt::Permanent(permanent),
+                    None => Attempt::ConnectionError(format!("{e:#}")),
+                }
             }
             Err(_) => {
                 self.sender = None;
@@ -225,6 +265,88 @@ impl Connection {
             retry_after_secs,
             body,
         })
+    }
+}
+
+/// The failure behind `error`, when no retry can fix it, with what to change.
+fn permanent(error: &anyhow::Error, endpoint: &Endpoint) -> Option<Permanent> {
+    let text = format!("{error:#}");
+    let make = |kind, hint: String| {
+        Some(Permanent {
+            kind,
+            error: text.clone(),
+            hint,
+        })
+    };
+    for cause in error.chain() {
+        if cause.downcast_ref::<UnknownHost>().is_some() {
+            return make(
+                "unknown_host",
+                format!(
+                    "the host name {:?} does not resolve: check the --url",
+                    endpoint.host
+                ),
+            );
+        }
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return match tls {
+                rustls::Error::InvalidCertificate(why) => make(
+                    "certificate_error",
+                    certificate_hint(why, &endpoint.host),
+                ),
+                rustls::Error::InvalidMessage(_) => make(
+                    "protocol_error",
+                    format!(
+                        "{} did not answer in TLS: if it is a plain-HTTP receiver, use http:// (else check the port)",
+                        endpoint.authority
+                    ),
+                ),
+                _ => make(
+                    "tls_error",
+                    format!(
+                        "the TLS handshake with {} failed: the receiver and this sender share no TLS version or cipher, or it wants a client certificate",
+                        endpoint.authority
+                    ),
+                ),
+            };
+        }
+        if let Some(http) = cause.downcast_ref::<hyper::Error>() {
+            if http.is_parse() || http.is_parse_status() {
+                let hint = if endpoint.tls.is_none() {
+                    format!(
+                        "{} did not answer in HTTP: if it is an HTTPS receiver (auditsink is), use https://",
+                        endpoint.authority
+                    )
+                } else {
+                    format!("{} did not answer in HTTP/1.1", endpoint.authority)
+                };
+                return make("protocol_error", hint);
+            }
+        }
+    }
+    None
+}
+
+fn certificate_hint(why: &rustls::CertificateError, host: &str) -> String {
+    let trust =
+        "give its CA (or the certificate itself, e.g. auditsink's data_dir/tls/cert.pem) with \
+                 --cacert PEM, or --insecure for a test receiver (Konnect's skip_ssl_verification)";
+    match why {
+        rustls::CertificateError::NotValidForName
+        | rustls::CertificateError::NotValidForNameContext { .. } => format!(
+            "the receiver's certificate is not for {host:?}: use a host name it was issued for in --url, or --insecure for a test receiver"
+        ),
+        rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+            "the receiver's certificate has expired: renew it, or --insecure for a test receiver"
+                .to_owned()
+        }
+        _ => format!("the receiver's certificate is not trusted: {trust}"),
     }
 }
 

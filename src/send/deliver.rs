@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::batch::{batch_lines, batch_lines_lingering, encode_all, Batch, BodyEncoding, Lines};
-use super::client::{Attempt, Connection, Endpoint};
-use super::progress::{self, Counters, Progress};
+use super::client::{Attempt, Connection, Endpoint, Permanent};
+use super::progress::{self, Counters, Progress, Total};
 use super::report::{Stats, Summary};
 use super::retry::{retried_status, retry_delay, MAX_RETRIES};
 
@@ -34,6 +35,8 @@ pub struct Options {
     /// One second in Konnect's retry rules (1 s..30 s); smaller in tests.
     pub retry_unit: Duration,
     pub progress: Progress,
+    /// Size of the input file, when the input is one (for the progress).
+    pub input_bytes: Option<u64>,
 }
 
 /// A pace of `rate` events per second: each batch reserves its share of
@@ -62,11 +65,25 @@ struct Shared {
     pace: Option<Pace>,
     deadline: Option<Instant>,
     reported_failures: AtomicU64,
+    /// Start no new batch: a permanent failure or Ctrl-C.
+    stop: CancellationToken,
+    /// Abandon the batches in flight too: Ctrl-C.
+    abort: CancellationToken,
+    /// The first failure that no retry could fix.
+    permanent: Mutex<Option<Permanent>>,
 }
 
 impl Shared {
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the run after a failure no retry can fix (the first one is
+    /// reported with its hint).
+    fn stop_for(&self, permanent: &Permanent) {
+        let mut first = self.permanent.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(|| permanent.clone());
+        self.stop.cancel();
     }
 }
 
@@ -101,6 +118,7 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
     let counters = Arc::new(Counters::default());
     let producer_error = Arc::new(Mutex::new(None::<anyhow::Error>));
 
+    let input_bytes = options.input_bytes;
     // Preloaded: every batch read and encoded before the clock starts.
     // Streamed: a thread reads and batches while the workers send.
     let mut producer = None;
@@ -117,7 +135,7 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
             // The channel has room for them all.
             let _ = tx.try_send(batch);
         }
-        (rx, Some(total))
+        (rx, Some(Total::Events(total)))
     } else {
         let (tx, rx) = mpsc::channel::<Batch>(options.concurrency * 2);
         let counters = counters.clone();
@@ -131,7 +149,7 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
                 *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
             }
         }));
-        (rx, None)
+        (rx, input_bytes.map(Total::Bytes))
     };
 
     let started = Instant::now();
@@ -146,7 +164,11 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
         counters: counters.clone(),
         ledger,
         reported_failures: AtomicU64::new(0),
+        stop: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        permanent: Mutex::new(None),
     });
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let elapsed = runtime.block_on(async {
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let done = Arc::new(tokio::sync::Notify::new());
@@ -157,12 +179,24 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
             done.clone(),
             started,
         ));
+        // Ctrl-C: stop now, abandon what is in flight, print the summary so far.
+        let on_interrupt = {
+            let (shared, interrupted) = (shared.clone(), interrupted.clone());
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    interrupted.store(true, Ordering::Relaxed);
+                    shared.stop.cancel();
+                    shared.abort.cancel();
+                }
+            })
+        };
         let workers: Vec<_> = (0..shared.options.concurrency)
             .map(|_| tokio::spawn(worker(shared.clone(), rx.clone())))
             .collect();
         for worker in workers {
             let _ = worker.await;
         }
+        on_interrupt.abort();
         let elapsed = started.elapsed();
         // Unblocks a producer still waiting to hand over a batch.
         rx.lock().await.close();
@@ -174,7 +208,8 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
         // Once --duration ran out, the producer may be blocked reading an
         // input that has not ended (a pipe left open): it is not waited for.
         // Otherwise the workers stopped because it had finished.
-        let ran_out = shared.deadline.is_some_and(|d| Instant::now() >= d);
+        let ran_out =
+            shared.deadline.is_some_and(|d| Instant::now() >= d) || shared.stop.is_cancelled();
         if !ran_out || producer.is_finished() {
             let _ = producer.join();
         }
@@ -187,10 +222,31 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
     let mut stats = shared.stats().clone();
     stats.events_read = counters.read.load(Ordering::Relaxed);
     let unsent = stats.events_read.saturating_sub(stats.events_sent);
+    let permanent = shared
+        .permanent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let interrupted = interrupted.load(Ordering::Relaxed);
+    let stopped = if interrupted {
+        Some("interrupted".to_owned())
+    } else if let Some(permanent) = &permanent {
+        Some(format!(
+            "stopped at the first {}",
+            permanent.kind.replace('_', " ")
+        ))
+    } else if shared.deadline.is_some_and(|d| Instant::now() >= d) {
+        Some("--duration ran out".to_owned())
+    } else {
+        None
+    };
     let summary = Summary {
         stats,
         elapsed,
         unsent,
+        stopped,
+        interrupted,
+        permanent,
     };
     if let Some(error) = producer_error
         .lock()
@@ -214,6 +270,7 @@ async fn worker(shared: Arc<Shared>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<B
         let batch = tokio::select! {
             batch = next => batch,
             _ = tokio::time::sleep_until(deadline.into()) => None,
+            _ = shared.stop.cancelled() => None,
         };
         let Some(batch) = batch else { return };
         if let Some(pace) = &shared.pace {
@@ -222,12 +279,19 @@ async fn worker(shared: Arc<Shared>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<B
             if slot >= deadline {
                 return;
             }
-            tokio::time::sleep_until(slot.into()).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(slot.into()) => {}
+                _ = shared.stop.cancelled() => return,
+            }
         }
-        if Instant::now() >= deadline {
+        if Instant::now() >= deadline || shared.stop.is_cancelled() {
             return;
         }
-        deliver(&shared, &mut connection, batch).await;
+        tokio::select! {
+            _ = deliver(&shared, &mut connection, batch) => {}
+            // Ctrl-C: this batch's fate is unknown (it may have been stored).
+            _ = shared.abort.cancelled() => return,
+        }
     }
 }
 
@@ -267,6 +331,7 @@ async fn deliver(shared: &Shared, connection: &mut Connection, batch: Batch) {
                             .counters
                             .acknowledged
                             .fetch_add(batch.events, Ordering::Relaxed);
+                        shared.counters.finished(batch.events, batch.input_bytes());
                         return;
                     }
                     let failure = format!(
@@ -283,6 +348,17 @@ async fn deliver(shared: &Shared, connection: &mut Connection, batch: Batch) {
                 Attempt::ConnectionError(error) => {
                     stats.count_status("connection_error");
                     (None, format!("connection error: {error}"))
+                }
+                Attempt::Permanent(permanent) => {
+                    stats.count_status(permanent.kind);
+                    drop(stats);
+                    give_up(
+                        shared,
+                        &batch,
+                        &format!("{} (final: not retried)", permanent.error),
+                    );
+                    shared.stop_for(permanent);
+                    return;
                 }
             }
         };
@@ -309,6 +385,7 @@ fn give_up(shared: &Shared, batch: &Batch, why: &str) {
         .counters
         .failed_batches
         .fetch_add(1, Ordering::Relaxed);
+    shared.counters.finished(batch.events, batch.input_bytes());
     let reported = shared.reported_failures.fetch_add(1, Ordering::Relaxed);
     if reported < REPORTED_FAILURES {
         eprintln!(

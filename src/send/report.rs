@@ -77,11 +77,25 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 pub struct Summary {
     pub stats: Stats,
     pub elapsed: Duration,
-    /// Events read but never sent (`--duration` ran out first).
+    /// Events read but never sent (the run stopped first).
     pub unsent: u64,
+    /// Why the run stopped before the end of the input, if it did.
+    pub stopped: Option<String>,
+    /// Ctrl-C ended the run.
+    pub interrupted: bool,
+    /// The failure that no retry could fix, which stopped the run.
+    pub permanent: Option<super::client::Permanent>,
 }
 
 impl Summary {
+    /// Events of batches sent but neither acknowledged nor given up on:
+    /// in flight when the run was interrupted (the receiver may have them).
+    pub fn in_flight(&self) -> u64 {
+        self.stats
+            .events_sent
+            .saturating_sub(self.stats.acknowledged + self.stats.failed_events)
+    }
+
     pub fn events_per_sec(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
@@ -112,6 +126,8 @@ impl Summary {
             "failed_batches": s.failed_batches,
             "failed_events": s.failed_events,
             "unsent_events": self.unsent,
+            "in_flight_events": self.in_flight(),
+            "stopped": self.stopped,
             "batches_acknowledged": s.batches_acknowledged,
             "requests": s.requests,
             "retries": s.retries,
@@ -164,10 +180,17 @@ impl Summary {
             s.failed_events,
         );
         if self.unsent > 0 {
+            let why = self.stopped.as_deref().unwrap_or("the run stopped");
+            text.push_str(&format!("not sent          {} ({why})\n", self.unsent));
+        }
+        if self.in_flight() > 0 {
             text.push_str(&format!(
-                "not sent          {} (--duration ran out)\n",
-                self.unsent
+                "in flight         {} (interrupted: not known whether the receiver stored them)\n",
+                self.in_flight()
             ));
+        }
+        if self.interrupted {
+            text.push_str("interrupted       Ctrl-C: the counts are the run so far\n");
         }
         if let Some(c) = s.receiver {
             text.push_str(&format!(
