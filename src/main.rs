@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 mod admin_stream;
+mod bench;
 mod check;
 mod export;
 mod keygen;
@@ -56,6 +57,9 @@ enum Command {
     Send(send::Args),
     /// Resend the stored events of a time window to another receiver.
     Replay(replay::Args),
+    /// Measure parsing speed on your own lines (see `bench parse --help`).
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 /// Where the store is: a config file's `data_dir`, or a directory given directly.
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Send(args) => send::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Bench(command) => bench::run(command),
     };
     match result {
         Ok(code) => code,
