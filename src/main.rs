@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 mod admin_stream;
+mod bench;
 mod check;
 mod export;
 mod keygen;
@@ -60,6 +61,9 @@ enum Command {
     /// Print what Konnect needs to deliver here: endpoint, Authorization value,
     /// skip_ssl_verification, and the Konnect API call that sets them.
     Webhook(webhook::Args),
+    /// Measure parsing speed on your own lines (see `bench parse --help`).
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 /// Where the store is: a config file's `data_dir`, or a directory given directly.
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Webhook(args) => webhook::run(args),
+        Command::Bench(command) => bench::run(command),
     };
     match result {
         Ok(code) => code,

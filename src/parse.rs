@@ -1,13 +1,13 @@
 //! `auditsink parse`: lines in, one JSON object per non-blank line out
 //! (EVENT_SCHEMA.md, "auditsink parse").
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use auditsink_parser::{parse_borrowed, Format, ParseOptions};
+use auditsink_parser::{parse_borrowed, write_json_string, Format, ParseOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,57 +22,69 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let input: Box<dyn Read> = match &args.file {
+    let mut input: Box<dyn Read> = match &args.file {
         None => Box::new(std::io::stdin().lock()),
         Some(path) if path.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
         Some(path) => Box::new(
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
         ),
     };
-    let mut input = BufReader::with_capacity(1 << 20, input);
-    let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let mut stdout = std::io::stdout().lock();
     let options = ParseOptions {
         format: args.format,
         year_hint: time::OffsetDateTime::now_utc().year(),
     };
     let started = Instant::now();
     let (mut lines, mut bytes) = (0u64, 0u64);
-    let mut buffer = Vec::with_capacity(4096);
+    // Lines are parsed where they were read and rendered into one output
+    // buffer, written out a block at a time: no copy of a line, no writer
+    // call per JSON token.
+    let mut buffer = vec![0u8; BLOCK];
+    let mut filled = 0;
+    let mut out = Vec::with_capacity(BLOCK + BLOCK / 2);
     loop {
-        buffer.clear();
-        let read = input
-            .read_until(b'\n', &mut buffer)
-            .context("reading input")?;
-        if read == 0 {
+        if filled == buffer.len() {
+            // A line longer than the buffer: make room for more of it.
+            buffer.resize(buffer.len() * 2, 0);
+        }
+        let read = match input.read(&mut buffer[filled..]) {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading input"),
+        };
+        bytes += read as u64;
+        let at_end = read == 0;
+        let scanned_from = filled;
+        filled += read;
+        // Complete lines, and at the end of input the last unterminated one.
+        let complete = match memchr::memrchr(b'\n', &buffer[scanned_from..filled]) {
+            Some(last) => scanned_from + last + 1,
+            None if at_end => filled,
+            None => continue,
+        };
+        for line in buffer[..complete].split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            lines += 1;
+            render_line(line, &options, &mut out)?;
+        }
+        buffer.copy_within(complete..filled, 0);
+        filled -= complete;
+        if out.len() >= BLOCK || at_end {
+            match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+                Ok(()) => out.clear(),
+                // `auditsink parse big.log | head` is normal use, not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => return Err(e).context("writing output"),
+            }
+        }
+        if at_end {
             break;
         }
-        bytes += read as u64;
-        let line = buffer.strip_suffix(b"\n").unwrap_or(&buffer);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        lines += 1;
-        // The borrowed view renders byte for byte as the owned `Event`,
-        // without copying every string into it first.
-        let written = match parse_borrowed(line, &options) {
-            Ok(event) => serde_json::to_writer(&mut out, &event).map_err(std::io::Error::from),
-            Err(e) => serde_json::to_writer(
-                &mut out,
-                &serde_json::json!({ "error": e.to_string(), "raw": String::from_utf8_lossy(line) }),
-            )
-            .map_err(std::io::Error::from),
-        };
-        match written.and_then(|_| out.write_all(b"\n")) {
-            Ok(()) => {}
-            // `auditsink parse big.log | head` is normal use, not an error.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-            Err(e) => return Err(e).context("writing output"),
-        }
-    }
-    match out.flush() {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        other => other.context("writing output")?,
     }
     if args.stats {
         let seconds = started.elapsed().as_secs_f64();
@@ -83,4 +95,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Input read and output written this many bytes at a time.
+const BLOCK: usize = 1 << 20;
+
+/// Appends the output line for one input line (without its terminator):
+/// the normalized event, or `{"error": ..., "raw": ...}`, and a newline.
+/// The event is rendered from the borrowed view, byte for byte as the
+/// owned `Event` renders.
+pub(crate) fn render_line(
+    line: &[u8],
+    options: &ParseOptions,
+    out: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    match parse_borrowed(line, options) {
+        Ok(event) => event.write_json(out).context("rendering an event")?,
+        Err(e) => {
+            out.extend_from_slice(b"{\"error\":");
+            write_json_string(&e.to_string(), out);
+            out.extend_from_slice(b",\"raw\":");
+            write_json_string(&String::from_utf8_lossy(line), out);
+            out.push(b'}');
+        }
+    }
+    out.push(b'\n');
+    Ok(())
 }

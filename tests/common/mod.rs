@@ -3,6 +3,8 @@
 //! directory.
 #![allow(dead_code)]
 
+pub mod irregular;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

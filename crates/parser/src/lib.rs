@@ -23,10 +23,12 @@ pub mod cef;
 mod event;
 pub mod json;
 mod normalize;
+mod render;
 pub mod signature;
 
 pub use borrowed::{BorrowedEvent, BorrowedOrigin, FieldValue, Timestamp};
 pub use event::{Event, LineFormat, Origin, SignatureStatus};
+pub use render::write_json_string;
 
 use std::fmt;
 

@@ -40,6 +40,12 @@ const LINES: &[&str] = &[
     "[1,2]",
     "not an event",
     "",
+    // Everything a JSON string escapes, in header fields, keys and values.
+    "CEF:0|V\"q\"|P\u{1}|1|c|n \u{7f}|5|k\"ey=\"v\" ctl=\u{0}\u{8}\u{c}\u{1b}\u{1f} tab=a\tb back=\\\\ nl=\\n\\r sig=\"s\"",
+    "<13>1 - - - - - CEF:0|V|P|1|c|n|1|a=1",
+    "Apr 14 05:39:08 CEF:0|V|P|1|c|n|1|a=1",
+    "garbage CEF:0|V|P|1|c|n",
+    r#"{"event_vendor":["x"],"event_product":{"y":1},"cef_version":1.5,"k\"\u0001":"\u001f\"\\","sig":null,"n":-0.0,"big":123456789012345678901234567890}"#,
 ];
 
 fn options() -> [ParseOptions; 3] {
@@ -62,9 +68,19 @@ fn renders_exactly_like_the_owned_event() {
             let borrowed = parse_borrowed(line, &options);
             match (owned, borrowed) {
                 (Ok(owned), Ok(borrowed)) => {
+                    let expected = serde_json::to_string(&owned).unwrap();
                     assert_eq!(
                         serde_json::to_string(&borrowed).unwrap(),
-                        serde_json::to_string(&owned).unwrap(),
+                        expected,
+                        "{}",
+                        String::from_utf8_lossy(line)
+                    );
+                    // What `auditsink parse` writes: the same bytes.
+                    let mut written = b"left alone".to_vec();
+                    borrowed.write_json(&mut written).unwrap();
+                    assert_eq!(
+                        std::str::from_utf8(&written[10..]).unwrap(),
+                        expected,
                         "{}",
                         String::from_utf8_lossy(line)
                     );

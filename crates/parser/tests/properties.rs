@@ -205,7 +205,8 @@ proptest! {
     }
 }
 
-/// Every entry point on `bytes`; the owned and borrowed events render alike.
+/// Every entry point on `bytes`; the owned and borrowed events render alike,
+/// through serde and through `write_json`.
 fn exercise(bytes: &[u8]) -> Result<(), TestCaseError> {
     for format in [Format::Auto, Format::Cef, Format::Json] {
         let options = ParseOptions {
@@ -213,10 +214,13 @@ fn exercise(bytes: &[u8]) -> Result<(), TestCaseError> {
             year_hint: 2024,
         };
         match (parse_line(bytes, &options), parse_borrowed(bytes, &options)) {
-            (Ok(owned), Ok(borrowed)) => prop_assert_eq!(
-                serde_json::to_string(&owned).unwrap(),
-                serde_json::to_string(&borrowed).unwrap()
-            ),
+            (Ok(owned), Ok(borrowed)) => {
+                let expected = serde_json::to_string(&owned).unwrap();
+                prop_assert_eq!(&expected, &serde_json::to_string(&borrowed).unwrap());
+                let mut written = Vec::new();
+                borrowed.write_json(&mut written).unwrap();
+                prop_assert_eq!(&expected, &String::from_utf8(written).unwrap());
+            }
             (Err(a), Err(b)) => prop_assert_eq!(a, b),
             (a, b) => prop_assert!(false, "{:?} vs {:?}", a, b),
         }
