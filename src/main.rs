@@ -6,6 +6,7 @@
 mod admin_stream;
 mod check;
 mod export;
+mod generate;
 mod keygen;
 mod logging;
 mod memory;
@@ -22,7 +23,7 @@ mod webhook;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Self-hosted receiver for security audit-log webhooks (Kong Konnect, CEF, JSON).
 #[derive(Parser)]
@@ -60,6 +61,10 @@ enum Command {
     /// Print what Konnect needs to deliver here: endpoint, Authorization value,
     /// skip_ssl_verification, and the Konnect API call that sets them.
     Webhook(webhook::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (or write every page into a directory with --dir).
+    Man(generate::ManArgs),
 }
 
 /// Where the store is: a config file's `data_dir`, or a directory given directly.
@@ -88,6 +93,8 @@ fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Webhook(args) => webhook::run(args),
+        Command::Completions(args) => generate::completions(args, Cli::command()),
+        Command::Man(args) => generate::man(args, Cli::command()),
     };
     match result {
         Ok(code) => code,
