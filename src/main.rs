@@ -108,7 +108,7 @@ fn main() -> ExitCode {
 /// An error and its causes joined by ": ", each cause once: a library error
 /// whose message already includes its source (`{path}: {source}`) would
 /// otherwise print that source a second time.
-fn error_chain(error: &anyhow::Error) -> String {
+pub(crate) fn error_chain(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let message = cause.to_string();
