@@ -30,12 +30,18 @@ fn read_commands_refuse_a_missing_data_dir_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
     let data_dir = missing.to_str().unwrap();
-    let commands: [&[&str]; 6] = [
+    let keys = dir.path().join("keys");
+    let (code, _, stderr) = run_bin(&["keygen", keys.to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{stderr}");
+    let jwks = keys.join("jwks.json");
+    let commands: [&[&str]; 8] = [
         &["query", "--count"],
         &["query"],
         &["export"],
         &["check"],
         &["quarantine", "list"],
+        &["quarantine", "reprocess"],
+        &["verify", "--store", "--jwks", jwks.to_str().unwrap()],
         &["replay", "--since", "1h", "--url", "https://localhost:1/"],
     ];
     for command in commands {
