@@ -17,7 +17,12 @@ async fn send(
 ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
-        .with_context(|| format!("cannot reach the admin listener at {addr}"))?;
+        .with_context(|| {
+            format!(
+                "cannot reach the admin listener at {addr} (where the running server said it \
+                 listens, in data_dir/admin.addr; else its `[admin] listen`)"
+            )
+        })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(connection);
     let request = hyper::Request::builder()

@@ -7,6 +7,7 @@ mod admin_stream;
 mod bench;
 mod check;
 mod export;
+mod generate;
 mod keygen;
 mod logging;
 mod memory;
@@ -23,7 +24,7 @@ mod webhook;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Self-hosted receiver for security audit-log webhooks (Kong Konnect, CEF, JSON).
 #[derive(Parser)]
@@ -64,6 +65,10 @@ enum Command {
     /// Measure parsing speed on your own lines (see `bench parse --help`).
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (or write every page into a directory with --dir).
+    Man(generate::ManArgs),
 }
 
 /// Where the store is: a config file's `data_dir`, or a directory given directly.
@@ -93,6 +98,8 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Webhook(args) => webhook::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::Completions(args) => generate::completions(args, Cli::command()),
+        Command::Man(args) => generate::man(args, Cli::command()),
     };
     match result {
         Ok(code) => code,
@@ -106,7 +113,7 @@ fn main() -> ExitCode {
 /// An error and its causes joined by ": ", each cause once: a library error
 /// whose message already includes its source (`{path}: {source}`) would
 /// otherwise print that source a second time.
-fn error_chain(error: &anyhow::Error) -> String {
+pub(crate) fn error_chain(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let message = cause.to_string();

@@ -330,7 +330,7 @@ fn row_id(line: &[u8]) -> anyhow::Result<String> {
     }
 }
 
-fn count_via_admin(addr: SocketAddr, query: &Query) -> anyhow::Result<u64> {
+pub(crate) fn count_via_admin(addr: SocketAddr, query: &Query) -> anyhow::Result<u64> {
     let runtime = crate::admin_stream::runtime()?;
     let mut path = format!("/api/events/count?{}", admin_params(query));
     if let Some(limit) = query.limit {

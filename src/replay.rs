@@ -15,8 +15,10 @@ use std::sync::mpsc::sync_channel;
 
 use auditsink_storage::{parse_time_bound, Query};
 
-use crate::query::{access, check_window, now_ms, resolve, row_text, select, Access, Row};
-use crate::send::{DeliveryArgs, Lines};
+use crate::query::{
+    access, check_window, count_via_admin, now_ms, resolve, row_text, select, Access, Row,
+};
+use crate::send::{DeliveryArgs, Lines, Total};
 use crate::StoreLocation;
 
 #[derive(clap::Args)]
@@ -68,6 +70,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "auditsink replay: the store is in use; reading it through the admin listener at {addr}"
         ),
     }
+    // The number of events, for the progress (answered from the indexes);
+    // not known beforehand for one source of several.
+    let total = match (&access, &args.source) {
+        (_, Some(_)) => None,
+        (Access::Direct(store), None) => store.count(&query).ok(),
+        (Access::Admin(addr), None) => count_via_admin(*addr, &query).ok(),
+    };
     let (tx, rx) = sync_channel::<anyhow::Result<Vec<u8>>>(QUEUE);
     let source = args.source.clone();
     let reader = std::thread::spawn(move || {
@@ -83,7 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     });
     let lines: Lines = Box::new(rx.into_iter());
-    let code = args.delivery.deliver(lines, false, None);
+    let code = args
+        .delivery
+        .deliver(lines, false, total.map(Total::Events));
     let _ = reader.join();
     code
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub use batch::Lines;
+pub use progress::Total;
 
 use batch::BodyEncoding;
 use client::{Endpoint, Trust};
@@ -161,20 +162,20 @@ impl DeliveryArgs {
             timeout: Duration::from_secs_f64(self.timeout),
             retry_unit: Duration::from_millis(self.retry_unit_ms.max(1)),
             progress,
-            input_bytes: None,
+            total: None,
         })
     }
 
-    /// Delivers `lines` (`input_bytes` long, when known), prints the
-    /// summary on stdout; exit 1 if a batch failed, 130 on Ctrl-C.
+    /// Delivers `lines` (of this size, when known), prints the summary on
+    /// stdout; exit 1 if a batch failed, 130 on Ctrl-C.
     pub fn deliver(
         &self,
         lines: Lines,
         preload: bool,
-        input_bytes: Option<u64>,
+        total: Option<Total>,
     ) -> anyhow::Result<ExitCode> {
         let mut options = self.options(preload)?;
-        options.input_bytes = input_bytes;
+        options.total = total;
         let target = options.endpoint.authority().to_owned();
         let summary = deliver::run(options, lines)?;
         if self.json {
@@ -215,8 +216,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         _ => Box::new(std::io::stdin()),
     };
-    args.delivery
-        .deliver(read_lines(input), args.preload, input_bytes)
+    args.delivery.deliver(
+        read_lines(input),
+        args.preload,
+        input_bytes.map(Total::Bytes),
+    )
 }
 
 /// The non-blank lines of `input`, without `\n` or `\r\n`.

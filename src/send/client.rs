@@ -206,7 +206,7 @@ impl Connection {
                 self.sender = None;
                 match permanent(&e, endpoint) {
                     Some(permanent) => Attempt::Permanent(permanent),
-                    None => Attempt::ConnectionError(format!("{e:#}")),
+                    None => Attempt::ConnectionError(crate::error_chain(&e)),
                 }
             }
             Err(_) => {
@@ -270,7 +270,7 @@ impl Connection {
 
 /// The failure behind `error`, when no retry can fix it, with what to change.
 fn permanent(error: &anyhow::Error, endpoint: &Endpoint) -> Option<Permanent> {
-    let text = format!("{error:#}");
+    let text = crate::error_chain(error);
     let make = |kind, hint: String| {
         Some(Permanent {
             kind,

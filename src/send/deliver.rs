@@ -35,8 +35,8 @@ pub struct Options {
     /// One second in Konnect's retry rules (1 s..30 s); smaller in tests.
     pub retry_unit: Duration,
     pub progress: Progress,
-    /// Size of the input file, when the input is one (for the progress).
-    pub input_bytes: Option<u64>,
+    /// Size of the input, when known beforehand (for the progress).
+    pub total: Option<Total>,
 }
 
 /// A pace of `rate` events per second: each batch reserves its share of
@@ -118,7 +118,7 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
     let counters = Arc::new(Counters::default());
     let producer_error = Arc::new(Mutex::new(None::<anyhow::Error>));
 
-    let input_bytes = options.input_bytes;
+    let known_total = options.total;
     // Preloaded: every batch read and encoded before the clock starts.
     // Streamed: a thread reads and batches while the workers send.
     let mut producer = None;
@@ -149,7 +149,7 @@ pub fn run(options: Options, lines: Lines) -> anyhow::Result<Summary> {
                 *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
             }
         }));
-        (rx, input_bytes.map(Total::Bytes))
+        (rx, known_total)
     };
 
     let started = Instant::now();
