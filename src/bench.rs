@@ -11,6 +11,7 @@
 
 mod compare;
 mod counts;
+mod cpu;
 mod input;
 mod latency;
 mod progress;

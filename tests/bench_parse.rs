@@ -162,6 +162,8 @@ const DOCUMENTED_KEYS: &[&str] = &[
     "passes",
     "warnings_by_kind",
     "failed_by_reason",
+    "cpu_seconds",
+    "lines_per_cpu_s",
     "per_thread",
 ];
 

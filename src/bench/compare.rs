@@ -19,6 +19,8 @@ pub struct Other {
     pub threads: u64,
     pub lines_per_s: f64,
     pub mb_per_s: f64,
+    /// Lines per CPU second, when the result has it.
+    pub lines_per_cpu_s: Option<f64>,
     pub clean: u64,
     pub lenient: u64,
     pub failed: u64,
@@ -35,6 +37,8 @@ pub struct Ratio {
     pub mb_per_s: f64,
     /// This run's lines/s divided by the other's.
     pub speedup: f64,
+    /// The same per CPU second, when both results have it.
+    pub cpu_speedup: Option<f64>,
 }
 
 /// The results in `path`: one JSON object, several one after the other, or
@@ -87,6 +91,10 @@ fn other(value: &Value, name: &str, position: usize) -> anyhow::Result<Other> {
         threads: count("/threads")?,
         lines_per_s: number("/lines_per_s")?,
         mb_per_s: number("/mb_per_s")?,
+        lines_per_cpu_s: value
+            .get("lines_per_cpu_s")
+            .and_then(Value::as_f64)
+            .filter(|n| n.is_finite() && *n > 0.0),
         clean: count("/clean")?,
         lenient: count("/lenient")?,
         failed: count("/failed")?,
@@ -113,6 +121,10 @@ pub fn ratios(report: &Report, others: &[Other]) -> Vec<Ratio> {
             lines_per_s: other.lines_per_s,
             mb_per_s: other.mb_per_s,
             speedup: speedup(report.lines_per_s, other.lines_per_s),
+            cpu_speedup: report
+                .lines_per_cpu_s
+                .zip(other.lines_per_cpu_s)
+                .map(|(this, that)| speedup(this, that)),
         })
         .collect()
 }
@@ -124,6 +136,7 @@ pub fn table(report: &Report, others: &[Other]) -> String {
         threads: report.threads as u64,
         lines_per_s: report.lines_per_s,
         mb_per_s: report.mb_per_s,
+        lines_per_cpu_s: report.lines_per_cpu_s,
         clean: report.clean,
         lenient: report.lenient,
         failed: report.failed,
@@ -154,13 +167,21 @@ pub fn table(report: &Report, others: &[Other]) -> String {
         "this run is",
     );
     for row in &rows {
+        let cpu_rate = row
+            .lines_per_cpu_s
+            .map_or_else(|| "-".to_owned(), |rate| grouped(rate.round() as u64));
+        let cpu_ratio = match (report.lines_per_cpu_s, row.lines_per_cpu_s) {
+            (Some(this), Some(that)) => format!("{:.1}x", speedup(this, that)),
+            _ => "-".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "{:<width$}  {:>7}  {:>12}  {:>9.1}  {:>9}  {:>9}  {:>9}  {:>10}  {:>8}  {:>8}  {:>10.1}x",
+            "{:<width$}  {:>7}  {:>12}  {:>9.1}  {:>12}  {:>9}  {:>9}  {:>9}  {:>10}  {:>8}  {:>8}  {:>10.1}x  {:>11}",
             row.parser,
             row.threads,
             grouped(row.lines_per_s.round() as u64),
             row.mb_per_s,
+            cpu_rate,
             nanos(row.p50),
             nanos(row.p99),
             nanos(row.max),
@@ -168,6 +189,7 @@ pub fn table(report: &Report, others: &[Other]) -> String {
             grouped(row.lenient),
             grouped(row.failed),
             speedup(report.lines_per_s, row.lines_per_s),
+            cpu_ratio,
         );
     }
     let input_lines = report.clean + report.lenient + report.failed;

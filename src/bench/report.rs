@@ -46,6 +46,10 @@ pub struct Report {
     pub passes: f64,
     pub warnings_by_kind: BTreeMap<String, u64>,
     pub failed_by_reason: BTreeMap<String, u64>,
+    /// The workers' CPU time (Linux), and lines per CPU second: fair
+    /// between runs on a machine whose load changed; `null` elsewhere.
+    pub cpu_seconds: Option<f64>,
+    pub lines_per_cpu_s: Option<f64>,
     pub per_thread: Vec<ThreadRow>,
     /// This run against each `--compare-json` result.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -71,6 +75,7 @@ pub struct ThreadRow {
     pub seconds: f64,
     pub lines_per_s: f64,
     pub mb_per_s: f64,
+    pub cpu_seconds: Option<f64>,
 }
 
 fn per_second(count: u64, seconds: f64) -> f64 {
@@ -123,6 +128,8 @@ impl Report {
             passes: total_lines as f64 / lines.len().max(1) as f64,
             warnings_by_kind: counts.warnings_by_kind.clone(),
             failed_by_reason: counts.failed_by_reason.clone(),
+            cpu_seconds: run.cpu_seconds(),
+            lines_per_cpu_s: run.cpu_seconds().map(|cpu| per_second(total_lines, cpu)),
             per_thread: run
                 .threads
                 .iter()
@@ -134,6 +141,7 @@ impl Report {
                     seconds: t.seconds,
                     lines_per_s: per_second(t.lines, t.seconds),
                     mb_per_s: per_second(t.bytes, t.seconds) / 1e6,
+                    cpu_seconds: t.cpu_seconds,
                 })
                 .collect(),
             compared: Vec::new(),
@@ -184,6 +192,13 @@ impl Report {
                 grouped(row.lines_per_s.round() as u64),
                 row.mb_per_s,
                 grouped(row.lines),
+            );
+        }
+        if let (Some(cpu), Some(rate)) = (self.cpu_seconds, self.lines_per_cpu_s) {
+            let _ = writeln!(
+                out,
+                "  cpu       {:>12} lines per CPU second ({cpu:.3} CPU s)",
+                grouped(rate.round() as u64),
             );
         }
         let _ = writeln!(

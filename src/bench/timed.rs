@@ -49,6 +49,8 @@ pub struct ThreadResult {
     pub lines: u64,
     pub bytes: u64,
     pub seconds: f64,
+    /// CPU time the worker used in the run, where the kernel tells.
+    pub cpu_seconds: Option<f64>,
     pub latency: Histogram,
 }
 
@@ -66,6 +68,11 @@ impl Run {
 
     pub fn bytes(&self) -> u64 {
         self.threads.iter().map(|t| t.bytes).sum()
+    }
+
+    /// The workers' CPU time, when every worker's is known.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.threads.iter().map(|t| t.cpu_seconds).sum()
     }
 
     pub fn latency(&self) -> Histogram {
@@ -164,6 +171,7 @@ fn work<const RENDER: bool>(shared: &Shared<'_>) -> (ThreadResult, Instant, Inst
     let (mut lines, mut bytes, mut sampled) = (0u64, 0u64, 0u64);
     shared.start.wait();
     let start = Instant::now();
+    let cpu_start = super::cpu::thread_cpu_ns();
     let deadline = match job.stop {
         Stop::After(duration) => Some(start + duration),
         Stop::Passes(_) => None,
@@ -198,11 +206,16 @@ fn work<const RENDER: bool>(shared: &Shared<'_>) -> (ThreadResult, Instant, Inst
             .fetch_add(chunk_lines.len() as u64, Ordering::Relaxed);
         now = Instant::now();
     }
+    let cpu_seconds = match (cpu_start, super::cpu::thread_cpu_ns()) {
+        (Some(start), Some(end)) => Some(end.saturating_sub(start) as f64 / 1e9),
+        _ => None,
+    };
     shared.finished.fetch_add(1, Ordering::Release);
     let result = ThreadResult {
         lines,
         bytes,
         seconds: (now - start).as_secs_f64(),
+        cpu_seconds,
         latency,
     };
     (result, start, now)
