@@ -5,8 +5,10 @@
 
 mod admin_stream;
 mod check;
+mod emulate;
 mod export;
 mod keygen;
+mod konnect;
 mod logging;
 mod memory;
 mod parse;
@@ -56,6 +58,11 @@ enum Command {
     Send(send::Args),
     /// Resend the stored events of a time window to another receiver.
     Replay(replay::Args),
+    /// Configure and check Konnect's audit-log webhook; request replays.
+    Konnect(konnect::Args),
+    /// Stand in for a webhook sender (Kong Konnect) to test a receiver.
+    #[command(subcommand)]
+    Emulate(emulate::Command),
 }
 
 /// Where the store is: a config file's `data_dir`, or a directory given directly.
@@ -83,6 +90,8 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Send(args) => send::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Konnect(args) => konnect::run(args),
+        Command::Emulate(command) => emulate::run(command),
     };
     match result {
         Ok(code) => code,

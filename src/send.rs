@@ -6,12 +6,12 @@
 //! final. Prints what happened: events sent and acknowledged, failed batches,
 //! status codes, events/s and request latency percentiles.
 
-mod batch;
-mod client;
+pub(crate) mod batch;
+pub(crate) mod client;
 mod deliver;
 mod progress;
 mod report;
-mod retry;
+pub(crate) mod retry;
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;

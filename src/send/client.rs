@@ -228,7 +228,7 @@ impl Connection {
     }
 }
 
-fn tls_config(trust: &Trust) -> anyhow::Result<rustls::ClientConfig> {
+pub(crate) fn tls_config(trust: &Trust) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -136,6 +136,13 @@ impl Generator {
         }
     }
 
+    /// The Dev Portal id of the events (a portal generator only).
+    pub fn set_portal_id(&mut self, id: String) {
+        if self.portal_id.is_some() {
+            self.portal_id = Some(id);
+        }
+    }
+
     /// The next event; each is 5 to 60 ms after the previous one.
     pub fn next_event(&mut self) -> SimEvent {
         let rng = &mut self.rng;
