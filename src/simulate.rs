@@ -26,6 +26,7 @@ use auditsink_parser::signature::SigningKeyPair;
 use time::OffsetDateTime;
 
 use crate::keygen;
+pub use events::uuid;
 use events::{Generator, SimEvent};
 
 #[derive(clap::Args)]

@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rand::RngCore;
 use serde_json::{json, Map, Value};
 
 use super::jobs;
@@ -465,7 +464,7 @@ fn create_destination(emulator: &Emulator, body: &[u8]) -> Answer {
     };
     let now = now_ms();
     let destination = Destination {
-        id: uuid(),
+        id: crate::simulate::uuid(&mut rand::thread_rng()),
         name,
         target,
         created_ms: now,
@@ -558,21 +557,4 @@ fn put_job(emulator: &Arc<Emulator>, channel: &Arc<Channel>, body: &[u8]) -> Ans
         Ok(job) => answer(202, &job_json(&job)),
         Err((status, detail)) => problem(status, &detail),
     }
-}
-
-/// A random (version 4) UUID.
-fn uuid() -> String {
-    let mut b = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }

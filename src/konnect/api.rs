@@ -4,19 +4,17 @@
 //! printed or logged.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Method, Request, Uri};
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use serde_json::Value;
 
-use crate::send::client::{tls_config, Trust};
+use crate::send::client::{parse_url, tls_for, Tls, Trust};
 
 /// Konnect's regions (its API host is `https://<region>.api.konghq.com`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +63,7 @@ pub struct Api {
     port: u16,
     authority: String,
     base_path: String,
-    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    tls: Tls,
     authorization: HeaderValue,
     runtime: tokio::runtime::Runtime,
 }
@@ -103,39 +101,19 @@ impl Api {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("https://{}.api.konghq.com", args.region.name()),
         };
-        let uri: Uri = base
-            .parse()
-            .with_context(|| format!("{base:?} is not a URL"))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => bail!("--api-url {base:?}: use an https:// (or http://) URL"),
+        let url = parse_url(&base).with_context(|| format!("--api-url {base:?}"))?;
+        let trust = match &args.api_cacert {
+            Some(path) => Trust::CaFile(path.clone()),
+            None => Trust::WebRoots,
         };
-        let Some(host) = uri.host() else {
-            bail!("--api-url {base:?} has no host")
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
+        let tls = tls_for(&url.host, url.https, &trust)?;
+        let base_path = url
+            .path_and_query
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/')
             .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_else(|| host.clone());
-        let base_path = uri.path().trim_end_matches('/').to_owned();
-        let tls = if https {
-            let trust = match &args.api_cacert {
-                Some(path) => Trust::CaFile(path.clone()),
-                None => Trust::WebRoots,
-            };
-            let name = ServerName::try_from(host.clone())
-                .with_context(|| format!("{host:?} is not a valid TLS server name"))?;
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(&trust)?));
-            Some((connector, name))
-        } else {
-            None
-        };
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", read_token(args)?))
             .context("the personal access token is not a valid header value")?;
         authorization.set_sensitive(true);
@@ -145,9 +123,9 @@ impl Api {
             .context("starting the async runtime")?;
         Ok(Api {
             base,
-            host,
-            port,
-            authority,
+            host: url.host,
+            port: url.port,
+            authority: url.authority,
             base_path,
             tls,
             authorization,
@@ -181,11 +159,7 @@ impl Api {
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
         let shown = format!("{method} {path}");
-        let reply = self.call(method, path, body)?;
-        if (200..300).contains(&reply.status) {
-            return Ok(reply.body);
-        }
-        Err(api_error(&shown, &reply))
+        success(&shown, self.call(method, path, body)?)
     }
 
     async fn call_inner(
@@ -262,6 +236,15 @@ pub fn detail(body: &Value) -> String {
     }
 }
 
+/// The body of a 2xx answer to `what` (`GET /v2/...`), else an error that
+/// says what Konnect said and what to do.
+pub fn success(what: &str, reply: Reply) -> anyhow::Result<Value> {
+    if (200..300).contains(&reply.status) {
+        return Ok(reply.body);
+    }
+    Err(api_error(what, &reply))
+}
+
 fn api_error(what: &str, reply: &Reply) -> anyhow::Error {
     let said = detail(&reply.body);
     match reply.status {
@@ -274,5 +257,47 @@ fn api_error(what: &str, reply: &Reply) -> anyhow::Error {
              organization admin role"
         ),
         status => anyhow::anyhow!("Konnect answered {status} to {what}: {said}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(region: Region, api_url: Option<&str>, token: &std::path::Path) -> ApiArgs {
+        ApiArgs {
+            region,
+            api_url: api_url.map(str::to_owned),
+            token_file: Some(token.to_path_buf()),
+            api_cacert: None,
+        }
+    }
+
+    #[test]
+    fn the_region_names_the_api_host_and_the_token_comes_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("pat");
+        std::fs::write(&token, "kpat_secret\n").unwrap();
+        for (region, host) in [
+            (Region::Us, "https://us.api.konghq.com"),
+            (Region::Eu, "https://eu.api.konghq.com"),
+            (Region::Au, "https://au.api.konghq.com"),
+            (Region::Me, "https://me.api.konghq.com"),
+            (Region::Global, "https://global.api.konghq.com"),
+        ] {
+            let api = Api::new(&args(region, None, &token)).unwrap();
+            assert_eq!(api.base(), host);
+            assert_eq!(api.port, 443);
+            assert_eq!(api.authorization.to_str().unwrap(), "Bearer kpat_secret");
+            assert!(api.authorization.is_sensitive());
+        }
+        let api = Api::new(&args(Region::Us, Some("http://127.0.0.1:8480/"), &token)).unwrap();
+        assert_eq!(
+            (api.base(), api.port, api.tls.is_none()),
+            ("http://127.0.0.1:8480", 8480, true)
+        );
+        std::fs::write(&token, "  \n").unwrap();
+        let empty = Api::new(&args(Region::Us, None, &token)).err().unwrap();
+        assert!(empty.to_string().contains("empty"), "{empty}");
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::api::Api;
+use super::api::{success, Api};
 use super::receiver::Receiver;
 use super::{print_rows, shown, Scope};
 use crate::StoreLocation;
@@ -138,6 +138,15 @@ fn refuse_replacing(current: &str, endpoint: &str) -> anyhow::Error {
     )
 }
 
+/// The current configuration at `path`; `Null` when Konnect has none (404).
+fn current_config(api: &Api, path: &str) -> anyhow::Result<Value> {
+    let reply = api.call(Method::GET, path, None)?;
+    if reply.status == 404 {
+        return Ok(Value::Null);
+    }
+    success(&format!("GET {path}"), reply)
+}
+
 fn connect_org(
     api: &Api,
     endpoint: &str,
@@ -145,7 +154,7 @@ fn connect_org(
     force: bool,
 ) -> anyhow::Result<Value> {
     let path = Scope::Org.webhook_path();
-    let current = api.expect(Method::GET, &path, None)?;
+    let current = current_config(api, &path)?;
     if let Some(current) = configured_endpoint(&current) {
         if current != endpoint && !force {
             return Err(refuse_replacing(current, endpoint));
@@ -167,7 +176,7 @@ fn connect_portal(
     force: bool,
 ) -> anyhow::Result<Value> {
     let path = scope.webhook_path();
-    let current = api.expect(Method::GET, &path, None)?;
+    let current = current_config(api, &path)?;
     let current_destination = current
         .get("audit_log_destination_id")
         .and_then(Value::as_str)

@@ -10,7 +10,7 @@ use anyhow::Context;
 use auditsink_parser::signature::KeySet;
 use hyper::Method;
 
-use super::api::{detail, Api};
+use super::api::Api;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,16 +21,7 @@ pub struct Args {
 
 pub fn run(api: &Api, args: Args) -> anyhow::Result<ExitCode> {
     let path = "/v2/audit-log-webhook/jwks.json";
-    let reply = api.call(Method::GET, path, None)?;
-    if !(200..300).contains(&reply.status) {
-        api.expect(Method::GET, path, None)?;
-        anyhow::bail!(
-            "Konnect answered {} to GET {path}: {}",
-            reply.status,
-            detail(&reply.body)
-        );
-    }
-    let text = reply.body.to_string();
+    let text = api.expect(Method::GET, path, None)?.to_string();
     let keys = KeySet::from_jwks(text.as_bytes())
         .with_context(|| format!("{}{path} is not a usable JWKS", api.base()))?;
     match &args.out {

@@ -221,7 +221,7 @@ fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[T]) -> T {
 }
 
 /// A random (version 4) UUID.
-fn uuid(rng: &mut ChaCha8Rng) -> String {
+pub fn uuid(rng: &mut impl Rng) -> String {
     let mut b: [u8; 16] = rng.gen();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
