@@ -90,8 +90,9 @@ pub struct Args {
     /// connection error.
     #[arg(long, default_value_t = 30.0, value_name = "S")]
     timeout: f64,
-    /// Most events kept for replay jobs (the oldest go first; Konnect keeps 7 days).
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Most events kept for replay jobs, per webhook (the oldest go first;
+    /// Konnect keeps 7 days). About 500 bytes each.
+    #[arg(long, default_value_t = 500_000)]
     keep: usize,
 }
 

@@ -211,9 +211,24 @@ fn portal_route(
     rest: &[&str],
     body: &[u8],
 ) -> Answer {
+    // Channels exist for configured portals only: asking about any id
+    // creates nothing.
+    let known = lock(&emulator.portals).contains_key(portal);
     match (method, rest) {
         (Method::GET, ["audit-log-webhook"]) => answer(200, &portal_config(emulator, portal)),
         (Method::PATCH, ["audit-log-webhook"]) => patch_portal(emulator, portal, body),
+        (Method::GET, ["audit-log-webhook", "status"]) if !known => answer(
+            200,
+            &json!({
+                "last_attempt_at": null,
+                "last_response_code": null,
+                "webhook_enabled": false,
+                "webhook_status": "unconfigured",
+            }),
+        ),
+        (Method::GET | Method::PUT, ["audit-log-replay-job"]) if !known => {
+            problem(404, "this portal has no audit-log webhook")
+        }
         (Method::GET, ["audit-log-webhook", "status"]) => {
             let webhook = lock(&emulator.portals)
                 .get(portal)
