@@ -6,9 +6,11 @@
 mod admin_stream;
 mod bench;
 mod check;
+mod emulate;
 mod export;
 mod generate;
 mod keygen;
+mod konnect;
 mod logging;
 mod memory;
 mod parse;
@@ -69,6 +71,11 @@ enum Command {
     Completions(generate::CompletionsArgs),
     /// Print the man page (or write every page into a directory with --dir).
     Man(generate::ManArgs),
+    /// Configure and check Konnect's audit-log webhook; request replays.
+    Konnect(konnect::Args),
+    /// Stand in for a webhook sender (Kong Konnect) to test a receiver.
+    #[command(subcommand)]
+    Emulate(emulate::Command),
 }
 
 /// Where the store is: a config file's `data_dir`, or a directory given directly.
@@ -100,6 +107,8 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command),
         Command::Completions(args) => generate::completions(args, Cli::command()),
         Command::Man(args) => generate::man(args, Cli::command()),
+        Command::Konnect(args) => konnect::run(args),
+        Command::Emulate(command) => emulate::run(command),
     };
     match result {
         Ok(code) => code,

@@ -9,12 +9,12 @@
 //! acknowledged, failed batches, status codes, events/s and request latency
 //! percentiles; after Ctrl-C, the same for the run so far.
 
-mod batch;
-mod client;
+pub(crate) mod batch;
+pub(crate) mod client;
 mod deliver;
 mod progress;
 mod report;
-mod retry;
+pub(crate) mod retry;
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;

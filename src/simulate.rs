@@ -26,6 +26,7 @@ use auditsink_parser::signature::SigningKeyPair;
 use time::OffsetDateTime;
 
 use crate::keygen;
+pub use events::uuid;
 use events::{Generator, SimEvent};
 
 #[derive(clap::Args)]
@@ -65,6 +66,37 @@ pub enum OutputFormat {
     Json,
     /// Each event CEF or JSON (a choice drawn from the seed).
     Mixed,
+}
+
+/// The seeded event stream for a live sender (`auditsink emulate
+/// konnect`): the same events as `simulate`, each stamped with the time the
+/// caller gives (Konnect's events carry the time they happened).
+pub struct LiveEvents {
+    generator: Generator,
+}
+
+impl LiveEvents {
+    /// Events from `seed`; Dev Portal events (with `portal_id`) when `portal`.
+    pub fn new(seed: u64, portal: Option<String>) -> LiveEvents {
+        let portal_flag = portal.is_some();
+        let mut generator = Generator::new(seed, 0, None, portal_flag);
+        if let Some(id) = portal {
+            generator.set_portal_id(id);
+        }
+        LiveEvents { generator }
+    }
+
+    /// The next event at `rt_ms` (ms since the epoch), signed with `pair`.
+    pub fn next_line(
+        &mut self,
+        rt_ms: i64,
+        pair: &SigningKeyPair,
+        format: OutputFormat,
+    ) -> anyhow::Result<String> {
+        let mut event = self.generator.next_event();
+        event.rt = rt_ms;
+        event.render(pair, format)
+    }
 }
 
 fn parse_rfc3339(text: &str) -> Result<OffsetDateTime, String> {

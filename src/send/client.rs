@@ -23,7 +23,7 @@ pub struct Endpoint {
     authority: String,
     path_and_query: String,
     /// TLS settings and the name to verify; `None` for `http://`.
-    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    tls: Tls,
     headers: Vec<(hyper::header::HeaderName, HeaderValue)>,
 }
 
@@ -84,38 +84,14 @@ impl Endpoint {
         content_type: &str,
         content_encoding: Option<&str>,
     ) -> anyhow::Result<Endpoint> {
-        let uri: Uri = url
-            .parse()
-            .with_context(|| format!("{url:?} is not a URL"))?;
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => bail!("{url:?}: use an https:// (or http://) URL"),
-        };
-        let Some(host) = uri.host() else {
-            bail!("{url:?} has no host")
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_else(|| host.clone());
-        let path_and_query = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
-        let tls = if https {
-            let name = ServerName::try_from(host.clone())
-                .with_context(|| format!("{host:?} is not a valid TLS server name"))?;
-            let config = tls_config(trust)?;
-            Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
-        } else {
-            None
-        };
+        let Url {
+            host,
+            port,
+            authority,
+            path_and_query,
+            https,
+        } = parse_url(url)?;
+        let tls = tls_for(&host, https, trust)?;
         let mut headers = vec![
             (HOST, HeaderValue::from_str(&authority)?),
             (CONTENT_TYPE, HeaderValue::from_str(content_type)?),
@@ -185,6 +161,68 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The parts of an `https://` (or `http://`) URL a client connects with.
+pub(crate) struct Url {
+    pub host: String,
+    pub port: u16,
+    /// `host:port` as given.
+    pub authority: String,
+    pub path_and_query: String,
+    pub https: bool,
+}
+
+/// Splits `url` (443 or 80 unless it names a port).
+pub(crate) fn parse_url(url: &str) -> anyhow::Result<Url> {
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("{url:?} is not a URL"))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => bail!("{url:?}: use an https:// (or http://) URL"),
+    };
+    let Some(host) = uri.host() else {
+        bail!("{url:?} has no host")
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_else(|| host.clone());
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    Ok(Url {
+        host,
+        port,
+        authority,
+        path_and_query,
+        https,
+    })
+}
+
+/// A TLS connector and the name to verify for `host`, when `https`.
+pub(crate) type Tls = Option<(tokio_rustls::TlsConnector, ServerName<'static>)>;
+
+/// The TLS settings for `host` (`None` for plain HTTP).
+pub(crate) fn tls_for(host: &str, https: bool, trust: &Trust) -> anyhow::Result<Tls> {
+    if !https {
+        return Ok(None);
+    }
+    let name = ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host:?} is not a valid TLS server name"))?;
+    let config = tls_config(trust)?;
+    Ok(Some((
+        tokio_rustls::TlsConnector::from(Arc::new(config)),
+        name,
+    )))
 }
 
 /// One worker's connection, opened on first use and again after an error or

@@ -136,6 +136,13 @@ impl Generator {
         }
     }
 
+    /// The Dev Portal id of the events (a portal generator only).
+    pub fn set_portal_id(&mut self, id: String) {
+        if self.portal_id.is_some() {
+            self.portal_id = Some(id);
+        }
+    }
+
     /// The next event; each is 5 to 60 ms after the previous one.
     pub fn next_event(&mut self) -> SimEvent {
         let rng = &mut self.rng;
@@ -214,7 +221,7 @@ fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[T]) -> T {
 }
 
 /// A random (version 4) UUID.
-fn uuid(rng: &mut ChaCha8Rng) -> String {
+pub fn uuid(rng: &mut impl Rng) -> String {
     let mut b: [u8; 16] = rng.gen();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;

@@ -1,7 +1,7 @@
 //! The admin listener (plain HTTP, loopback by default): `/healthz`,
 //! `/readyz`, `/metrics`, `/status`, and access to the store for CLI
 //! commands while the server holds it: `/api/events` (filtered, streamed
-//! NDJSON), `/api/events/count`, `/api/quarantine` and
+//! NDJSON), `/api/events/count`, `/api/quarantine`, `/api/gaps` and
 //! `POST /api/quarantine/reprocess`.
 
 use std::convert::Infallible;
@@ -49,6 +49,7 @@ pub async fn handle(
         "/api/events" => list(state, &query, Listing::Events).await,
         "/api/events/count" => whole(count(state, &query).await),
         "/api/quarantine" => list(state, &query, Listing::Quarantine).await,
+        "/api/gaps" => whole(crate::gaps::answer(state, &query).await),
         path => whole(route(&state, started, path).await),
     }
 }

@@ -126,6 +126,7 @@ pub async fn handle(
         }
         Err(rejection) => {
             let status = rejection.status.as_u16();
+            crate::gaps::record_answer(&state, &source.name, now, status);
             source.status.record(
                 now,
                 Outcome::Rejected {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod decode;
 pub mod fetch;
 pub mod first_run;
+mod gaps;
 mod ingest;
 pub mod keys;
 mod listener;
@@ -204,6 +205,7 @@ impl Server {
             tokio::spawn(jwks.refresh_until(source, keys, stopped.clone()));
         }
         tokio::spawn(reload_certificates(self.certs.clone(), stopped.clone()));
+        let run_record = tokio::spawn(gaps::keep_run(self.state.clone(), stopped.clone()));
         let https = tokio::spawn(listener::serve_https(
             self.https,
             self.tls,
@@ -222,6 +224,7 @@ impl Server {
         let _ = stop.send(true);
         let _ = https.await;
         let _ = admin.await;
+        let _ = run_record.await;
         self.state.store.flush()?;
         let _ = std::fs::remove_file(&admin_file);
         tracing::info!("store flushed; bye");

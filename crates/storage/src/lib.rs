@@ -18,7 +18,9 @@
 //!   one term per event, in sorted runs too);
 //! - **quarantine**: lines (or whole bodies) that could not be read as
 //!   events, kept byte-exact with the reason, until
-//!   [`Store::reprocess_quarantine`] finds that they now parse.
+//!   [`Store::reprocess_quarantine`] finds that they now parse;
+//! - **gaps** ([`Store::gaps`]): the receiver's non-200 answers and its
+//!   runs, for replaying what it may have missed.
 //!
 //! Writes go through [`Store::append`] (or [`Store::append_prepared`], with
 //! the records prepared from the parser's borrowed events): a single writer
@@ -43,6 +45,7 @@ mod chunk;
 mod codec;
 mod error;
 mod filter;
+mod gaps;
 mod index;
 mod keys;
 mod log;
@@ -55,6 +58,7 @@ mod view;
 mod writer;
 
 pub use error::StoreError;
+pub use gaps::{FailedAnswers, Gaps, Run};
 pub use keys::{format_id, parse_id, IndexKind};
 pub use maintain::{CheckReport, RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
 pub use query::{Query, QueryIter};
@@ -184,6 +188,7 @@ struct Inner {
     path: PathBuf,
     options: StoreOptions,
     open_report: OpenReport,
+    gaps: Gaps,
 }
 
 impl Drop for Inner {
@@ -267,6 +272,7 @@ impl Store {
                 });
             }
         }
+        let gaps = Gaps::open(&db)?;
         let log = Arc::new(log::EventLog::open(dir)?);
         let state = initial_state(&tree, &log)?;
         let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
@@ -350,6 +356,7 @@ impl Store {
                 path: dir.to_path_buf(),
                 options,
                 open_report,
+                gaps,
             }),
         })
     }
@@ -357,6 +364,11 @@ impl Store {
     /// The directory the store lives in.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The record of non-200 answers and of the receiver's runs.
+    pub fn gaps(&self) -> &Gaps {
+        &self.inner.gaps
     }
 
     /// What the verification on open found.
