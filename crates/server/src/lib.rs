@@ -15,6 +15,7 @@
 mod admin;
 pub mod auth;
 pub mod config;
+mod console;
 pub mod decode;
 pub mod fetch;
 pub mod first_run;
@@ -137,12 +138,15 @@ impl Server {
         };
         let https = bind(config.server.listen).await?;
         let admin = bind(config.admin.listen).await?;
-        let state = Arc::new(AppState::new(
-            store,
-            sources,
-            RuntimeLimits::from(&config.limits),
-            Duration::from_secs(config.admin.inactive_after_secs),
-        ));
+        let state = Arc::new(
+            AppState::new(
+                store,
+                sources,
+                RuntimeLimits::from(&config.limits),
+                Duration::from_secs(config.admin.inactive_after_secs),
+            )
+            .with_admin_guard(console::AdminGuard::new(admin_authorizer(&config.admin)?)),
+        );
         let server = Server {
             data_dir: config.data_dir.clone(),
             https,
@@ -251,6 +255,32 @@ async fn reload_certificates(
 /// configured port is 0.
 pub fn admin_addr_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("admin.addr")
+}
+
+/// The `[admin] authorization*` values, or `None` when none is set.
+fn admin_authorizer(admin: &config::AdminConfig) -> Result<Option<auth::Authorizer>, StartError> {
+    if !admin.has_authorization() {
+        return Ok(None);
+    }
+    let mut tokens: Vec<String> = admin.authorization.values().to_vec();
+    for variable in admin.authorization_env.values() {
+        tokens.push(std::env::var(variable).map_err(|_| StartError::MissingEnv {
+            source_name: "[admin]".into(),
+            variable: variable.clone(),
+        })?);
+    }
+    auth::Authorizer::new(tokens.iter().map(String::as_str))
+        .with_sha256(
+            admin
+                .authorization_sha256
+                .values()
+                .iter()
+                .map(String::as_str),
+        )
+        .map(Some)
+        .ok_or_else(|| {
+            config::ConfigError::Invalid("[admin]: bad authorization_sha256".into()).into()
+        })
 }
 
 type KeyRefresher = (String, keys::JwksSource, Arc<keys::SourceKeys>);
