@@ -344,6 +344,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl Config {
     /// Reads and validates a configuration file. Relative paths in it are
     /// taken relative to the current directory, like the embedded default.
@@ -403,6 +407,17 @@ impl Config {
         .any(|a| a.values().iter().any(String::is_empty))
         {
             return invalid("[admin]: an empty authorization value".into());
+        }
+        if let Some(bad) = self
+            .admin
+            .authorization_sha256
+            .values()
+            .iter()
+            .find(|h| !is_sha256_hex(h))
+        {
+            return invalid(format!(
+                "[admin]: authorization_sha256 {bad:?} is not 64 hex digits"
+            ));
         }
         let mut paths = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
@@ -466,7 +481,7 @@ impl Config {
                 .authorization_sha256
                 .values()
                 .iter()
-                .find(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .find(|h| !is_sha256_hex(h))
             {
                 return invalid(format!(
                     "source {:?}: authorization_sha256 {bad:?} is not 64 hex digits",
@@ -628,6 +643,10 @@ mod tests {
             (
                 "[admin]\nauthorization = [\"Basic x\", \"\"]".into(),
                 "[admin]: an empty authorization value",
+            ),
+            (
+                "[admin]\nauthorization_sha256 = \"abc\"".into(),
+                "[admin]: authorization_sha256 \"abc\" is not 64 hex digits",
             ),
         ] {
             let error = Config::from_toml(&text).unwrap_err().to_string();
