@@ -10,6 +10,26 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+/// The `Authorization` value admin requests carry, when the server's
+/// `[admin]` asks for one (set once per command, from its configuration).
+static AUTHORIZATION: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Sends `[admin] authorization` with every admin request of this command:
+/// `AUDITSINK_ADMIN_AUTHORIZATION` if set, else the first `authorization`
+/// value, else the first `authorization_env` variable's value (a server
+/// with only `authorization_sha256` needs the environment variable).
+pub fn authorize_with(config: &auditsink_server::Config) {
+    let admin = &config.admin;
+    let value = std::env::var("AUDITSINK_ADMIN_AUTHORIZATION")
+        .ok()
+        .or_else(|| admin.authorization.values().first().cloned())
+        .or_else(|| {
+            let variable = admin.authorization_env.values().first()?;
+            std::env::var(variable).ok()
+        });
+    let _ = AUTHORIZATION.set(value);
+}
+
 async fn send(
     addr: SocketAddr,
     method: hyper::Method,
@@ -25,11 +45,14 @@ async fn send(
         })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(path_and_query)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())?;
+        .header(hyper::header::HOST, addr.to_string());
+    if let Some(Some(value)) = AUTHORIZATION.get() {
+        request = request.header(hyper::header::AUTHORIZATION, value);
+    }
+    let request = request.body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     if !response.status().is_success() {
         let status = response.status();

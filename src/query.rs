@@ -461,6 +461,7 @@ fn cef_line(event: &Value) -> String {
 
 /// The admin address the running server recorded, else the configured one.
 pub(crate) fn running_admin_addr(data_dir: &std::path::Path, config: &Config) -> SocketAddr {
+    crate::admin_stream::authorize_with(config);
     std::fs::read_to_string(auditsink_server::admin_addr_file(data_dir))
         .ok()
         .and_then(|text| text.trim().parse().ok())

@@ -37,7 +37,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let admin = server.admin_addr()?;
         announce(&config, &startup, addr);
         tracing::info!("listening on https://{addr}");
-        tracing::info!("admin on http://{admin} (/healthz, /status, /api/events)");
+        tracing::info!(
+            "admin on http://{admin} (web console at /; /healthz, /status, /api/events)"
+        );
         server.run(shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })

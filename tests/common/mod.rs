@@ -423,6 +423,22 @@ pub fn https_request(
     read_response(&mut tls)
 }
 
+/// One plain HTTP/1.1 request (`Host: localhost`), as to the admin listener.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    tcp.write_all(request_head(method, path, headers, body.len()).as_bytes())
+        .unwrap();
+    tcp.write_all(body).unwrap();
+    read_response(&mut tcp)
+}
+
 pub fn read_response(stream: &mut impl Read) -> HttpResponse {
     let mut raw = Vec::new();
     // The server closes after the response (Connection: close); a TLS peer

@@ -1,5 +1,6 @@
-//! The admin listener (plain HTTP, loopback by default): `/healthz`,
-//! `/readyz`, `/metrics`, `/status`, and access to the store for CLI
+//! The admin listener (plain HTTP, loopback by default): the web console
+//! (`/`, see [`crate::console`]), `/healthz`, `/readyz`, `/metrics`,
+//! `/status`, and access to the store for CLI
 //! commands while the server holds it: `/api/events` (filtered, streamed
 //! NDJSON), `/api/events/count`, `/api/quarantine`, `/api/gaps` and
 //! `POST /api/quarantine/reprocess`.
@@ -11,7 +12,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use auditsink_parser::ParseOptions;
-use auditsink_storage::{parse_id, parse_time_bound, Query, Reparse, StoreError};
+use auditsink_storage::{
+    parse_id, parse_time_bound, Query, Reparse, Store, StoreError, StoredEvent,
+};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Frame, Incoming};
@@ -29,12 +32,35 @@ pub const MAX_QUERY_LIMIT: usize = 10_000_000;
 /// for store listings.
 pub type AdminBody = BoxBody<Bytes, Infallible>;
 
-/// Handles a request on the admin listener.
+/// Handles a request on the admin listener: access rules first (see
+/// [`crate::console::AdminGuard`]), then the console's pages or the API.
 pub async fn handle(
     state: Arc<AppState>,
     started: Instant,
     request: Request<Incoming>,
 ) -> Response<AdminBody> {
+    let mut response = route_request(state, started, request).await;
+    crate::console::harden(&mut response);
+    response
+}
+
+async fn route_request(
+    state: Arc<AppState>,
+    started: Instant,
+    request: Request<Incoming>,
+) -> Response<AdminBody> {
+    if let Some(refusal) = state.admin_guard.refuse(&request) {
+        return whole(refusal);
+    }
+    if request.method() == Method::POST && crate::console::cross_site(request.headers()) {
+        return whole(error_response(
+            StatusCode::FORBIDDEN,
+            "cross-site request refused",
+        ));
+    }
+    if crate::console::is_console_path(request.uri().path()) {
+        return whole(crate::console::serve(state, started, request).await);
+    }
     let query = request.uri().query().unwrap_or("").to_owned();
     if request.uri().path() == "/api/quarantine/reprocess" {
         if request.method() != Method::POST {
@@ -142,7 +168,7 @@ fn status(state: &AppState, started: Instant) -> Value {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Listing {
+pub(crate) enum Listing {
     Events,
     Quarantine,
 }
@@ -154,7 +180,7 @@ const CHUNK_BYTES: usize = 256 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Decodes `%XX` escapes (a `+` stays a `+`: RFC 3339 offsets use it).
-fn percent_decode(value: &str) -> Result<String, String> {
+pub(crate) fn percent_decode(value: &str) -> Result<String, String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -175,15 +201,57 @@ fn percent_decode(value: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("{value:?} is not UTF-8"))
 }
 
+/// What an events listing selects: the store's query, and `source`, which
+/// has no index: it is checked on each event the query yields.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Selection {
+    pub query: Query,
+    pub source: Option<String>,
+}
+
+impl Selection {
+    /// The selected events in id order, at most the query's limit.
+    pub fn events(&self, store: &Store) -> Result<Rows<StoredEvent>, StoreError> {
+        let Some(source) = self.source.clone() else {
+            return Ok(Box::new(store.query(&self.query)?));
+        };
+        let unlimited = Query {
+            limit: None,
+            ..self.query.clone()
+        };
+        Ok(Box::new(
+            store
+                .query(&unlimited)?
+                .filter(move |row| row.as_ref().map_or(true, |e| e.source == source))
+                .take(self.query.limit.unwrap_or(usize::MAX)),
+        ))
+    }
+
+    /// How many events it selects: from the indexes, or, with `source`,
+    /// by reading the events the rest of the query selects.
+    pub fn count(&self, store: &Store) -> Result<u64, StoreError> {
+        if self.source.is_none() {
+            return store.count(&self.query);
+        }
+        let mut n = 0;
+        for row in self.events(store)? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 /// Reads the query string of a listing: `limit` (default 100), `after`, and
 /// for events the filters `since`, `until` (RFC 3339, a date, an age such as
 /// `24h`, or epoch ms; on the event time), `principal`, `trace`, `org`,
-/// `name`.
-fn parse_query(
+/// `name`, `source`.
+pub(crate) fn parse_query(
     text: &str,
     listing: Listing,
     default_limit: Option<usize>,
-) -> Result<Query, String> {
+) -> Result<Selection, String> {
+    let mut source = None;
     let mut query = Query {
         limit: default_limit,
         ..Query::default()
@@ -207,10 +275,11 @@ fn parse_query(
             "trace" if filter => query.trace = Some(value),
             "org" if filter => query.org = Some(value),
             "name" if filter => query.name = Some(value),
+            "source" if filter => source = Some(value),
             _ => return Err(format!("unknown parameter {key:?}")),
         }
     }
-    Ok(query)
+    Ok(Selection { query, source })
 }
 
 /// A response body fed by a channel: the listing is produced on a blocking
@@ -231,12 +300,13 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-type Rows = Box<dyn Iterator<Item = Result<Value, StoreError>> + Send>;
+/// Rows read from the store, movable to a blocking thread.
+pub(crate) type Rows<T> = Box<dyn Iterator<Item = Result<T, StoreError>> + Send>;
 
 /// Renders rows into `out` until it holds about a chunk or the rows end;
 /// true when they ended. A store error mid-way ends the listing with an
 /// `{"error": ...}` line (the status line is already sent).
-fn fill(rows: &mut Rows, out: &mut Vec<u8>) -> bool {
+fn fill(rows: &mut Rows<Value>, out: &mut Vec<u8>) -> bool {
     while out.len() < CHUNK_BYTES {
         match rows.next() {
             None => return true,
@@ -260,14 +330,19 @@ fn fill(rows: &mut Rows, out: &mut Vec<u8>) -> bool {
 /// id (arrival) order. A short answer comes whole; a long one is streamed
 /// as it is read, so memory does not grow with `limit`.
 async fn list(state: Arc<AppState>, query: &str, listing: Listing) -> Response<AdminBody> {
-    let query = match parse_query(query, listing, Some(100)) {
-        Ok(query) => query,
+    let selection = match parse_query(query, listing, Some(100)) {
+        Ok(selection) => selection,
         Err(e) => return whole(error_response(StatusCode::BAD_REQUEST, &e)),
     };
     // Plan and read the first chunk off the async workers.
     let first = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        let mut rows: Rows = match listing {
-            Listing::Events => Box::new(state.store.query(&query)?.map(|r| r.map(|e| e.to_json()))),
+        let query = &selection.query;
+        let mut rows: Rows<Value> = match listing {
+            Listing::Events => Box::new(
+                selection
+                    .events(&state.store)?
+                    .map(|r| r.map(|e| e.to_json())),
+            ),
             Listing::Quarantine => Box::new(
                 state
                     .store
@@ -328,11 +403,11 @@ async fn list(state: Arc<AppState>, query: &str, listing: Listing) -> Response<A
 /// `GET /api/events/count?...`: `{"count": N}` from the indexes (the same
 /// filters as `/api/events`; without `limit`, no limit).
 async fn count(state: Arc<AppState>, query: &str) -> Response<Full<Bytes>> {
-    let query = match parse_query(query, Listing::Events, None) {
-        Ok(query) => query,
+    let selection = match parse_query(query, Listing::Events, None) {
+        Ok(selection) => selection,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e),
     };
-    match tokio::task::spawn_blocking(move || state.store.count(&query)).await {
+    match tokio::task::spawn_blocking(move || selection.count(&state.store)).await {
         Ok(Ok(n)) => json_response(StatusCode::OK, &json!({ "count": n })),
         Ok(Err(e)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -345,6 +420,17 @@ async fn count(state: Arc<AppState>, query: &str) -> Response<Full<Bytes>> {
 /// event into the events and keeps the rest. Lines of a source no longer
 /// configured are read as `auto`, without signature checks.
 async fn reprocess(state: Arc<AppState>) -> Response<Full<Bytes>> {
+    match reprocess_quarantine(state).await {
+        Ok(summary) => json_response(StatusCode::OK, &json!(summary)),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+/// Reprocesses the quarantine (as `POST /api/quarantine/reprocess`
+/// describes); the summary, logged.
+pub(crate) async fn reprocess_quarantine(
+    state: Arc<AppState>,
+) -> Result<auditsink_storage::ReprocessSummary, String> {
     let year = time::OffsetDateTime::now_utc().year();
     let result = tokio::task::spawn_blocking(move || {
         let reparse_for = |name: &str| {
@@ -372,9 +458,9 @@ async fn reprocess(state: Arc<AppState>) -> Response<Full<Bytes>> {
                 kept = summary.kept,
                 "quarantine reprocessed"
             );
-            json_response(StatusCode::OK, &json!(summary))
+            Ok(summary)
         }
-        Ok(Err(e)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }

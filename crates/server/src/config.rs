@@ -65,6 +65,30 @@ pub struct AdminConfig {
     /// Seconds without a delivery after which a source is `inactive`.
     #[serde(default = "default_inactive_after")]
     pub inactive_after_secs: u64,
+    /// The exact `Authorization` header value(s) every admin request must
+    /// carry (`Basic ...` lets a browser log in). Required when `listen` is
+    /// not a loopback address.
+    #[serde(default)]
+    pub authorization: OneOrMany,
+    /// Environment variable(s) holding accepted values instead.
+    #[serde(default)]
+    pub authorization_env: OneOrMany,
+    /// SHA-256 (hex) of accepted values.
+    #[serde(default)]
+    pub authorization_sha256: OneOrMany,
+}
+
+impl AdminConfig {
+    /// Whether any `authorization*` key is set.
+    pub fn has_authorization(&self) -> bool {
+        [
+            &self.authorization,
+            &self.authorization_env,
+            &self.authorization_sha256,
+        ]
+        .iter()
+        .any(|a| !a.values().is_empty())
+    }
 }
 
 /// `[limits]`
@@ -252,6 +276,9 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: default_admin_listen(),
             inactive_after_secs: default_inactive_after(),
+            authorization: OneOrMany::None,
+            authorization_env: OneOrMany::None,
+            authorization_sha256: OneOrMany::None,
         }
     }
 }
@@ -317,6 +344,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl Config {
     /// Reads and validates a configuration file. Relative paths in it are
     /// taken relative to the current directory, like the embedded default.
@@ -358,6 +389,35 @@ impl Config {
             return invalid(
                 "[server] tls_cert and tls_key go together: set both or neither".into(),
             );
+        }
+        if !self.admin.listen.ip().is_loopback() && !self.admin.has_authorization() {
+            return invalid(format!(
+                "[admin] listen = \"{}\" is not a loopback address: set [admin] authorization \
+                 (or authorization_env / authorization_sha256), or keep the admin listener on \
+                 127.0.0.1 and reach it over an SSH tunnel",
+                self.admin.listen
+            ));
+        }
+        if [
+            &self.admin.authorization,
+            &self.admin.authorization_env,
+            &self.admin.authorization_sha256,
+        ]
+        .iter()
+        .any(|a| a.values().iter().any(String::is_empty))
+        {
+            return invalid("[admin]: an empty authorization value".into());
+        }
+        if let Some(bad) = self
+            .admin
+            .authorization_sha256
+            .values()
+            .iter()
+            .find(|h| !is_sha256_hex(h))
+        {
+            return invalid(format!(
+                "[admin]: authorization_sha256 {bad:?} is not 64 hex digits"
+            ));
         }
         let mut paths = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
@@ -421,7 +481,7 @@ impl Config {
                 .authorization_sha256
                 .values()
                 .iter()
-                .find(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .find(|h| !is_sha256_hex(h))
             {
                 return invalid(format!(
                     "source {:?}: authorization_sha256 {bad:?} is not 64 hex digits",
@@ -497,6 +557,21 @@ mod tests {
     }
 
     #[test]
+    fn admin_off_loopback_needs_authorization() {
+        let config = Config::from_toml(
+            "[admin]\nlisten = \"0.0.0.0:9090\"\nauthorization = \"Basic YWRtaW46cw==\"\n",
+        )
+        .unwrap();
+        assert!(config.admin.has_authorization());
+        let config = Config::from_toml("[admin]\nlisten = \"[::1]:9090\"\n").unwrap();
+        assert!(!config.admin.has_authorization());
+        assert!(Config::from_toml(
+            "[admin]\nlisten = \"10.0.0.5:9090\"\nauthorization_env = \"ADMIN_AUTH\"\n"
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn rejects_what_cannot_work() {
         let source = |extra: &str| format!("[[source]]\nname = \"a\"\npath = \"/a\"\n{extra}");
         for (text, needle) in [
@@ -556,6 +631,22 @@ mod tests {
             (
                 source("authorization = \"x\"").replace("\"/a\"", "\"a\""),
                 "start with '/'",
+            ),
+            (
+                "[admin]\nlisten = \"0.0.0.0:9090\"".into(),
+                "not a loopback address: set [admin] authorization",
+            ),
+            (
+                "[admin]\nlisten = \"[::]:9090\"\nauthorization = \"\"".into(),
+                "an empty authorization value",
+            ),
+            (
+                "[admin]\nauthorization = [\"Basic x\", \"\"]".into(),
+                "[admin]: an empty authorization value",
+            ),
+            (
+                "[admin]\nauthorization_sha256 = \"abc\"".into(),
+                "[admin]: authorization_sha256 \"abc\" is not 64 hex digits",
             ),
         ] {
             let error = Config::from_toml(&text).unwrap_err().to_string();

@@ -15,6 +15,7 @@
 mod admin;
 pub mod auth;
 pub mod config;
+mod console;
 pub mod decode;
 pub mod fetch;
 pub mod first_run;
@@ -159,12 +160,15 @@ impl Server {
         };
         let https = bind(config.server.listen, "[server] listen").await?;
         let admin = bind(config.admin.listen, "[admin] listen").await?;
-        let state = Arc::new(AppState::new(
-            store,
-            sources,
-            RuntimeLimits::from(&config.limits),
-            Duration::from_secs(config.admin.inactive_after_secs),
-        ));
+        let state = Arc::new(
+            AppState::new(
+                store,
+                sources,
+                RuntimeLimits::from(&config.limits),
+                Duration::from_secs(config.admin.inactive_after_secs),
+            )
+            .with_admin_guard(console::AdminGuard::new(admin_authorizer(&config.admin)?)),
+        );
         let server = Server {
             data_dir: config.data_dir.clone(),
             https,
@@ -277,6 +281,59 @@ pub fn admin_addr_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("admin.addr")
 }
 
+/// The `[admin] authorization*` values, or `None` when none is set.
+fn admin_authorizer(admin: &config::AdminConfig) -> Result<Option<auth::Authorizer>, StartError> {
+    if !admin.has_authorization() {
+        return Ok(None);
+    }
+    authorizer(
+        &admin.authorization,
+        &admin.authorization_env,
+        &admin.authorization_sha256,
+    )
+    .map(Some)
+    .map_err(|e| e.of("[admin]"))
+}
+
+/// Why accepted `Authorization` values could not be resolved.
+enum AuthorizationError {
+    MissingEnv(String),
+    BadSha256,
+}
+
+impl AuthorizationError {
+    /// The startup error, for the source (or `[admin]`) that configured them.
+    fn of(self, owner: &str) -> StartError {
+        match self {
+            AuthorizationError::MissingEnv(variable) => StartError::MissingEnv {
+                source_name: owner.to_owned(),
+                variable,
+            },
+            AuthorizationError::BadSha256 => {
+                config::ConfigError::Invalid(format!("{owner:?}: bad authorization_sha256")).into()
+            }
+        }
+    }
+}
+
+/// The accepted values: as written, from environment variables, as digests.
+fn authorizer(
+    values: &config::OneOrMany,
+    env: &config::OneOrMany,
+    sha256: &config::OneOrMany,
+) -> Result<auth::Authorizer, AuthorizationError> {
+    let mut tokens: Vec<String> = values.values().to_vec();
+    for variable in env.values() {
+        tokens.push(
+            std::env::var(variable)
+                .map_err(|_| AuthorizationError::MissingEnv(variable.clone()))?,
+        );
+    }
+    auth::Authorizer::new(tokens.iter().map(String::as_str))
+        .with_sha256(sha256.values().iter().map(String::as_str))
+        .ok_or(AuthorizationError::BadSha256)
+}
+
 type KeyRefresher = (String, keys::JwksSource, Arc<keys::SourceKeys>);
 
 async fn resolve_sources(
@@ -301,27 +358,12 @@ async fn resolve_sources(
     let mut sources = Vec::new();
     let mut refreshers = Vec::new();
     for source in &config.sources {
-        let mut tokens: Vec<String> = source.authorization.values().to_vec();
-        for variable in source.authorization_env.values() {
-            tokens.push(std::env::var(variable).map_err(|_| StartError::MissingEnv {
-                source_name: source.name.clone(),
-                variable: variable.clone(),
-            })?);
-        }
-        let authorizer = auth::Authorizer::new(tokens.iter().map(String::as_str))
-            .with_sha256(
-                source
-                    .authorization_sha256
-                    .values()
-                    .iter()
-                    .map(String::as_str),
-            )
-            .ok_or_else(|| {
-                config::ConfigError::Invalid(format!(
-                    "source {:?}: bad authorization_sha256",
-                    source.name
-                ))
-            })?;
+        let authorizer = authorizer(
+            &source.authorization,
+            &source.authorization_env,
+            &source.authorization_sha256,
+        )
+        .map_err(|e| e.of(&source.name))?;
         let policy = source.signature_policy();
         let signatures = match (&source.jwks, policy) {
             (Some(setting), config::SignaturePolicy::Tag | config::SignaturePolicy::Enforce) => {

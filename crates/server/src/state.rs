@@ -77,6 +77,8 @@ pub struct AppState {
     inflight_requests: Arc<Semaphore>,
     inflight_bytes: Arc<Semaphore>,
     listening: AtomicBool,
+    /// Who may use the admin listener, and the console's form token.
+    pub admin_guard: crate::console::AdminGuard,
 }
 
 /// Work admitted past backpressure; releases its share when dropped.
@@ -127,7 +129,14 @@ impl AppState {
             inactive_after,
             metrics: Metrics::default(),
             listening: AtomicBool::new(false),
+            admin_guard: crate::console::AdminGuard::default(),
         }
+    }
+
+    /// Sets who may use the admin listener.
+    pub fn with_admin_guard(mut self, guard: crate::console::AdminGuard) -> AppState {
+        self.admin_guard = guard;
+        self
     }
 
     /// Admits a request whose body is at most `body_bytes`, or `None` when

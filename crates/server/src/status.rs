@@ -12,6 +12,53 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub struct SourceStatus {
     inner: Mutex<Snapshot>,
+    per_minute: Mutex<MinuteCounts>,
+}
+
+/// Minutes of history kept for the events-per-minute chart.
+pub const CHART_MINUTES: usize = 24 * 60;
+
+/// Events stored per minute over the last [`CHART_MINUTES`], in a ring
+/// indexed by minute since the epoch.
+#[derive(Debug)]
+struct MinuteCounts {
+    counts: Vec<u64>,
+    /// The minute (since the epoch) of the last count.
+    latest: i64,
+}
+
+impl Default for MinuteCounts {
+    fn default() -> Self {
+        MinuteCounts {
+            counts: vec![0; CHART_MINUTES],
+            latest: 0,
+        }
+    }
+}
+
+impl MinuteCounts {
+    fn slot(minute: i64) -> usize {
+        minute.rem_euclid(CHART_MINUTES as i64) as usize
+    }
+
+    /// Clears the slots of the minutes between the latest count and `minute`.
+    fn advance(&mut self, minute: i64) {
+        if minute <= self.latest {
+            return;
+        }
+        let gap = (minute - self.latest).min(CHART_MINUTES as i64);
+        for m in minute - gap + 1..=minute {
+            self.counts[Self::slot(m)] = 0;
+        }
+        self.latest = minute;
+    }
+
+    fn add(&mut self, minute: i64, n: u64) {
+        self.advance(minute);
+        if self.latest - minute < CHART_MINUTES as i64 {
+            self.counts[Self::slot(minute)] += n;
+        }
+    }
 }
 
 /// A copy of a source's status at one moment.
@@ -73,12 +120,30 @@ impl SourceStatus {
                 s.duplicates += duplicates;
                 s.quarantined += quarantined;
                 s.last_response_code = Some(200);
+                drop(s);
+                if stored > 0 {
+                    self.per_minute
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add(now_ms.div_euclid(60_000), stored);
+                }
             }
             Outcome::Rejected { status, reason } => {
                 *s.rejected.entry(reason).or_default() += 1;
                 s.last_response_code = Some(status);
             }
         }
+    }
+
+    /// Events stored in each of the last [`CHART_MINUTES`] minutes up to
+    /// the one holding `now_ms`, oldest first.
+    pub fn per_minute(&self, now_ms: i64) -> Vec<u64> {
+        let mut ring = self.per_minute.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms.div_euclid(60_000);
+        ring.advance(now);
+        (now - CHART_MINUTES as i64 + 1..=now)
+            .map(|m| ring.counts[MinuteCounts::slot(m)])
+            .collect()
     }
 
     /// A copy of the current status.
@@ -136,5 +201,29 @@ mod tests {
         );
         assert_eq!(snap.rejected.get("unauthorized"), Some(&1));
         assert_eq!(snap.last_response_code, Some(200));
+    }
+
+    #[test]
+    fn per_minute_counts_age_out_after_a_day() {
+        let status = SourceStatus::default();
+        let accepted = |stored| Outcome::Accepted {
+            stored,
+            duplicates: 0,
+            quarantined: 0,
+        };
+        let t0 = 1_764_100_000_000 / 60_000 * 60_000;
+        status.record(t0, accepted(3));
+        status.record(t0 + 59_999, accepted(2));
+        status.record(t0 + 120_000, accepted(7));
+        let chart = status.per_minute(t0 + 120_000);
+        assert_eq!(chart.len(), CHART_MINUTES);
+        assert_eq!(&chart[CHART_MINUTES - 3..], &[5, 0, 7]);
+        assert_eq!(chart.iter().sum::<u64>(), 12);
+        // A day later the first minute has left the chart; the last is still in.
+        let day = CHART_MINUTES as i64 * 60_000;
+        let later = status.per_minute(t0 + day);
+        assert_eq!(later.iter().sum::<u64>(), 7);
+        assert_eq!(later[1], 7);
+        assert_eq!(status.per_minute(t0 + 120_000 + day).iter().sum::<u64>(), 0);
     }
 }

@@ -440,6 +440,12 @@ impl Store {
         query::count(&self.inner.core, query, self.event_count() as u64)
     }
 
+    /// The earliest and latest event time stored (ms since the epoch, exact
+    /// to the minute), from the time index; `None` when the store is empty.
+    pub fn time_span(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        query::time_span(&self.inner.core)
+    }
+
     /// One event by id.
     pub fn event(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
         let Some(value) = chunk::get(self.tree(), &self.inner.core.log, id)? else {

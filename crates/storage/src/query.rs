@@ -175,6 +175,29 @@ fn candidates(
     Ok(Some(ids))
 }
 
+/// The earliest and latest event time in the store (ms, exact to the
+/// minute), from the first and last postings of the time index; `None`
+/// when it is empty.
+pub(crate) fn time_span(core: &Core) -> Result<Option<(i64, i64)>, StoreError> {
+    let prefix = [crate::keys::INDEX, IndexKind::Time.tag(), 8];
+    let mut postings = core.tree.scan_prefix(prefix);
+    let times = |item: Option<sled::Result<(sled::IVec, sled::IVec)>>| {
+        let Some(item) = item else {
+            return Ok(None);
+        };
+        let (key, value) = item?;
+        let (_, _, first_id) =
+            split_posting_key(&key).ok_or_else(|| corrupt(&key, "posting key"))?;
+        let mut entries = Vec::new();
+        decode_posting(first_id, &value, &mut entries).map_err(|e| corrupt(&key, e.0))?;
+        let times = entries.iter().map(|&(_, time)| time);
+        Ok::<_, StoreError>(times.clone().min().zip(times.max()))
+    };
+    let first = times(postings.next())?;
+    let last = times(postings.next_back())?.or(first);
+    Ok(first.zip(last).map(|((min, _), (_, max))| (min, max)))
+}
+
 /// How a query will run.
 pub(crate) enum Plan {
     /// Nothing can match.

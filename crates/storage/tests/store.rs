@@ -342,3 +342,32 @@ fn a_quarantined_body_larger_than_a_log_segment_survives_reopen() {
     assert_eq!(kept.len(), 1);
     assert!(kept[0].raw == body, "the body comes back byte-exact");
 }
+
+#[test]
+fn time_span_is_the_earliest_and_latest_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.time_span().unwrap(), None);
+    // Out of time order on arrival; one without a timestamp takes its
+    // received_at (1_700_000_000_123).
+    let at = |raw: &str, ts: Option<&str>| Event {
+        timestamp: ts.map(str::to_owned),
+        ..event(raw, None)
+    };
+    store
+        .append_blocking(batch(
+            vec![
+                at("b", Some("2023-11-14T22:20:00.000Z")),
+                at("a", Some("2023-11-14T20:00:30.500Z")),
+                at("c", None),
+                at("d", Some("2023-11-14T21:00:00.000Z")),
+            ],
+            vec![],
+        ))
+        .unwrap();
+    let (first, last) = store.time_span().unwrap().unwrap();
+    // Exact to the minute: the time index keeps one key per minute.
+    assert_eq!(first.div_euclid(60_000), 1_699_992_030_500 / 60_000);
+    assert_eq!(last.div_euclid(60_000), 1_700_000_400_000 / 60_000);
+    assert!(first <= 1_699_992_030_500 && last >= 1_700_000_400_000 - 59_999);
+}
