@@ -143,10 +143,28 @@ pub fn parse_borrowed<'a>(
     normalize::parse_borrowed(line, options)
 }
 
-/// Splits a batch body into lines: `\n` separated, a trailing `\r` removed,
-/// blank (empty or whitespace-only) lines skipped.
+/// Splits a batch body into lines: `\n`, `\r\n` and a bare `\r` each end a
+/// line; blank (empty or whitespace-only) lines are skipped.
+///
+/// A bare `\r` is a separator because neither grammar allows one inside an
+/// event: CEF escapes a carriage return in a value as `\r`, and JSON escapes
+/// it in a string (outside strings it is whitespace, which a one-object-per-
+/// line sender does not put between lines of one event). Taking it as a
+/// separator keeps `a\rb\rc` three events, instead of one stored event whose
+/// last value swallows the other two.
 pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
-    body.split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    body.split(|&b| b == b'\n' || b == b'\r')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines;
+
+    #[test]
+    fn lines_end_at_lf_crlf_and_a_bare_cr() {
+        let body = b"a=1\nb=2\r\nc=3\rd=4\r\r\n  \ne=5";
+        let got: Vec<&[u8]> = lines(body).collect();
+        assert_eq!(got, [&b"a=1"[..], b"b=2", b"c=3", b"d=4", b"e=5"]);
+    }
 }

@@ -69,7 +69,7 @@ async fn route_request(
         return whole(reprocess(state).await);
     }
     if request.method() != Method::GET {
-        return whole(error_response(StatusCode::METHOD_NOT_ALLOWED, "use GET"));
+        return whole(not_a_webhook(&state, &request));
     }
     match request.uri().path() {
         "/api/events" => list(state, &query, Listing::Events).await,
@@ -78,6 +78,55 @@ async fn route_request(
         "/api/gaps" => whole(crate::gaps::answer(state, &query).await),
         path => whole(route(&state, started, path).await),
     }
+}
+
+/// The 405 for a POST (or any other non-GET) to the admin listener, which
+/// is most often a webhook sent to the wrong port: says where webhooks go.
+fn not_a_webhook(state: &AppState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let urls: Vec<String> = match state.webhook_addr() {
+        Some(addr) => {
+            // A wildcard bind has no one address to give: use the host the
+            // client reached the admin listener by.
+            let host = if addr.ip().is_unspecified() {
+                request
+                    .headers()
+                    .get(hyper::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
+                    .map(|a| a.host().to_owned())
+                    .unwrap_or_else(|| "localhost".to_owned())
+            } else {
+                addr.ip().to_string()
+            };
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            state
+                .sources
+                .iter()
+                .map(|s| format!("https://{host}:{}{}", addr.port(), s.path))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let error = match urls.as_slice() {
+        [] => "use GET: this is the admin listener; webhooks go to the HTTPS listener ([server] listen)".to_owned(),
+        urls => format!(
+            "use GET: this is the admin listener; webhooks go to the HTTPS listener ([server] listen): POST to {}",
+            urls.join(" or ")
+        ),
+    };
+    let mut response = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({ "error": error, "webhook_urls": urls }),
+    );
+    response.headers_mut().insert(
+        hyper::header::ALLOW,
+        hyper::header::HeaderValue::from_static("GET"),
+    );
+    response
 }
 
 fn whole(response: Response<Full<Bytes>>) -> Response<AdminBody> {

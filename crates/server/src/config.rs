@@ -110,7 +110,8 @@ pub struct Limits {
     /// Seconds a client has to finish the TLS handshake.
     #[serde(default = "default_handshake_timeout")]
     pub tls_handshake_timeout_secs: u64,
-    /// Seconds a client has to send a request head (also the keep-alive idle limit).
+    /// Seconds a client has to send a request head: the first one from the
+    /// end of the TLS handshake, later ones from the start of their bytes.
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a whole body.
@@ -119,6 +120,18 @@ pub struct Limits {
     /// Seconds a connection may stay open without a request.
     #[serde(default = "default_keep_alive_idle")]
     pub keep_alive_idle_secs: u64,
+    /// After an answer sent before the body was read (401, 404, 405, 413,
+    /// 415, 429): the most body bytes read and discarded so the client can
+    /// finish sending and read the answer (nginx's lingering close); 0
+    /// turns lingering off.
+    #[serde(default = "default_lingering_max_bytes")]
+    pub lingering_max_bytes: u64,
+    /// Seconds the discarding may last in all (nginx's `lingering_time`).
+    #[serde(default = "default_lingering_time")]
+    pub lingering_time_secs: u64,
+    /// Seconds it waits for the next bytes (nginx's `lingering_timeout`).
+    #[serde(default = "default_lingering_timeout")]
+    pub lingering_timeout_secs: u64,
     /// Requests handled at once; beyond, 429 with `Retry-After`.
     #[serde(default = "default_max_inflight_requests")]
     pub max_inflight_requests: usize,
@@ -254,6 +267,15 @@ fn default_body_timeout() -> u64 {
 fn default_keep_alive_idle() -> u64 {
     60
 }
+fn default_lingering_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_lingering_time() -> u64 {
+    30
+}
+fn default_lingering_timeout() -> u64 {
+    5
+}
 fn default_max_inflight_requests() -> usize {
     256
 }
@@ -294,6 +316,9 @@ impl Default for Limits {
             header_read_timeout_secs: default_header_timeout(),
             body_read_timeout_secs: default_body_timeout(),
             keep_alive_idle_secs: default_keep_alive_idle(),
+            lingering_max_bytes: default_lingering_max_bytes(),
+            lingering_time_secs: default_lingering_time(),
+            lingering_timeout_secs: default_lingering_timeout(),
             max_inflight_requests: default_max_inflight_requests(),
             max_inflight_bytes: default_max_inflight_bytes(),
         }
@@ -536,6 +561,18 @@ mod tests {
         assert_eq!(
             config.limits.body_read_timeout_secs,
             defaults.limits.body_read_timeout_secs
+        );
+        assert_eq!(
+            (
+                config.limits.lingering_max_bytes,
+                config.limits.lingering_time_secs,
+                config.limits.lingering_timeout_secs
+            ),
+            (
+                defaults.limits.lingering_max_bytes,
+                defaults.limits.lingering_time_secs,
+                defaults.limits.lingering_timeout_secs
+            )
         );
         assert_eq!(config.sources.len(), 2);
         assert_eq!(config.sources[1].format, Format::Json);

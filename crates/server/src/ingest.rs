@@ -3,23 +3,25 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use auditsink_parser::signature::KeySet;
 use auditsink_parser::{
     lines, parse_borrowed, BorrowedEvent, Format, ParseOptions, SignatureStatus,
 };
 use auditsink_storage::{AppendSummary, PreparedBatch};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, RETRY_AFTER,
+    HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, EXPECT,
+    RETRY_AFTER,
 };
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::config::SignaturePolicy;
 use crate::decode::{decode, DecodeError, Encoding};
 use crate::metrics::RequestRecord;
+use crate::request_body::{Progress, ReadError, RequestBody};
 use crate::response::{error_response, json_response};
 use crate::state::{now_ms, AppState, Source};
 use crate::status::Outcome;
@@ -64,9 +66,58 @@ pub async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let (head, body) = request.into_parts();
+    let mut body = RequestBody::new(body);
+    let response = answer(&state, peer, &head, &mut body).await;
+    finish(&state, &head, body, response)
+}
+
+/// After an answer sent before the body was read whole: over HTTP/1.1 the
+/// connection closes after it, and in both protocols the rest of the body is
+/// read and discarded first (within bounds), so the client gets the answer.
+fn finish(
+    state: &AppState,
+    head: &hyper::http::request::Parts,
+    body: RequestBody<Incoming>,
+    mut response: Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    let progress = body.progress();
+    if body.is_finished() {
+        return response;
+    }
+    let h1 = head.version < hyper::Version::HTTP_2;
+    if h1 {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    // An HTTP/1.1 client waiting for `100 Continue` sends no body after a
+    // final answer; a client that was too slow (408) is not waited for.
+    let awaiting_continue = h1
+        && progress == Progress::Unread
+        && head
+            .headers
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if progress != Progress::TimedOut && !awaiting_continue {
+        let already_read = body.bytes_read();
+        state
+            .limits
+            .lingering
+            .spawn(body.into_inner(), already_read);
+    }
+    response
+}
+
+async fn answer(
+    state: &AppState,
+    peer: SocketAddr,
+    head: &hyper::http::request::Parts,
+    body: &mut RequestBody<Incoming>,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let Some(source) = state.source_for(request.uri().path()).cloned() else {
-        tracing::debug!(%peer, path = request.uri().path(), "no source at this path");
+    let Some(source) = state.source_for(head.uri.path()).cloned() else {
+        tracing::debug!(%peer, path = head.uri.path(), "no source at this path");
         state.metrics.record(RequestRecord {
             source: "-",
             status: 404,
@@ -81,7 +132,7 @@ pub async fn handle(
         );
     };
     let mut sizes = Sizes::default();
-    let result = deliver(&state, &source, request, &mut sizes).await;
+    let result = deliver(state, &source, head, body, &mut sizes).await;
     let now = now_ms();
     let seconds = started.elapsed().as_secs_f64();
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -159,21 +210,33 @@ pub async fn handle(
 async fn deliver(
     state: &AppState,
     source: &Source,
-    request: Request<Incoming>,
+    head: &hyper::http::request::Parts,
+    request_body: &mut RequestBody<Incoming>,
     sizes: &mut Sizes,
 ) -> Result<Accepted, Rejection> {
-    if request.method() != Method::POST {
+    if head.method != Method::POST {
         return Err(Rejection::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method",
             "use POST",
         ));
     }
-    let headers = request.headers();
-    if !source
-        .authorizer
-        .allows(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes))
-    {
+    let headers = &head.headers;
+    // Exactly one Authorization header: with two, which one a proxy or a
+    // log shows and which one is checked could differ.
+    let mut authorizations = headers.get_all(AUTHORIZATION).iter();
+    let presented = match (authorizations.next(), authorizations.next()) {
+        (Some(value), None) => Some(value.as_bytes()),
+        (Some(_), Some(_)) => {
+            return Err(Rejection::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "more than one Authorization header",
+            ))
+        }
+        (None, _) => None,
+    };
+    if !source.authorizer.allows(presented) {
         return Err(Rejection::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -208,12 +271,13 @@ async fn deliver(
                 "too much work in flight; retry shortly",
             )
         })?;
-    let body = read_body(
-        request.into_body(),
-        limits.max_body_bytes,
-        limits.body_read_timeout,
-    )
-    .await?;
+    let body = match request_body
+        .read_all(limits.max_body_bytes, limits.body_read_timeout, declared)
+        .await
+    {
+        Ok(body) => body,
+        Err(e) => return Err(unreadable(state, source, e, sizes).await),
+    };
     sizes.compressed = body.len() as u64;
     let work = Prepare {
         source: source.name.clone(),
@@ -271,21 +335,54 @@ async fn deliver(
     }
 }
 
-async fn read_body(body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, Rejection> {
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match tokio::time::timeout(timeout, Limited::new(body, limit_usize).collect()).await {
-        Err(_) => Err(Rejection::new(
+/// The answer to a body that could not be read whole. A malformed one
+/// (HTTP/1.1 framing) is final, 400: a retry would send the same bytes, so
+/// what arrived is kept in quarantine with the reason, like an undecodable
+/// gzip body.
+async fn unreadable(
+    state: &AppState,
+    source: &Source,
+    error: ReadError,
+    sizes: &mut Sizes,
+) -> Rejection {
+    match error {
+        ReadError::TooLarge => too_large(state.limits.max_body_bytes),
+        ReadError::TimedOut => Rejection::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             "request body not received in time",
-        )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-        Ok(Err(e)) => Err(Rejection::new(
+        ),
+        ReadError::Aborted { error } => Rejection::new(
             StatusCode::BAD_REQUEST,
             "body_read",
-            format!("error reading body: {e}"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            format!("error reading body: {error}"),
+        ),
+        ReadError::Malformed { received, error } => {
+            sizes.compressed = received.len() as u64;
+            let message = format!("malformed request body framing: {error}");
+            if received.is_empty() {
+                return Rejection::new(StatusCode::BAD_REQUEST, "malformed_body", message);
+            }
+            let mut batch = PreparedBatch::new(&source.name, now_ms());
+            batch.add_quarantine(
+                &received,
+                &format!(
+                    "{message} (the {} bytes received before it, as sent)",
+                    received.len()
+                ),
+            );
+            match state.store.append_prepared(batch).await {
+                Ok(_) => Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_body",
+                    format!(
+                        "{message}; the {} bytes received were kept in quarantine",
+                        received.len()
+                    ),
+                ),
+                Err(e) => storage_failure(e),
+            }
+        }
     }
 }
 

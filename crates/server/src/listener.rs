@@ -1,20 +1,23 @@
-//! Accept loops and the life of one connection: connection limit, TLS
-//! handshake timeout, HTTP/1.1 and h2, an idle timeout between requests, and a
-//! graceful stop (finish in-flight requests) when the shutdown watch flips.
+//! Accept loops and the life of one connection: connection limit (closing
+//! the connection idle the longest to make room), TLS handshake timeout,
+//! HTTP/1.1 and h2, a timeout for the first request head and an idle timeout
+//! between requests, and a graceful stop (finish in-flight requests) when
+//! the shutdown watch flips.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
@@ -60,11 +63,16 @@ fn http_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// When a connection last had a request, and how many it has now.
+/// When a connection last had a request, how many it has now, and whether
+/// the accept loop asked it to make room.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     active: AtomicUsize,
+    /// Whether it has had a request yet (before: the head timeout applies).
+    served: AtomicBool,
+    evicting: AtomicBool,
+    evict: Notify,
 }
 
 /// Marks a request in progress on its connection until dropped.
@@ -83,6 +91,9 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             active: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
+            evict: Notify::new(),
         })
     }
 
@@ -91,26 +102,132 @@ impl Activity {
             .store(self.start.elapsed().as_millis() as u64, Ordering::Release);
     }
 
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Acquire))
+    }
+
+    fn is_idle(&self) -> bool {
+        self.active.load(Ordering::Acquire) == 0
+    }
+
     fn request(self: &Arc<Self>) -> RequestGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.served.store(true, Ordering::Release);
         self.touch();
         RequestGuard(self.clone())
     }
 
-    /// Resolves once the connection has had no request in progress for `limit`.
-    async fn idle(&self, limit: Duration) {
+    /// Resolves once the connection has had no request in progress for
+    /// `idle` (`first_head` before its first request).
+    async fn idle(&self, first_head: Duration, idle: Duration) {
         loop {
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Acquire));
-            let deadline = last + limit;
-            if self.active.load(Ordering::Acquire) == 0 && Instant::now() >= deadline {
+            let limit = if self.served.load(Ordering::Acquire) {
+                idle
+            } else {
+                first_head
+            };
+            let deadline = self.last() + limit;
+            if self.is_idle() && Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep_until(
-                deadline
-                    .max(Instant::now() + Duration::from_millis(100))
-                    .into(),
-            )
-            .await;
+            // Look again within the shorter limit: the first request may
+            // switch to it.
+            let now = Instant::now();
+            let wake = deadline.min(now + first_head.min(idle));
+            tokio::time::sleep_until(wake.max(now + Duration::from_millis(100)).into()).await;
+        }
+    }
+
+    /// Resolves when the accept loop asks this connection to make room and
+    /// it has no request in progress.
+    async fn evicted(&self) {
+        loop {
+            self.evict.notified().await;
+            if self.is_idle() {
+                return;
+            }
+            // A request began meanwhile: keep serving; the loop picks another.
+            self.evicting.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// The open connections of one listener, within its limit: at the limit,
+/// the one idle the longest is closed to make room, so idle connections
+/// (which cost a client nothing to hold) cannot keep a delivery waiting.
+/// Connections with a request in progress are never closed for room.
+struct Connections {
+    permits: Arc<Semaphore>,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    next_id: AtomicU64,
+}
+
+/// A registered connection; leaves the registry when dropped.
+struct Slot {
+    connections: Arc<Connections>,
+    id: u64,
+    activity: Arc<Activity>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.connections.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+/// How long the accept loop waits for room after asking an idle connection
+/// to close, or for a busy one to finish, before looking again.
+const ROOM_WAIT: Duration = Duration::from_millis(100);
+
+impl Connections {
+    fn new(limit: usize) -> Arc<Connections> {
+        Arc::new(Connections {
+            permits: Arc::new(Semaphore::new(limit)),
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    /// A slot for a new connection: a free one, or one made by closing the
+    /// connection idle the longest; waits while every connection is busy.
+    async fn slot(self: &Arc<Self>) -> Slot {
+        let permit = loop {
+            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                break permit;
+            }
+            self.evict_longest_idle();
+            if let Ok(Ok(permit)) =
+                tokio::time::timeout(ROOM_WAIT, self.permits.clone().acquire_owned()).await
+            {
+                break permit;
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let activity = Activity::new();
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(id, activity.clone());
+        }
+        Slot {
+            connections: self.clone(),
+            id,
+            activity,
+            _permit: permit,
+        }
+    }
+
+    /// Asks the connection idle the longest (not already asked) to close.
+    fn evict_longest_idle(&self) {
+        let Ok(open) = self.open.lock() else { return };
+        let victim = open
+            .values()
+            .filter(|a| a.is_idle() && !a.evicting.load(Ordering::Acquire))
+            .min_by_key(|a| a.last());
+        if let Some(victim) = victim {
+            victim.evicting.store(true, Ordering::Release);
+            victim.evict.notify_one();
         }
     }
 }
@@ -124,26 +241,38 @@ type Handler<B> = Arc<
         + Sync,
 >;
 
-/// Serves one connection until it ends, its idle timeout passes, or `stop`
-/// flips; the last two close it gracefully (in-flight requests finish).
+/// How long an idle connection asked to close gets to do so gracefully
+/// (an h2 GOAWAY) before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one connection until it ends, its head or idle timeout passes, it
+/// is asked to make room while idle, or `stop` flips. A timeout or a stop
+/// closes it gracefully (in-flight requests finish); making room drops it.
 async fn serve_connection<IO, B>(
     io: IO,
     builder: Arc<auto::Builder<TokioExecutor>>,
     handler: Handler<B>,
-    idle_timeout: Duration,
+    activity: Arc<Activity>,
+    settings: &Settings,
     mut stop: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Default + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let activity = Activity::new();
+    // The first request head is due within the head timeout from here.
+    activity.touch();
     let service_activity = activity.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<Incoming>| {
         let guard = service_activity.request();
         let handler = handler.clone();
+        let head = request.method() == Method::HEAD;
         async move {
-            let response = handler(request).await;
+            let mut response = handler(request).await;
+            if head {
+                // hyper leaves out a HEAD answer's body over HTTP/1.1 only.
+                response = response.map(|_| B::default());
+            }
             drop(guard);
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -154,6 +283,8 @@ async fn serve_connection<IO, B>(
     if closing {
         connection.as_mut().graceful_shutdown();
     }
+    // Set when an idle timeout closed it: the time to drop it if still open.
+    let mut hard_stop: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -162,15 +293,33 @@ async fn serve_connection<IO, B>(
                 }
                 return;
             }
+            _ = activity.evicted() => {
+                tracing::debug!("idle connection closed to make room for a new one");
+                return;
+            }
             _ = stop.changed(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();
             }
-            _ = activity.idle(idle_timeout), if !closing => {
+            _ = activity.idle(settings.header_read_timeout, settings.idle_timeout), if !closing => {
                 closing = true;
+                hard_stop = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 connection.as_mut().graceful_shutdown();
             }
+            _ = sleep_until_some(hard_stop) => {
+                if activity.is_idle() {
+                    return;
+                }
+                hard_stop = None;
+            }
         }
+    }
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -184,18 +333,14 @@ pub async fn serve_https(
     stop: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(http_builder(&settings));
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let connections = Connections::new(settings.max_connections);
     let tracker = TaskTracker::new();
     let mut stopped = stop.clone();
+    if let Ok(addr) = listener.local_addr() {
+        state.set_webhook_addr(addr);
+    }
     state.set_listening(true);
     loop {
-        let permit = tokio::select! {
-            _ = stopped.changed() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (tcp, peer) = tokio::select! {
             _ = stopped.changed() => break,
             accepted = listener.accept() => match accepted {
@@ -208,6 +353,10 @@ pub async fn serve_https(
                 }
             },
         };
+        let slot = tokio::select! {
+            _ = stopped.changed() => break,
+            slot = connections.slot() => slot,
+        };
         let _ = tcp.set_nodelay(true);
         let tls = tls.clone();
         let state = state.clone();
@@ -215,10 +364,11 @@ pub async fn serve_https(
         let settings = settings.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
-            let _permit = permit;
+            let activity = slot.activity.clone();
             let _open = state.connection_opened();
-            let stream =
-                match tokio::time::timeout(settings.handshake_timeout, tls.accept(tcp)).await {
+            let handshake = tokio::time::timeout(settings.handshake_timeout, tls.accept(tcp));
+            let stream = tokio::select! {
+                result = handshake => match result {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -228,13 +378,19 @@ pub async fn serve_https(
                         tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
-                };
+                },
+                _ = activity.evicted() => {
+                    tracing::debug!(%peer, "connection in its TLS handshake closed to make room");
+                    return;
+                }
+            };
             let handler_state = state.clone();
             let handler: Handler<Full<Bytes>> = Arc::new(move |request| {
                 let state = handler_state.clone();
                 Box::pin(async move { crate::ingest::handle(state, peer, request).await })
             });
-            serve_connection(stream, builder, handler, settings.idle_timeout, stop).await;
+            serve_connection(stream, builder, handler, activity, &settings, stop).await;
+            drop(slot);
         });
     }
     state.set_listening(false);
@@ -251,17 +407,10 @@ pub async fn serve_admin(
 ) {
     let started = Instant::now();
     let builder = Arc::new(http_builder(&settings));
-    let permits = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
+    let connections = Connections::new(ADMIN_CONNECTIONS);
     let tracker = TaskTracker::new();
     let mut stopped = stop.clone();
     loop {
-        let permit = tokio::select! {
-            _ = stopped.changed() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let tcp = tokio::select! {
             _ = stopped.changed() => break,
             accepted = listener.accept() => match accepted {
@@ -273,17 +422,22 @@ pub async fn serve_admin(
                 }
             },
         };
+        let slot = tokio::select! {
+            _ = stopped.changed() => break,
+            slot = connections.slot() => slot,
+        };
         let state = state.clone();
         let handler: Handler<_> = Arc::new(move |request| {
             let state = state.clone();
             Box::pin(async move { crate::admin::handle(state, started, request).await })
         });
         let builder = builder.clone();
-        let idle = settings.idle_timeout;
+        let settings = settings.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
-            let _permit = permit;
-            serve_connection(tcp, builder, handler, idle, stop).await;
+            let activity = slot.activity.clone();
+            serve_connection(tcp, builder, handler, activity, &settings, stop).await;
+            drop(slot);
         });
     }
     drop(listener);

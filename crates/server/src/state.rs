@@ -1,8 +1,9 @@
 //! What every request handler shares.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -13,6 +14,7 @@ use auditsink_storage::Store;
 use crate::auth::Authorizer;
 use crate::config::{Limits, SignaturePolicy};
 use crate::keys::SourceKeys;
+use crate::linger::Lingering;
 use crate::metrics::Metrics;
 use crate::status::SourceStatus;
 
@@ -49,6 +51,7 @@ pub struct RuntimeLimits {
     pub max_decompressed_bytes: u64,
     pub max_lines_per_request: usize,
     pub body_read_timeout: Duration,
+    pub lingering: Lingering,
     pub max_inflight_requests: usize,
     pub max_inflight_bytes: u64,
 }
@@ -60,6 +63,7 @@ impl From<&Limits> for RuntimeLimits {
             max_decompressed_bytes: l.max_decompressed_bytes,
             max_lines_per_request: l.max_lines_per_request,
             body_read_timeout: Duration::from_secs(l.body_read_timeout_secs),
+            lingering: Lingering::from(l),
             max_inflight_requests: l.max_inflight_requests,
             max_inflight_bytes: l.max_inflight_bytes,
         }
@@ -79,6 +83,7 @@ pub struct AppState {
     listening: AtomicBool,
     /// Who may use the admin listener, and the console's form token.
     pub admin_guard: crate::console::AdminGuard,
+    webhook_addr: OnceLock<SocketAddr>,
 }
 
 /// Work admitted past backpressure; releases its share when dropped.
@@ -130,6 +135,7 @@ impl AppState {
             metrics: Metrics::default(),
             listening: AtomicBool::new(false),
             admin_guard: crate::console::AdminGuard::default(),
+            webhook_addr: OnceLock::new(),
         }
     }
 
@@ -167,6 +173,16 @@ impl AppState {
     /// Records whether the webhook listener is accepting.
     pub fn set_listening(&self, listening: bool) {
         self.listening.store(listening, Ordering::Release);
+    }
+
+    /// Records the address the webhook (HTTPS) listener is bound to.
+    pub fn set_webhook_addr(&self, addr: SocketAddr) {
+        let _ = self.webhook_addr.set(addr);
+    }
+
+    /// The address the webhook (HTTPS) listener is bound to, once it runs.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_addr.get().copied()
     }
 
     /// Whether the webhook listener is accepting.
