@@ -14,6 +14,7 @@
 
 mod admin;
 pub mod auth;
+mod budget;
 pub mod config;
 pub mod decode;
 pub mod fetch;
@@ -22,6 +23,7 @@ mod ingest;
 pub mod keys;
 mod listener;
 mod metrics;
+mod prepare;
 mod response;
 mod state;
 pub mod status;

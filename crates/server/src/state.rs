@@ -11,6 +11,7 @@ use auditsink_parser::Format;
 use auditsink_storage::Store;
 
 use crate::auth::Authorizer;
+use crate::budget::{MemoryBudget, OverBudget, Reservation};
 use crate::config::{Limits, SignaturePolicy};
 use crate::keys::SourceKeys;
 use crate::metrics::Metrics;
@@ -51,6 +52,7 @@ pub struct RuntimeLimits {
     pub body_read_timeout: Duration,
     pub max_inflight_requests: usize,
     pub max_inflight_bytes: u64,
+    pub max_inflight_memory: u64,
 }
 
 impl From<&Limits> for RuntimeLimits {
@@ -62,6 +64,7 @@ impl From<&Limits> for RuntimeLimits {
             body_read_timeout: Duration::from_secs(l.body_read_timeout_secs),
             max_inflight_requests: l.max_inflight_requests,
             max_inflight_bytes: l.max_inflight_bytes,
+            max_inflight_memory: l.max_inflight_memory,
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct AppState {
     pub metrics: Metrics,
     inflight_requests: Arc<Semaphore>,
     inflight_bytes: Arc<Semaphore>,
+    /// What requests in flight hold, against `max_inflight_memory`.
+    pub memory: Arc<MemoryBudget>,
     listening: AtomicBool,
 }
 
@@ -85,6 +90,17 @@ pub struct Admitted<'a> {
     _bytes: OwnedSemaphorePermit,
     bytes: u64,
     metrics: &'a Metrics,
+    /// Its memory, the body's size for a start (see [`crate::budget`]).
+    pub memory: Reservation,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Requests or body bytes in flight are at their limit (429).
+    Busy,
+    /// The memory budget (429, or 413 when the body alone passes it).
+    Memory(OverBudget),
 }
 
 impl Drop for Admitted<'_> {
@@ -117,6 +133,8 @@ impl AppState {
             .collect();
         // Semaphores count bytes in KiB so that any u64 limit fits their u32 permits.
         let inflight_bytes = Arc::new(Semaphore::new(kib(limits.max_inflight_bytes) as usize));
+        let metrics = Metrics::default();
+        let memory = MemoryBudget::new(limits.max_inflight_memory, metrics.inflight_memory.clone());
         AppState {
             store,
             sources,
@@ -125,27 +143,34 @@ impl AppState {
             inflight_bytes,
             limits,
             inactive_after,
-            metrics: Metrics::default(),
+            metrics,
+            memory,
             listening: AtomicBool::new(false),
         }
     }
 
-    /// Admits a request whose body is at most `body_bytes`, or `None` when
-    /// the requests or bytes in flight are at their limit (answer 429).
-    pub fn admit(&self, body_bytes: u64) -> Option<Admitted<'_>> {
-        let request = self.inflight_requests.clone().try_acquire_owned().ok()?;
+    /// Admits a request whose body is at most `body_bytes`, or says why
+    /// not: the requests, body bytes or memory in flight are at their limit.
+    pub fn admit(&self, body_bytes: u64) -> Result<Admitted<'_>, Refused> {
+        let request = self
+            .inflight_requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Busy)?;
         let bytes = self
             .inflight_bytes
             .clone()
             .try_acquire_many_owned(kib(body_bytes))
-            .ok()?;
+            .map_err(|_| Refused::Busy)?;
+        let memory = self.memory.reserve(body_bytes).map_err(Refused::Memory)?;
         self.metrics.inflight_requests.inc();
         self.metrics.inflight_bytes.inc_by(body_bytes as i64);
-        Some(Admitted {
+        Ok(Admitted {
             _request: request,
             _bytes: bytes,
             bytes: body_bytes,
             metrics: &self.metrics,
+            memory,
         })
     }
 
