@@ -11,6 +11,30 @@
 
 use std::time::Duration;
 
+/// Allocations of at least this many bytes get pages of their own.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MAPPED_FROM: i32 = 1024 * 1024;
+
+/// Gives large allocations (a request's body, decompressed text and
+/// records) pages of their own, returned to the system when freed. glibc
+/// does that from 128 KiB, but raises the threshold to the size of each
+/// mapped block it frees (up to 32 MiB), after which a request's buffers
+/// come from the arenas and stay there when freed: after 64 gzip bombs and
+/// 16 large batches at once, the RSS stayed at 549 MiB. A fixed threshold
+/// keeps it where it is (nothing to do with other allocators).
+pub fn map_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: mallopt takes no pointers; glibc applies the setting
+        // under its own lock. Called before the runtime starts.
+        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MAPPED_FROM) };
+        if set != 1 {
+            tracing::warn!("cannot set glibc's mmap threshold");
+        }
+    }
+}
+
 /// How often the freed memory is handed back.
 const EVERY: Duration = Duration::from_secs(5);
 

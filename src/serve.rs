@@ -27,6 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    crate::memory::map_large_buffers();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     crate::memory::spawn_trimmer();
     runtime.block_on(async {

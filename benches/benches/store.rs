@@ -24,6 +24,12 @@
 //! - `retention/expire_100k`: a retention run that removes all of a
 //!   store's 100,000 events (received long ago) with their index entries;
 //!   the store is filled anew, outside the clock, for every run.
+//! - `crafted_line/escaped_values/N`: one CEF line of N escaped values
+//!   (`k0=a\=b0 k1=a\=b1 ...`), parsed and prepared (as the receiver does
+//!   before the append); `crafted_line/repeated_key/N`: one line of one key
+//!   N times. Both were quadratic (the encoder searched the whole line for
+//!   each string that is not a slice of it, and each repetition carried a
+//!   warning). Throughput is the line's bytes.
 //! - `query_1m/*`: over a store of 1M events (built once, outside the timed
 //!   loop, in `$AUDITSINK_BENCH_STORE` or `/tmp/auditsink-bench-store-1m`,
 //!   reused when it already holds them): every event of a one-hour window
@@ -37,6 +43,7 @@
 //! event log's segment files) beside the raw line's size.
 //!
 //!   cargo bench --manifest-path benches/Cargo.toml --bench store
+//!   cargo bench --manifest-path benches/Cargo.toml --bench store -- crafted_line
 
 use std::fs::File;
 use std::io::Write;
@@ -441,5 +448,42 @@ fn retention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, retention, query);
+/// The `crafted_line` rows' lines: (row, N, line).
+fn crafted_lines() -> Vec<(&'static str, usize, String)> {
+    let header = "CEF:0|KongInc|Konnect|1.0|c|n|1|";
+    let mut out = Vec::new();
+    for n in [10_000, 100_000] {
+        let values: Vec<String> = (0..n).map(|i| format!(r"k{i}=a\=b{i}")).collect();
+        out.push(("escaped_values", n, format!("{header}{}", values.join(" "))));
+    }
+    for n in [40_000, 400_000] {
+        let values: Vec<String> = (0..n).map(|i| format!("k=v{i}")).collect();
+        out.push(("repeated_key", n, format!("{header}{}", values.join(" "))));
+    }
+    out
+}
+
+fn crafted(c: &mut Criterion) {
+    let options = ParseOptions::new(Format::Cef);
+    let mut group = c.benchmark_group("crafted_line");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (row, n, line) in crafted_lines() {
+        group.throughput(Throughput::Bytes(line.len() as u64));
+        group.bench_function(BenchmarkId::new(row, n), |b| {
+            b.iter(|| {
+                let event = parse_borrowed(line.as_bytes(), &options).expect("it parses");
+                let mut prepared = PreparedBatch::new("konnect", T0);
+                prepared.add_event(&event);
+                prepared
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append, retention, query, crafted);
 criterion_main!(benches);

@@ -20,10 +20,12 @@
 //!   as Kong's own examples vary types; an array or object is taken as its
 //!   JSON text with a warning; `null` counts as absent.
 //! - **Duplicate keys** in a CEF extension keep the last value, like JSON
-//!   objects do, with a warning (a repeated key may be an injected one).
+//!   objects do, with a warning (a repeated key may be an injected one):
+//!   one per repeated key, however often it repeats, so that a line of one
+//!   key 400,000 times does not carry 400,000 warnings.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use serde_json::{Number, Value};
@@ -97,6 +99,18 @@ struct FieldsBuilder<'a> {
     fields: Vec<(Cow<'a, str>, FieldValue<'a>)>,
     filter: u64,
     index: Option<HashMap<Cow<'a, str>, usize>>,
+    /// Positions of the keys seen more than once.
+    repeated: HashSet<usize>,
+}
+
+/// What [`FieldsBuilder::insert`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Inserted {
+    New,
+    /// The key was there once: its value is replaced.
+    FirstRepeat,
+    /// The key had been repeated already.
+    Repeat,
 }
 
 impl<'a> FieldsBuilder<'a> {
@@ -107,35 +121,41 @@ impl<'a> FieldsBuilder<'a> {
             fields: Vec::with_capacity(capacity),
             filter: 0,
             index: None,
+            repeated: HashSet::new(),
         }
     }
 
-    /// Adds a field; returns whether `key` was already there (its value is
+    /// Adds a field; says whether `key` was already there (its value is
     /// replaced, its position kept).
-    fn insert(&mut self, key: Cow<'a, str>, value: FieldValue<'a>) -> bool {
-        if let Some(index) = &mut self.index {
-            if let Some(slot) = index.get(&key).and_then(|&i| self.fields.get_mut(i)) {
-                slot.1 = value;
-                return true;
+    fn insert(&mut self, key: Cow<'a, str>, value: FieldValue<'a>) -> Inserted {
+        let found = match &mut self.index {
+            Some(index) => match index.get(&key) {
+                Some(&i) => Some(i),
+                None => {
+                    index.insert(key.clone(), self.fields.len());
+                    None
+                }
+            },
+            None if self.filter & (1u64 << filter_bit(&key)) != 0 => {
+                self.fields.iter().position(|(k, _)| *k == key)
             }
-            index.insert(key.clone(), self.fields.len());
-            self.fields.push((key, value));
-            return false;
+            None => None,
+        };
+        if let Some(i) = found {
+            self.fields[i].1 = value;
+            return if self.repeated.insert(i) {
+                Inserted::FirstRepeat
+            } else {
+                Inserted::Repeat
+            };
         }
-        let bit = 1u64 << filter_bit(&key);
-        if self.filter & bit != 0 {
-            if let Some(slot) = self.fields.iter_mut().find(|(k, _)| *k == key) {
-                slot.1 = value;
-                return true;
-            }
-        }
-        self.filter |= bit;
+        self.filter |= 1u64 << filter_bit(&key);
         self.fields.push((key, value));
-        if self.fields.len() == Self::INDEX_AFTER {
+        if self.index.is_none() && self.fields.len() == Self::INDEX_AFTER {
             let index = self.fields.iter().enumerate();
             self.index = Some(index.map(|(i, (k, _))| (k.clone(), i)).collect());
         }
-        false
+        Inserted::New
     }
 
     fn finish(self) -> Vec<(Cow<'a, str>, FieldValue<'a>)> {
@@ -162,10 +182,11 @@ fn from_cef<'a>(text: &'a str, options: &ParseOptions) -> Result<BorrowedEvent<'
 
     let mut fields = FieldsBuilder::with_capacity(16);
     let mut rt_ms = None;
+    let mut sig_repeated = false;
     for pair in extension {
         let (key, value) = pair?;
         if key == "sig" {
-            if event.sig.replace(value).is_some() {
+            if event.sig.replace(value).is_some() && !std::mem::replace(&mut sig_repeated, true) {
                 event.warnings.push(duplicate_key("sig"));
             }
             continue;
@@ -174,7 +195,7 @@ fn from_cef<'a>(text: &'a str, options: &ParseOptions) -> Result<BorrowedEvent<'
         if key == "rt" {
             rt_ms = epoch_ms(&value);
         }
-        if fields.insert(Cow::Borrowed(key), value) {
+        if fields.insert(Cow::Borrowed(key), value) == Inserted::FirstRepeat {
             event.warnings.push(duplicate_key(key));
         }
     }
@@ -490,12 +511,15 @@ mod tests {
         for count in [3, FieldsBuilder::INDEX_AFTER + 5] {
             let mut fields = FieldsBuilder::with_capacity(0);
             let keys: Vec<String> = (0..count).map(|i| format!("k{i}")).collect();
+            let mut insert = |key: &str, value| fields.insert(Cow::Owned(key.to_owned()), value);
             for key in &keys {
-                assert!(!fields.insert(Cow::Borrowed(key), FieldValue::Int(0)));
+                assert_eq!(insert(key, FieldValue::Int(0)), Inserted::New);
             }
-            assert!(fields.insert(Cow::Borrowed("k1"), FieldValue::Int(7)));
-            assert!(fields.insert(Cow::Borrowed(&keys[count - 1]), FieldValue::Int(9)));
-            assert!(!fields.insert(Cow::Borrowed("new"), FieldValue::Int(1)));
+            assert_eq!(insert("k1", FieldValue::Int(6)), Inserted::FirstRepeat);
+            assert_eq!(insert("k1", FieldValue::Int(7)), Inserted::Repeat);
+            let last = &keys[count - 1];
+            assert_eq!(insert(last, FieldValue::Int(9)), Inserted::FirstRepeat);
+            assert_eq!(insert("new", FieldValue::Int(1)), Inserted::New);
             let fields = fields.finish();
             assert_eq!(fields.len(), count + 1);
             assert_eq!(fields[1], (Cow::Borrowed("k1"), FieldValue::Int(7)));

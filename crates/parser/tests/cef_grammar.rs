@@ -430,6 +430,25 @@ fn duplicate_keys_are_kept_in_the_record() {
 }
 
 #[test]
+fn a_key_repeated_many_times_warns_once() {
+    let mut line = format!("{HEADER}sig=x sig=y ");
+    for i in 0..1000 {
+        line.push_str(&format!("a={i} b={i} sig=z{i} "));
+    }
+    let event = parse_line(line.trim_end().as_bytes(), &ParseOptions::new(Format::Cef)).unwrap();
+    assert_eq!(event.fields["a"], "999");
+    assert_eq!(event.sig.as_deref(), Some("z999"));
+    assert_eq!(
+        event.warnings,
+        [
+            "duplicate extension key \"sig\": the last value is kept",
+            "duplicate extension key \"a\": the last value is kept",
+            "duplicate extension key \"b\": the last value is kept",
+        ]
+    );
+}
+
+#[test]
 fn utf8_in_values_and_keys() {
     assert_eq!(
         ext("msg=Grüße, 世界 😀 clé=valeur"),

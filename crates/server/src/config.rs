@@ -138,6 +138,15 @@ pub struct Limits {
     /// Body bytes (as sent) of the requests handled at once; beyond, 429.
     #[serde(default = "default_max_inflight_bytes")]
     pub max_inflight_bytes: u64,
+    /// Memory the requests handled at once may take together, in bytes:
+    /// what each really holds (its body, the decompressed text, the parsed
+    /// events and prepared records, the batch while it is written). A
+    /// request that would pass it waits for nothing: 429 with
+    /// `Retry-After`, or 413 if it alone needs more than all of it. The
+    /// default, 512 MiB, keeps the process under 1 GiB with the default
+    /// store cache.
+    #[serde(default = "default_max_inflight_memory")]
+    pub max_inflight_memory: u64,
 }
 
 /// One `[[source]]`: a webhook endpoint with its own path and token.
@@ -282,6 +291,9 @@ fn default_max_inflight_requests() -> usize {
 fn default_max_inflight_bytes() -> u64 {
     256 * 1024 * 1024
 }
+fn default_max_inflight_memory() -> u64 {
+    512 * 1024 * 1024
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -321,6 +333,7 @@ impl Default for Limits {
             lingering_timeout_secs: default_lingering_timeout(),
             max_inflight_requests: default_max_inflight_requests(),
             max_inflight_bytes: default_max_inflight_bytes(),
+            max_inflight_memory: default_max_inflight_memory(),
         }
     }
 }
@@ -522,6 +535,7 @@ impl Config {
             ("max_lines_per_request", limits.max_lines_per_request as u64),
             ("max_inflight_requests", limits.max_inflight_requests as u64),
             ("max_inflight_bytes", limits.max_inflight_bytes),
+            ("max_inflight_memory", limits.max_inflight_memory),
             (
                 "tls_handshake_timeout_secs",
                 limits.tls_handshake_timeout_secs,
@@ -535,6 +549,16 @@ impl Config {
         }
         if limits.max_inflight_bytes < limits.max_body_bytes {
             return invalid("[limits] max_inflight_bytes must be at least max_body_bytes".into());
+        }
+        if limits.max_inflight_memory
+            < limits
+                .max_body_bytes
+                .saturating_add(limits.max_decompressed_bytes)
+        {
+            return invalid(
+                "[limits] max_inflight_memory must be at least max_body_bytes + max_decompressed_bytes"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -573,6 +597,10 @@ mod tests {
                 defaults.limits.lingering_time_secs,
                 defaults.limits.lingering_timeout_secs
             )
+        );
+        assert_eq!(
+            config.limits.max_inflight_memory,
+            defaults.limits.max_inflight_memory
         );
         assert_eq!(config.sources.len(), 2);
         assert_eq!(config.sources[1].format, Format::Json);

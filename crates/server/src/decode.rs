@@ -49,18 +49,37 @@ pub enum DecodeError {
         /// The decoder's message.
         reason: String,
     },
+    /// The caller refused to let the decompressed body grow (see
+    /// [`decode_within`]).
+    #[error("decompression stopped: no room for the decompressed body")]
+    Refused,
 }
 
 /// Decodes `body`, refusing to produce more than `limit` bytes.
 pub fn decode(encoding: Encoding, body: &[u8], limit: u64) -> Result<Vec<u8>, DecodeError> {
+    decode_within(encoding, body, limit, &mut |_| true)
+}
+
+/// Decodes `body` as [`decode`] does, asking `grow` before the output's
+/// buffer is allocated or grows, with the capacity it is to have; a `false`
+/// stops decoding with [`DecodeError::Refused`] (the receiver's memory
+/// budget says no, or the client left).
+pub fn decode_within(
+    encoding: Encoding,
+    body: &[u8],
+    limit: u64,
+    grow: &mut dyn FnMut(usize) -> bool,
+) -> Result<Vec<u8>, DecodeError> {
     match encoding {
         Encoding::Identity if body.len() as u64 > limit => Err(DecodeError::TooLarge { limit }),
+        Encoding::Identity if !grow(body.len()) => Err(DecodeError::Refused),
         Encoding::Identity => Ok(body.to_vec()),
         Encoding::Gzip => read_limited(
             flate2::read::MultiGzDecoder::new(body),
             "gzip",
             body.len(),
             limit,
+            grow,
         ),
         Encoding::Deflate => {
             // RFC 9110 says zlib; some senders send raw deflate. A zlib
@@ -74,6 +93,7 @@ pub fn decode(encoding: Encoding, body: &[u8], limit: u64) -> Result<Vec<u8>, De
                     "deflate",
                     body.len(),
                     limit,
+                    grow,
                 )
             } else {
                 read_limited(
@@ -81,6 +101,7 @@ pub fn decode(encoding: Encoding, body: &[u8], limit: u64) -> Result<Vec<u8>, De
                     "deflate",
                     body.len(),
                     limit,
+                    grow,
                 )
             }
         }
@@ -92,11 +113,16 @@ fn read_limited(
     encoding: &'static str,
     compressed_len: usize,
     limit: u64,
+    grow: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Vec<u8>, DecodeError> {
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     // Start from a plausible ratio and grow by hand: `read_to_end` doubles
     // its buffer, which near the limit would cost up to twice the limit.
-    let mut out = Vec::with_capacity(compressed_len.saturating_mul(8).min(limit_usize));
+    let initial = compressed_len.saturating_mul(8).min(limit_usize);
+    if !grow(initial) {
+        return Err(DecodeError::Refused);
+    }
+    let mut out = Vec::with_capacity(initial);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         let n = match reader.read(&mut chunk) {
@@ -116,6 +142,9 @@ fn read_limited(
         }
         if needed > out.capacity() {
             let target = out.capacity().saturating_mul(2).clamp(needed, limit_usize);
+            if !grow(target) {
+                return Err(DecodeError::Refused);
+            }
             out.reserve_exact(target - out.len());
         }
         out.extend_from_slice(&chunk[..n]);
@@ -188,6 +217,7 @@ mod tests {
             "gzip",
             bomb.len(),
             limit as u64,
+            &mut |_| true,
         );
         assert_eq!(
             error,
@@ -202,6 +232,7 @@ mod tests {
             "gzip",
             100,
             limit as u64,
+            &mut |_| true,
         )
         .unwrap();
         assert!(
@@ -211,6 +242,25 @@ mod tests {
         );
         out.extend(ok);
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn growth_is_asked_for_and_can_be_refused() {
+        let body = gzip(&vec![b'a'; 1_000_000]);
+        let mut asked = Vec::new();
+        let out = decode_within(Encoding::Gzip, &body, 2_000_000, &mut |n| {
+            asked.push(n);
+            true
+        })
+        .unwrap();
+        assert!(asked.windows(2).all(|w| w[0] < w[1]), "{asked:?}");
+        assert_eq!(asked.last(), Some(&out.capacity()));
+        let refused = decode_within(Encoding::Gzip, &body, 2_000_000, &mut |n| n < 500_000);
+        assert_eq!(refused, Err(DecodeError::Refused));
+        assert_eq!(
+            decode_within(Encoding::Identity, b"abc", 10, &mut |n| n < 3),
+            Err(DecodeError::Refused)
+        );
     }
 
     #[test]

@@ -1,14 +1,10 @@
 //! One delivery: route, authorize, admit, read, decode, parse, verify,
-//! store, answer.
+//! store, answer. Decoding to preparing the records is [`crate::prepare`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use auditsink_parser::signature::KeySet;
-use auditsink_parser::{
-    lines, parse_borrowed, BorrowedEvent, Format, ParseOptions, SignatureStatus,
-};
 use auditsink_storage::{AppendSummary, PreparedBatch};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -18,12 +14,13 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::config::SignaturePolicy;
-use crate::decode::{decode, DecodeError, Encoding};
+use crate::budget::OverBudget;
+use crate::decode::Encoding;
 use crate::metrics::RequestRecord;
+use crate::prepare::{Prepare, Prepared, Watch};
 use crate::request_body::{Progress, ReadError, RequestBody};
 use crate::response::{error_response, json_response};
-use crate::state::{now_ms, AppState, Source};
+use crate::state::{now_ms, AppState, Refused, Source};
 use crate::status::Outcome;
 
 /// What `Retry-After` says on a 429: Konnect waits at least 1 s anyway.
@@ -262,14 +259,11 @@ async fn deliver(
     // Reserve the body's size (the most it may be, when not declared) before
     // reading it: past the in-flight budget, answer 429 (Konnect retries it)
     // instead of queueing without bound.
-    let _admitted = state
+    let mut admitted = state
         .admit(declared.unwrap_or(limits.max_body_bytes))
-        .ok_or_else(|| {
-            Rejection::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "overloaded",
-                "too much work in flight; retry shortly",
-            )
+        .map_err(|refused| match refused {
+            Refused::Busy => overloaded(),
+            Refused::Memory(over) => over_budget(over),
         })?;
     let body = match request_body
         .read_all(limits.max_body_bytes, limits.body_read_timeout, declared)
@@ -279,6 +273,10 @@ async fn deliver(
         Err(e) => return Err(unreadable(state, source, e, sizes).await),
     };
     sizes.compressed = body.len() as u64;
+    let mut memory = admitted.memory.take();
+    memory.resize(body.len() as u64).map_err(over_budget)?;
+    // Dropped with this future when the client goes: the preparation stops.
+    let (watch, abandoned) = Watch::new();
     let work = Prepare {
         source: source.name.clone(),
         format: source.format,
@@ -290,21 +288,32 @@ async fn deliver(
             .signatures
             .as_ref()
             .map(|check| (check.policy, check.keys.get())),
+        memory,
+        abandoned,
+        abandoned_total: state.metrics.abandoned.clone(),
     };
-    let prepared = tokio::task::spawn_blocking(move || work.run(&body))
-        .await
-        .map_err(|e| {
-            Rejection::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("batch preparation failed: {e}"),
-            )
-        })?;
+    let preparing = state.metrics.preparing.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        preparing.inc();
+        let prepared = work.run(body);
+        preparing.dec();
+        prepared
+    })
+    .await
+    .map_err(|e| {
+        Rejection::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("batch preparation failed: {e}"),
+        )
+    })?;
+    watch.disarm();
     match prepared {
         Prepared::Batch {
             received,
             decompressed,
             batch,
+            memory,
         } => {
             sizes.decompressed = decompressed;
             let summary = state
@@ -312,8 +321,16 @@ async fn deliver(
                 .append_prepared(batch)
                 .await
                 .map_err(storage_failure)?;
+            drop(memory);
             Ok(Accepted { received, summary })
         }
+        Prepared::OverBudget(over) => Err(over_budget(over)),
+        // Only seen if the client left as the work ended; no one reads it.
+        Prepared::Abandoned => Err(Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "abandoned",
+            "the client disconnected",
+        )),
         Prepared::TooLarge(message) => Err(Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
@@ -386,6 +403,31 @@ async fn unreadable(
     }
 }
 
+fn overloaded() -> Rejection {
+    Rejection::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "overloaded",
+        "too much work in flight; retry shortly",
+    )
+}
+
+/// Past `max_inflight_memory`: 429 while other requests hold it, 413 when
+/// this one alone needs more than all of it.
+fn over_budget(over: OverBudget) -> Rejection {
+    match over {
+        OverBudget::Busy => Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "too much memory in flight; retry shortly",
+        ),
+        OverBudget::Never { limit } => Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request needs more memory than max_inflight_memory ({limit} bytes)"),
+        ),
+    }
+}
+
 fn too_large(limit: u64) -> Rejection {
     Rejection::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -402,108 +444,4 @@ fn storage_failure(e: auditsink_storage::StoreError) -> Rejection {
         "storage",
         "storage failure; retry later",
     )
-}
-
-/// The CPU-bound part of a delivery, run off the async workers: decode,
-/// parse (borrowed events, never owned ones), verify, and prepare the
-/// store's records.
-struct Prepare {
-    source: String,
-    format: Format,
-    encoding: Encoding,
-    max_decompressed: u64,
-    max_lines: usize,
-    received_at_ms: i64,
-    signatures: Option<(SignaturePolicy, Arc<KeySet>)>,
-}
-
-enum Prepared {
-    Batch {
-        received: u64,
-        decompressed: u64,
-        batch: PreparedBatch,
-    },
-    TooLarge(String),
-    Corrupt {
-        batch: PreparedBatch,
-        message: String,
-    },
-}
-
-impl Prepare {
-    fn run(self, body: &[u8]) -> Prepared {
-        let mut batch = PreparedBatch::new(&self.source, self.received_at_ms);
-        let text = match decode(self.encoding, body, self.max_decompressed) {
-            Ok(text) => text,
-            Err(e @ DecodeError::TooLarge { .. }) => return Prepared::TooLarge(e.to_string()),
-            Err(e @ DecodeError::Corrupt { .. }) => {
-                let message = e.to_string();
-                batch.add_quarantine(body, &format!("undecodable request body: {message}"));
-                return Prepared::Corrupt { batch, message };
-            }
-        };
-        let options = ParseOptions {
-            format: self.format,
-            year_hint: time::OffsetDateTime::now_utc().year(),
-        };
-        let mut events = Vec::new();
-        for (count, line) in lines(&text).enumerate() {
-            if count >= self.max_lines {
-                return Prepared::TooLarge(format!(
-                    "request has more than {} lines",
-                    self.max_lines
-                ));
-            }
-            match parse_borrowed(line, &options) {
-                Ok(event) => events.push(event),
-                Err(e) => batch.add_quarantine(line, &e.to_string()),
-            }
-        }
-        let received = (events.len() + batch.quarantine_count()) as u64;
-        if let Some((policy, keys)) = &self.signatures {
-            check_signatures(&mut events, keys, *policy, &mut batch);
-        }
-        for event in &events {
-            batch.add_event(event);
-        }
-        Prepared::Batch {
-            received,
-            decompressed: text.len() as u64,
-            batch,
-        }
-    }
-}
-
-/// Verifies every event's signature (one batch verification for the whole
-/// request) and records the outcome; under `enforce`, moves events whose
-/// signature is invalid or missing to quarantine with the reason.
-fn check_signatures(
-    events: &mut Vec<BorrowedEvent<'_>>,
-    keys: &KeySet,
-    policy: SignaturePolicy,
-    batch: &mut PreparedBatch,
-) {
-    let lines: Vec<_> = events
-        .iter()
-        .map(|e| (e.raw.as_bytes(), e.format))
-        .collect();
-    let statuses = keys.verify_lines(&lines);
-    let mut statuses = statuses.into_iter();
-    events.retain_mut(|event| {
-        let status = statuses.next().unwrap_or(SignatureStatus::Invalid);
-        event.signature = status;
-        let reason = match status {
-            SignatureStatus::Invalid => {
-                "signature invalid: it verifies against none of the source's keys"
-            }
-            SignatureStatus::Missing => "signature missing",
-            SignatureStatus::Valid | SignatureStatus::Unverified => "",
-        };
-        if policy == SignaturePolicy::Enforce && !reason.is_empty() {
-            batch.add_quarantine(event.raw.as_bytes(), reason);
-            false
-        } else {
-            true
-        }
-    });
 }

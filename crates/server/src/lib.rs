@@ -14,6 +14,7 @@
 
 mod admin;
 pub mod auth;
+mod budget;
 pub mod config;
 mod console;
 pub mod decode;
@@ -25,6 +26,7 @@ pub mod keys;
 mod linger;
 mod listener;
 mod metrics;
+mod prepare;
 mod request_body;
 mod response;
 mod state;

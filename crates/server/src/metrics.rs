@@ -47,6 +47,12 @@ pub struct Metrics {
     pub inflight_requests: Gauge,
     /// Body bytes reserved by requests being handled.
     pub inflight_bytes: Gauge,
+    /// Memory reserved by requests being handled (`max_inflight_memory`).
+    pub inflight_memory: Gauge,
+    /// Requests in their CPU-bound stage (decode, parse, verify, prepare).
+    pub preparing: Gauge,
+    /// Preparations stopped because their client had gone.
+    pub abandoned: Counter,
     store_size: Gauge,
     commit_batches: Gauge,
     commit_flushes: Gauge,
@@ -122,6 +128,25 @@ impl Default for Metrics {
                 "inflight_bytes",
                 "Body bytes reserved by requests being handled",
             ),
+            inflight_memory: gauge(
+                &mut registry,
+                "inflight_memory_bytes",
+                "Memory reserved by requests being handled (max_inflight_memory)",
+            ),
+            preparing: gauge(
+                &mut registry,
+                "preparing_requests",
+                "Requests being decoded, parsed, verified and prepared",
+            ),
+            abandoned: {
+                let counter = Counter::default();
+                registry.register(
+                    "abandoned_preparations",
+                    "Preparations stopped because their client had gone",
+                    counter.clone(),
+                );
+                counter
+            },
             store_size: gauge(
                 &mut registry,
                 "store_size_bytes",

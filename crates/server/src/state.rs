@@ -12,6 +12,7 @@ use auditsink_parser::Format;
 use auditsink_storage::Store;
 
 use crate::auth::Authorizer;
+use crate::budget::{MemoryBudget, OverBudget, Reservation};
 use crate::config::{Limits, SignaturePolicy};
 use crate::keys::SourceKeys;
 use crate::linger::Lingering;
@@ -54,6 +55,7 @@ pub struct RuntimeLimits {
     pub lingering: Lingering,
     pub max_inflight_requests: usize,
     pub max_inflight_bytes: u64,
+    pub max_inflight_memory: u64,
 }
 
 impl From<&Limits> for RuntimeLimits {
@@ -66,6 +68,7 @@ impl From<&Limits> for RuntimeLimits {
             lingering: Lingering::from(l),
             max_inflight_requests: l.max_inflight_requests,
             max_inflight_bytes: l.max_inflight_bytes,
+            max_inflight_memory: l.max_inflight_memory,
         }
     }
 }
@@ -80,6 +83,8 @@ pub struct AppState {
     pub metrics: Metrics,
     inflight_requests: Arc<Semaphore>,
     inflight_bytes: Arc<Semaphore>,
+    /// What requests in flight hold, against `max_inflight_memory`.
+    pub memory: Arc<MemoryBudget>,
     listening: AtomicBool,
     /// Who may use the admin listener, and the console's form token.
     pub admin_guard: crate::console::AdminGuard,
@@ -92,6 +97,17 @@ pub struct Admitted<'a> {
     _bytes: OwnedSemaphorePermit,
     bytes: u64,
     metrics: &'a Metrics,
+    /// Its memory, the body's size for a start (see [`crate::budget`]).
+    pub memory: Reservation,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Requests or body bytes in flight are at their limit (429).
+    Busy,
+    /// The memory budget (429, or 413 when the body alone passes it).
+    Memory(OverBudget),
 }
 
 impl Drop for Admitted<'_> {
@@ -124,6 +140,8 @@ impl AppState {
             .collect();
         // Semaphores count bytes in KiB so that any u64 limit fits their u32 permits.
         let inflight_bytes = Arc::new(Semaphore::new(kib(limits.max_inflight_bytes) as usize));
+        let metrics = Metrics::default();
+        let memory = MemoryBudget::new(limits.max_inflight_memory, metrics.inflight_memory.clone());
         AppState {
             store,
             sources,
@@ -132,7 +150,8 @@ impl AppState {
             inflight_bytes,
             limits,
             inactive_after,
-            metrics: Metrics::default(),
+            metrics,
+            memory,
             listening: AtomicBool::new(false),
             admin_guard: crate::console::AdminGuard::default(),
             webhook_addr: OnceLock::new(),
@@ -145,22 +164,28 @@ impl AppState {
         self
     }
 
-    /// Admits a request whose body is at most `body_bytes`, or `None` when
-    /// the requests or bytes in flight are at their limit (answer 429).
-    pub fn admit(&self, body_bytes: u64) -> Option<Admitted<'_>> {
-        let request = self.inflight_requests.clone().try_acquire_owned().ok()?;
+    /// Admits a request whose body is at most `body_bytes`, or says why
+    /// not: the requests, body bytes or memory in flight are at their limit.
+    pub fn admit(&self, body_bytes: u64) -> Result<Admitted<'_>, Refused> {
+        let request = self
+            .inflight_requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Busy)?;
         let bytes = self
             .inflight_bytes
             .clone()
             .try_acquire_many_owned(kib(body_bytes))
-            .ok()?;
+            .map_err(|_| Refused::Busy)?;
+        let memory = self.memory.reserve(body_bytes).map_err(Refused::Memory)?;
         self.metrics.inflight_requests.inc();
         self.metrics.inflight_bytes.inc_by(body_bytes as i64);
-        Some(Admitted {
+        Ok(Admitted {
             _request: request,
             _bytes: bytes,
             bytes: body_bytes,
             metrics: &self.metrics,
+            memory,
         })
     }
 

@@ -101,7 +101,34 @@ struct Writer<'a> {
     raw: &'a [u8],
     /// Where the previous reference ended: fields mostly come in line order.
     cursor: usize,
+    /// Bytes of the raw line the searches for strings may still look
+    /// through. A string that is not a slice of the line (an unescaped
+    /// value, a number's text) is searched for, which costs up to the
+    /// line's length; a line crafted with 100,000 of them made storing
+    /// quadratic. Past this budget, a few times the line's length, strings
+    /// are written out instead: storing stays linear in the line.
+    search_budget: usize,
 }
+
+impl<'a> Writer<'a> {
+    fn new(out: Vec<u8>, raw: &'a [u8]) -> Writer<'a> {
+        Writer {
+            out,
+            raw,
+            cursor: 0,
+            search_budget: raw
+                .len()
+                .saturating_mul(SEARCH_BUDGET_PER_BYTE)
+                .saturating_add(SEARCH_BUDGET_BASE),
+        }
+    }
+}
+
+/// The search budget of a line: this many times its length, plus
+/// [`SEARCH_BUDGET_BASE`]. An ordinary event (strings found near where the
+/// previous one ended) uses a small part of it.
+const SEARCH_BUDGET_PER_BYTE: usize = 4;
+const SEARCH_BUDGET_BASE: usize = 16 * 1024;
 
 impl Writer<'_> {
     fn u8(&mut self, b: u8) {
@@ -136,6 +163,12 @@ impl Writer<'_> {
                 return;
             }
         }
+        self.inline_str(b);
+    }
+
+    /// A string written out, never searched for (text the parser made,
+    /// such as a warning, is not in the line).
+    fn inline_str(&mut self, b: &[u8]) {
         self.varint((b.len() as u64) << 1);
         self.out.extend_from_slice(b);
     }
@@ -147,11 +180,28 @@ impl Writer<'_> {
         (offset + s.len() <= self.raw.len()).then_some(offset)
     }
 
-    fn find(&self, needle: &[u8]) -> Option<usize> {
+    /// Where `needle` occurs in the raw line, looking from the cursor on
+    /// first, while the search budget lasts. A search costs about the bytes
+    /// it looks through (see [`find_first`]), which are charged.
+    fn find(&mut self, needle: &[u8]) -> Option<usize> {
+        if self.search_budget == 0 {
+            return None;
+        }
         let from = self.cursor.min(self.raw.len());
-        find_first(&self.raw[from..], needle)
-            .map(|i| i + from)
-            .or_else(|| find_first(&self.raw[..from], needle))
+        let after = &self.raw[from..];
+        if let Some(i) = find_first(after, needle) {
+            self.charge(i + needle.len());
+            return Some(from + i);
+        }
+        self.charge(after.len());
+        let before = &self.raw[..from];
+        let found = find_first(before, needle);
+        self.charge(found.map_or(before.len(), |i| i + needle.len()));
+        found
+    }
+
+    fn charge(&mut self, bytes: usize) {
+        self.search_budget = self.search_budget.saturating_sub(bytes);
     }
 
     fn value(&mut self, v: &Value) {
@@ -257,11 +307,7 @@ pub(crate) fn encode_event_into(
     event: &impl EventView,
 ) {
     let raw = event.raw().as_bytes();
-    let mut w = Writer {
-        out: std::mem::take(out),
-        raw,
-        cursor: 0,
-    };
+    let mut w = Writer::new(std::mem::take(out), raw);
     let canonical = event.timestamp().and_then(parse_canonical_ms);
     let time = canonical.unwrap_or_else(|| event_time(event, received_at_ms));
     let ts_kind: u8 = match (event.timestamp(), canonical) {
@@ -346,7 +392,7 @@ pub(crate) fn encode_event_into(
     if !warnings.is_empty() {
         w.varint(warnings.len() as u64);
         for warning in warnings {
-            w.str(warning);
+            w.inline_str(warning.as_bytes());
         }
     }
     *out = w.out;
@@ -612,11 +658,10 @@ pub(crate) fn encode_quarantine(
     reason: &str,
     raw: &[u8],
 ) -> Vec<u8> {
-    let mut w = Writer {
-        out: Vec::with_capacity(raw.len() + reason.len() + source.len() + 16),
-        raw: &[],
-        cursor: 0,
-    };
+    let mut w = Writer::new(
+        Vec::with_capacity(raw.len() + reason.len() + source.len() + 16),
+        &[],
+    );
     w.u8(RECORD_VERSION);
     w.zigzag(received_at_ms);
     w.bytes(source.as_bytes());
@@ -655,11 +700,7 @@ pub(crate) fn decode_quarantine(buf: &[u8]) -> R<DecodedQuarantine> {
 
 /// Encodes a posting: (id, time) pairs, ids increasing from `first_id`.
 pub(crate) fn encode_posting(first_id: u64, entries: &[(u64, i64)]) -> Vec<u8> {
-    let mut w = Writer {
-        out: Vec::with_capacity(2 + entries.len() * 6),
-        raw: &[],
-        cursor: 0,
-    };
+    let mut w = Writer::new(Vec::with_capacity(2 + entries.len() * 6), &[]);
     w.varint(entries.len() as u64);
     let mut previous = 0i64;
     for &(id, time) in entries {
@@ -809,6 +850,36 @@ mod tests {
             r#"{"severity":"9","trace_id":true,"org_id":1.50,"principal_id":"","rt":-5,"arr":[1,{"a":null}],"esc":"a\"b","name":"N"}"#,
             r#"{"trace_id":18446744073709551616,"org_id":false,"principal_id":null,"name":""}"#,
         ] {
+            borrowed_is_owned(line.as_bytes(), &options);
+        }
+    }
+
+    /// Lines crafted so that hardly any string of the event is a slice of
+    /// the line (escaped values, a key repeated, JSON escapes): past the
+    /// search budget their strings are written out, and the records still
+    /// decode to the parsed events.
+    #[test]
+    fn crafted_lines_past_the_search_budget_round_trip() {
+        let options = ParseOptions::new(Format::Auto);
+        let mut escaped = String::from("CEF:0|V|P|1|c|n|1|");
+        let mut repeated = escaped.clone();
+        let mut json = String::from("{");
+        for i in 0..5_000 {
+            escaped.push_str(&format!(r"k{i}=a\=b{i} "));
+            repeated.push_str(&format!("k=value{i} "));
+            json.push_str(&format!(r#""k\u0030{i}":"a\"b{i}","#));
+        }
+        json.push_str(r#""n":1.50}"#);
+        for (line, exhausts) in [
+            (escaped.trim_end(), true),
+            (repeated.trim_end(), false),
+            (&json, true),
+        ] {
+            let event = parse_line(line.as_bytes(), &options).unwrap();
+            let mut w = Writer::new(Vec::new(), line.as_bytes());
+            w.object(&event.fields);
+            assert_eq!(w.search_budget == 0, exhausts, "{:.40}", line);
+            round_trip(&event);
             borrowed_is_owned(line.as_bytes(), &options);
         }
     }

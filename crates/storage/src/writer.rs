@@ -441,6 +441,28 @@ impl PreparedBatch {
     pub fn quarantine_count(&self) -> usize {
         self.quarantine.len()
     }
+
+    /// The heap memory it holds, in bytes (allocated capacity, plus an
+    /// estimate of the hash table's own overhead), for a receiver that
+    /// budgets what its requests cost.
+    pub fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let term_entry = size_of::<(Vec<u8>, (IndexKind, Vec<u32>))>() + 1;
+        let terms: usize = self
+            .terms
+            .iter()
+            .map(|(key, (_, members))| key.capacity() + members.capacity() * 4)
+            .sum();
+        let quarantine: usize = self.quarantine.iter().map(Vec::capacity).sum();
+        self.source.capacity()
+            + self.records.capacity()
+            + self.events.capacity() * size_of::<EventHead>()
+            + self.terms.capacity() * term_entry
+            + terms
+            + self.scratch.capacity()
+            + self.quarantine.capacity() * size_of::<Vec<u8>>()
+            + quarantine
+    }
 }
 
 impl From<&Batch> for PreparedBatch {
