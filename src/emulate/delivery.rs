@@ -95,7 +95,9 @@ async fn attempts(
                 retry_after_secs,
                 ..
             } => (status, retry_after_secs),
-            Attempt::ConnectionError(_) => (0, None),
+            // Konnect has no notion of a failure no retry can fix: an
+            // untrusted certificate is a connection error to it, retried.
+            Attempt::ConnectionError(_) | Attempt::Permanent(_) => (0, None),
         };
         channel.attempted(now_ms(), status);
         let retried = status == 0 || retried_status(status);

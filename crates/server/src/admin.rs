@@ -147,8 +147,9 @@ async fn route(state: &Arc<AppState>, started: Instant, path: &str) -> Response<
     }
 }
 
-/// Ready when the webhook listener accepts and the store takes a write: the
-/// last write that stored something did not fail, and an empty batch goes
+/// Ready when the webhook listener accepts and the store takes a write: it
+/// is not closed after a failed write (it reopens by itself), the last
+/// write that stored something did not fail, and an empty batch goes
 /// through the writer and its flush.
 async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
     if !state.is_listening() {
@@ -156,6 +157,21 @@ async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE,
             "webhook listener not accepting",
         );
+    }
+    let health = state.store.health();
+    if health.recovering {
+        let mut text = format!(
+            "store not writable: closed since a write failed ({}); it reopens by itself \
+             once writes succeed again (free disk space)",
+            health.reason.as_deref().unwrap_or("unknown")
+        );
+        if let Some(e) = &health.last_attempt_error {
+            text.push_str(&format!(
+                "; {} attempts so far, the last: {e}",
+                health.failed_attempts
+            ));
+        }
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, &text);
     }
     if let Some(e) = state.store.last_write_error() {
         return error_response(
@@ -208,6 +224,7 @@ fn status(state: &AppState, started: Instant) -> Value {
         store.extend(stats);
     }
     store["open"] = serde_json::to_value(state.store.open_report()).unwrap_or(Value::Null);
+    store["health"] = serde_json::to_value(state.store.health()).unwrap_or(Value::Null);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": started.elapsed().as_secs(),

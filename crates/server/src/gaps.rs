@@ -25,7 +25,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Records a non-200 answer of `source` (a failure to record is logged:
 /// the answer itself is what matters).
 pub fn record_answer(state: &AppState, source: &str, at_ms: i64, status: u16) {
-    if let Err(e) = state.store.gaps().record_answer(source, at_ms, status) {
+    if let Err(e) = state
+        .store
+        .gaps()
+        .and_then(|gaps| gaps.record_answer(source, at_ms, status))
+    {
         tracing::warn!(source, status, error = %e, "cannot record the answer for replay --gaps");
     }
 }
@@ -33,8 +37,10 @@ pub fn record_answer(state: &AppState, source: &str, at_ms: i64, status: u16) {
 /// Records this run from start to `stop`: started now, alive every
 /// [`ALIVE_EVERY`], stopped cleanly when `stop` changes.
 pub async fn keep_run(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let gaps = state.store.gaps().clone();
-    let started = match gaps.start_run(now_ms()) {
+    // The handle is taken anew for each record: one held across a reopening
+    // of the store (after a failed write) would keep the old database open.
+    let gaps = || state.store.gaps();
+    let started = match gaps().and_then(|gaps| gaps.start_run(now_ms())) {
         Ok(started) => started,
         Err(e) => {
             tracing::warn!(error = %e, "cannot record this run for replay --gaps");
@@ -45,18 +51,19 @@ pub async fn keep_run(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiv
     loop {
         if last_prune.map_or(true, |at| at.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(tokio::time::Instant::now());
-            let gaps = gaps.clone();
-            let _ = tokio::task::spawn_blocking(move || gaps.prune(now_ms())).await;
+            if let Ok(gaps) = gaps() {
+                let _ = tokio::task::spawn_blocking(move || gaps.prune(now_ms())).await;
+            }
         }
         tokio::select! {
             _ = stop.changed() => break,
             _ = tokio::time::sleep(ALIVE_EVERY) => {}
         }
-        if let Err(e) = gaps.alive(started, now_ms()) {
+        if let Err(e) = gaps().and_then(|gaps| gaps.alive(started, now_ms())) {
             tracing::warn!(error = %e, "cannot record that the receiver is alive");
         }
     }
-    if let Err(e) = gaps.stopped(started, now_ms()) {
+    if let Err(e) = gaps().and_then(|gaps| gaps.stopped(started, now_ms())) {
         tracing::warn!(error = %e, "cannot record the end of this run");
     }
 }
@@ -81,7 +88,7 @@ pub async fn answer(state: Arc<AppState>, query: &str) -> Response<Full<Bytes>> 
         }
     }
     let result = tokio::task::spawn_blocking(move || {
-        let gaps = state.store.gaps();
+        let gaps = state.store.gaps()?;
         Ok::<_, auditsink_storage::StoreError>((gaps.answers(since)?, gaps.runs(since)?))
     })
     .await;

@@ -56,6 +56,9 @@ pub struct Metrics {
     store_size: Gauge,
     commit_batches: Gauge,
     commit_flushes: Gauge,
+    store_recovering: Gauge,
+    store_recoveries: Gauge,
+    store_reopen_failures: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,6 +165,21 @@ impl Default for Metrics {
                 "store_flushes",
                 "Flushes to disk since start (group commit)",
             ),
+            store_recovering: gauge(
+                &mut registry,
+                "store_recovering",
+                "1 while the store is closed after a failed write, until it reopens by itself",
+            ),
+            store_recoveries: gauge(
+                &mut registry,
+                "store_recoveries",
+                "Times the store was reopened after a failed write since start",
+            ),
+            store_reopen_failures: gauge(
+                &mut registry,
+                "store_reopen_failed_attempts",
+                "Attempts to reopen the store that failed in the current outage",
+            ),
             registry,
             requests,
             events,
@@ -247,6 +265,12 @@ impl Metrics {
             .set(i64::try_from(batches).unwrap_or(i64::MAX));
         self.commit_flushes
             .set(i64::try_from(flushes).unwrap_or(i64::MAX));
+        let health = store.health();
+        self.store_recovering.set(i64::from(health.recovering));
+        self.store_recoveries
+            .set(i64::try_from(health.recoveries).unwrap_or(i64::MAX));
+        self.store_reopen_failures
+            .set(i64::try_from(health.failed_attempts).unwrap_or(i64::MAX));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -45,6 +45,16 @@ pub enum StoreError {
     /// A maintenance operation found the store in a state it cannot work on.
     #[error("{0}")]
     Inconsistent(String),
+    /// A write or flush failed: the store refuses writes and reads until it
+    /// is reopened, which it does by itself once writes succeed again.
+    #[error(
+        "the store is closed since a write failed ({reason}); it reopens by itself \
+         once writes succeed again (free disk space)"
+    )]
+    Recovering {
+        /// The failure.
+        reason: String,
+    },
     /// The writer thread stopped (after a panic or a fatal error).
     #[error("the store's writer has stopped")]
     WriterGone,

@@ -38,6 +38,9 @@
 //! everything and [`Store::rebuild_indexes`] repairs. With a retention
 //! period ([`StoreOptions::retention_days`]) a background thread removes
 //! what was received longer ago than that.
+//!
+//! A failed write or fsync closes the store; it reopens by itself, as a
+//! restart would, once writes succeed again ([`Store::health`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -52,6 +55,7 @@ mod log;
 mod maintain;
 mod query;
 mod record;
+mod recover;
 mod runs;
 mod timefmt;
 mod view;
@@ -63,11 +67,12 @@ pub use keys::{format_id, parse_id, IndexKind};
 pub use maintain::{CheckReport, RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
 pub use query::{Query, QueryIter};
 pub use record::{QuarantinedLine, StoredEvent, StoredQuarantine};
+pub use recover::StoreHealth;
 pub use timefmt::{format_ms, parse_time_bound};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
 
@@ -78,9 +83,10 @@ use keys::{
     id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
     META_REBUILDING, QUARANTINE, UPGRADABLE_FORMATS,
 };
+use recover::{Gate, Slot, Supervisor, Wake};
 use runs::{RunKind, Runs};
 pub use writer::PreparedBatch;
-use writer::{Core, Counts, WriteState};
+use writer::{Core, Counters, Counts, WriteState};
 
 /// One delivery's worth of work, appended atomically.
 #[derive(Debug, Clone, Default)]
@@ -119,6 +125,12 @@ pub struct StoreOptions {
     /// sled's page cache, in bytes. Memory grows with it (and, beyond it,
     /// with sled's per-page bookkeeping for the whole store).
     pub cache_capacity_bytes: u64,
+    /// After a failed write closed the store, the first wait before trying
+    /// to reopen it; doubled after each failed attempt, up to
+    /// [`StoreOptions::reopen_backoff_max`].
+    pub reopen_backoff_min: Duration,
+    /// The longest wait between two attempts to reopen the store.
+    pub reopen_backoff_max: Duration,
 }
 
 impl Default for StoreOptions {
@@ -128,6 +140,8 @@ impl Default for StoreOptions {
             retention_interval: Duration::from_secs(3600),
             verify_on_open: 5000,
             cache_capacity_bytes: 256 * 1024 * 1024,
+            reopen_backoff_min: Duration::from_millis(100),
+            reopen_backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -174,20 +188,28 @@ pub struct StoreStats {
 }
 
 /// An open store. Cheap to clone; all clones share one writer.
+///
+/// After a failed write or flush it closes itself and reopens once writes
+/// succeed again (see [`Store::health`]); meanwhile its calls fail with
+/// [`StoreError::Recovering`].
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
-struct Inner {
+struct Shared {
+    // Stopped first: the supervisor holds the slot too.
+    _supervisor: Supervisor,
+    slot: Arc<Slot>,
+}
+
+/// One opening of the store's directory.
+pub(crate) struct Inner {
     // Dropped in this order: retention stops, the writer drains, then the
     // database closes when the last reference to `core` goes.
     retention: Option<Background>,
     writer: writer::Handle,
-    core: Arc<Core>,
-    path: PathBuf,
-    options: StoreOptions,
-    open_report: OpenReport,
+    pub(crate) core: Arc<Core>,
     gaps: Gaps,
 }
 
@@ -195,8 +217,12 @@ impl Drop for Inner {
     fn drop(&mut self) {
         drop(self.retention.take());
         self.core.filter.stop();
-        if let Err(e) = self.core.flush() {
-            tracing::error!(error = %e, "store flush on close failed");
+        // A poisoned store is closed as it is: the reopening reads what is
+        // on disk.
+        if self.core.poison().is_none() {
+            if let Err(e) = self.core.flush() {
+                tracing::error!(error = %e, "store flush on close failed");
+            }
         }
     }
 }
@@ -225,155 +251,215 @@ impl Store {
 
     /// Opens (creating if needed) the store in `dir`.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        let counters = Arc::new(Counters::default());
+        let (wake, woken) = mpsc::channel();
+        let (inner, open_report) = open_inner(dir, &options, counters.clone(), wake.clone())?;
+        let slot = Arc::new(Slot {
             path: dir.to_path_buf(),
-            source,
-        })?;
-        let db = open_db(dir, options.cache_capacity_bytes)?;
-        if db
-            .tree_names()
-            .iter()
-            .any(|name| name.as_ref() == b"events")
-            && !db.open_tree("events")?.is_empty()
+            options,
+            counters,
+            current: RwLock::new(Some(Arc::new(inner))),
+            health: Mutex::new(StoreHealth::default()),
+            open_report: Mutex::new(open_report),
+            wake,
+        });
+        Ok(Store {
+            shared: Arc::new(Shared {
+                _supervisor: recover::spawn(slot.clone(), woken)?,
+                slot,
+            }),
+        })
+    }
+}
+
+/// Opens the store's directory: what a start does, and what the reopening
+/// after a failed write does (see [`recover`]).
+pub(crate) fn open_inner(
+    dir: &Path,
+    options: &StoreOptions,
+    counters: Arc<Counters>,
+    wake: mpsc::Sender<Wake>,
+) -> Result<(Inner, OpenReport), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let db = open_db(dir, options.cache_capacity_bytes)?;
+    if db
+        .tree_names()
+        .iter()
+        .any(|name| name.as_ref() == b"events")
+        && !db.open_tree("events")?.is_empty()
+    {
+        return Err(StoreError::Format {
+            path: dir.to_path_buf(),
+            reason: "was written by an earlier development build (JSON records in an \
+                     `events` tree); this version cannot read it"
+                .into(),
+        });
+    }
+    let tree = db.open_tree("store")?;
+    let mut upgrade = false;
+    match tree.get(META_FORMAT)? {
+        None => {
+            tree.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+        }
+        Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+        // Same events, other dedupe and trace entries: rebuilt below.
+        Some(v)
+            if UPGRADABLE_FORMATS
+                .iter()
+                .any(|f| v.as_ref() == f.to_be_bytes()) =>
         {
+            upgrade = true
+        }
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_ref())
+                .map(|b| u32::from_be_bytes(b).to_string())
+                .unwrap_or_else(|_| format!("{:?}", v.as_ref()));
             return Err(StoreError::Format {
                 path: dir.to_path_buf(),
-                reason: "was written by an earlier development build (JSON records in an \
-                         `events` tree); this version cannot read it"
-                    .into(),
+                reason: format!(
+                    "has format version {found}; this version reads only formats \
+                     {UPGRADABLE_FORMATS:?} (upgraded on open) and {FORMAT_VERSION} \
+                     (open it with the build that wrote it)"
+                ),
             });
         }
-        let tree = db.open_tree("store")?;
-        let mut upgrade = false;
-        match tree.get(META_FORMAT)? {
-            None => {
-                tree.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
-            }
-            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
-            // Same events, other dedupe and trace entries: rebuilt below.
-            Some(v)
-                if UPGRADABLE_FORMATS
-                    .iter()
-                    .any(|f| v.as_ref() == f.to_be_bytes()) =>
-            {
-                upgrade = true
-            }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
-                    .map(|b| u32::from_be_bytes(b).to_string())
-                    .unwrap_or_else(|_| format!("{:?}", v.as_ref()));
-                return Err(StoreError::Format {
-                    path: dir.to_path_buf(),
-                    reason: format!(
-                        "has format version {found}; this version reads only formats \
-                         {UPGRADABLE_FORMATS:?} (upgraded on open) and {FORMAT_VERSION} \
-                         (open it with the build that wrote it)"
-                    ),
-                });
-            }
+    }
+    let gaps = Gaps::open(&db)?;
+    let log = Arc::new(log::EventLog::open(dir)?);
+    let state = initial_state(&tree, &log)?;
+    let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
+    let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
+    damaged.extend(damaged_traces);
+    let core = Arc::new(Core {
+        durability: writer::Durability::open(dir)?,
+        db,
+        counters,
+        state: Mutex::new(state),
+        dedupe: Arc::new(dedupe),
+        traces,
+        log,
+        tree,
+        filter: filter::DedupeFilter::new(),
+        write_error: Mutex::new(None),
+        poisoned: Mutex::new(None),
+        gate: Gate::new(),
+        wake,
+        flush_lock: Mutex::new(()),
+        drained: std::sync::Condvar::new(),
+        applied: std::sync::atomic::AtomicU64::new(0),
+        writer_wants: std::sync::atomic::AtomicBool::new(false),
+    });
+    {
+        let state = core.lock();
+        core.counters
+            .events
+            .store(state.counts.events, Ordering::Relaxed);
+        core.counters
+            .quarantine
+            .store(state.counts.quarantine, Ordering::Relaxed);
+        core.counters
+            .horizon
+            .store(state.horizon, Ordering::Relaxed);
+    }
+    let open_report = if upgrade {
+        tracing::info!(
+            "store of an earlier format: rebuilding its dedupe entries and indexes \
+             for format {FORMAT_VERSION}"
+        );
+        let summary = maintain::rebuild(&core)?;
+        tracing::info!(events = summary.events, "indexes rebuilt");
+        OpenReport {
+            rebuilt: true,
+            ..OpenReport::default()
         }
-        let gaps = Gaps::open(&db)?;
-        let log = Arc::new(log::EventLog::open(dir)?);
-        let state = initial_state(&tree, &log)?;
-        let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
-        let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
-        damaged.extend(damaged_traces);
-        let core = Arc::new(Core {
-            durability: writer::Durability::open(dir)?,
-            db,
-            counters: writer::Counters::default(),
-            state: Mutex::new(state),
-            dedupe: Arc::new(dedupe),
-            traces,
-            log,
-            tree,
-            filter: filter::DedupeFilter::new(),
-            write_error: Mutex::new(None),
-            poisoned: Mutex::new(None),
-            flush_lock: Mutex::new(()),
-            drained: std::sync::Condvar::new(),
-            applied: std::sync::atomic::AtomicU64::new(0),
-            writer_wants: std::sync::atomic::AtomicBool::new(false),
-        });
-        {
-            let state = core.lock();
-            core.counters
-                .events
-                .store(state.counts.events, Ordering::Relaxed);
-            core.counters
-                .quarantine
-                .store(state.counts.quarantine, Ordering::Relaxed);
-            core.counters
-                .horizon
-                .store(state.horizon, Ordering::Relaxed);
+    } else {
+        verify_on_open(&core, options.verify_on_open, damaged)?
+    };
+    {
+        let state = core.lock();
+        core.filter.start(
+            &core.tree,
+            &core.dedupe,
+            state.horizon,
+            state.counts.events,
+            Vec::new(),
+        );
+    }
+    let writer = match writer::spawn(core.clone()) {
+        Ok(writer) => writer,
+        Err(e) => {
+            core.filter.stop();
+            return Err(e);
         }
-        let open_report = if upgrade {
-            tracing::info!(
-                "store of an earlier format: rebuilding its dedupe entries and indexes \
-                 for format {FORMAT_VERSION}"
-            );
-            let summary = maintain::rebuild(&core)?;
-            tracing::info!(events = summary.events, "indexes rebuilt");
-            OpenReport {
-                rebuilt: true,
-                ..OpenReport::default()
-            }
-        } else {
-            verify_on_open(&core, options.verify_on_open, damaged)?
-        };
-        {
-            let state = core.lock();
-            core.filter.start(
-                &core.tree,
-                &core.dedupe,
-                state.horizon,
-                state.counts.events,
-                Vec::new(),
-            );
-        }
-        let writer = match writer::spawn(core.clone()) {
-            Ok(writer) => writer,
+    };
+    let retention = match options.retention_days {
+        Some(days) => match spawn_retention(core.clone(), days, options.retention_interval) {
+            Ok(retention) => Some(retention),
             Err(e) => {
                 core.filter.stop();
                 return Err(e);
             }
-        };
-        let retention = match options.retention_days {
-            Some(days) => match spawn_retention(core.clone(), days, options.retention_interval) {
-                Ok(retention) => Some(retention),
-                Err(e) => {
-                    core.filter.stop();
-                    return Err(e);
-                }
-            },
-            None => None,
-        };
-        Ok(Store {
-            inner: Arc::new(Inner {
-                retention,
-                writer,
-                core,
-                path: dir.to_path_buf(),
-                options,
-                open_report,
-                gaps,
-            }),
-        })
+        },
+        None => None,
+    };
+    let inner = Inner {
+        retention,
+        writer,
+        core,
+        gaps,
+    };
+    // What sled recovered (groups it wrote before a failed flush, whose
+    // retries will count as duplicates) is made durable before the
+    // first answer.
+    inner.core.flush()?;
+    Ok((inner, open_report))
+}
+
+impl Store {
+    /// The open store, or [`StoreError::Recovering`] while it is being
+    /// reopened after a failed write.
+    fn inner(&self) -> Result<Arc<Inner>, StoreError> {
+        self.shared.slot.current()
     }
 
     /// The directory the store lives in.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.shared.slot.path
     }
 
-    /// The record of non-200 answers and of the receiver's runs.
-    pub fn gaps(&self) -> &Gaps {
-        &self.inner.gaps
+    /// The record of non-200 answers and of the receiver's runs (a handle
+    /// on the open store: take it anew for each use, so that a reopening
+    /// after a failed write is not held up by an old one).
+    pub fn gaps(&self) -> Result<Gaps, StoreError> {
+        Ok(self.inner()?.gaps.clone())
     }
 
-    /// What the verification on open found.
-    pub fn open_report(&self) -> &OpenReport {
-        &self.inner.open_report
+    /// What the verification on open (the last one, after a reopening)
+    /// found.
+    pub fn open_report(&self) -> OpenReport {
+        self.shared
+            .slot
+            .open_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the store takes writes, and its recoveries from failed
+    /// writes.
+    pub fn health(&self) -> StoreHealth {
+        let mut health = self.shared.slot.health().clone();
+        if !health.recovering {
+            // Poisoned a moment ago: the supervisor is about to close it.
+            if let Err(StoreError::Recovering { reason }) = self.inner() {
+                health.recovering = true;
+                health.reason = Some(reason);
+            }
+        }
+        health
     }
 
     /// Appends a batch atomically and returns once it is on disk.
@@ -396,11 +482,10 @@ impl Store {
         &self,
         prepared: PreparedBatch,
     ) -> Result<AppendSummary, StoreError> {
-        self.inner
-            .writer
-            .submit(prepared)?
-            .await
-            .map_err(|_| StoreError::WriterGone)?
+        // The handle is not held while waiting: a store closed meanwhile
+        // (after a failed write) drains its writer, which answers.
+        let answer = self.inner()?.writer.submit(prepared)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Blocking form of [`Store::append`], for code outside an async runtime.
@@ -413,11 +498,8 @@ impl Store {
         &self,
         prepared: PreparedBatch,
     ) -> Result<AppendSummary, StoreError> {
-        self.inner
-            .writer
-            .submit(prepared)?
-            .blocking_recv()
-            .map_err(|_| StoreError::WriterGone)?
+        let answer = self.inner()?.writer.submit(prepared)?;
+        answer.blocking_recv().map_err(|_| StoreError::WriterGone)?
     }
 
     /// Stored events in arrival order, starting after `after_id` if given.
@@ -426,29 +508,31 @@ impl Store {
             after: after_id,
             ..Query::default()
         })
-        .unwrap_or_else(|_| QueryIter::new(&self.inner.core, Query::default(), query::Plan::Empty))
+        .unwrap_or_else(QueryIter::failed)
     }
 
     /// The events `query` selects, in id (arrival) order.
     pub fn query(&self, query: &Query) -> Result<QueryIter, StoreError> {
-        let plan = query::plan(&self.inner.core, query)?;
-        Ok(QueryIter::new(&self.inner.core, query.clone(), plan))
+        let inner = self.inner()?;
+        let plan = query::plan(&inner.core, query)?;
+        Ok(QueryIter::new(&inner.core, query.clone(), plan))
     }
 
     /// How many events `query` selects (up to its limit), from the indexes.
     pub fn count(&self, query: &Query) -> Result<u64, StoreError> {
-        query::count(&self.inner.core, query, self.event_count() as u64)
+        query::count(&self.inner()?.core, query, self.event_count() as u64)
     }
 
     /// The earliest and latest event time stored (ms since the epoch, exact
     /// to the minute), from the time index; `None` when the store is empty.
     pub fn time_span(&self) -> Result<Option<(i64, i64)>, StoreError> {
-        query::time_span(&self.inner.core)
+        query::time_span(&self.inner()?.core)
     }
 
     /// One event by id.
     pub fn event(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
-        let Some(value) = chunk::get(self.tree(), &self.inner.core.log, id)? else {
+        let inner = self.inner()?;
+        let Some(value) = chunk::get(&inner.core.tree, &inner.core.log, id)? else {
             return Ok(None);
         };
         let d = codec::decode_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
@@ -465,38 +549,55 @@ impl Store {
         &self,
         after_id: Option<u64>,
     ) -> impl Iterator<Item = Result<StoredQuarantine, StoreError>> + Send + 'static {
-        query::records_after(self.tree(), QUARANTINE, after_id).map(|item| {
-            let (key, value) = item?;
-            let id = key_id(&key).ok_or_else(|| corrupt(&key, "quarantine key"))?;
-            let d = codec::decode_quarantine(&value).map_err(|e| corrupt(&key, e.0))?;
-            Ok(StoredQuarantine {
-                id,
-                received_at_ms: d.received_at_ms,
-                source: d.source,
-                reason: d.reason,
-                raw: d.raw,
-            })
+        let (mut records, mut failed) = match self.inner() {
+            Ok(inner) => (
+                Some((
+                    query::records_after(&inner.core.tree, QUARANTINE, after_id),
+                    inner.core.gate.clone(),
+                )),
+                None,
+            ),
+            Err(e) => (None, Some(e)),
+        };
+        std::iter::from_fn(move || {
+            if let Some(e) = failed.take() {
+                return Some(Err(e));
+            }
+            let (iter, gate) = records.as_mut()?;
+            let item = gate
+                .check()
+                .and_then(|()| iter.next().transpose().map_err(StoreError::from));
+            let decoded = match item {
+                Ok(Some(item)) => decode_quarantine_entry(item),
+                Ok(None) => return None,
+                Err(e) => Err(e),
+            };
+            if decoded.is_err() {
+                records = None;
+            }
+            Some(decoded)
         })
     }
 
     /// Number of stored events (O(1)).
     pub fn event_count(&self) -> usize {
-        self.inner.core.counters.events.load(Ordering::Relaxed) as usize
+        self.shared.slot.counters.events.load(Ordering::Relaxed) as usize
     }
 
     /// Number of quarantined entries (O(1)).
     pub fn quarantine_count(&self) -> usize {
-        self.inner.core.counters.quarantine.load(Ordering::Relaxed) as usize
+        self.shared.slot.counters.quarantine.load(Ordering::Relaxed) as usize
     }
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.core.db.size_on_disk()? + self.inner.core.log.size_on_disk()?)
+        let inner = self.inner()?;
+        Ok(inner.core.db.size_on_disk()? + inner.core.log.size_on_disk()?)
     }
 
     /// Group-commit counters since open: (batches appended, flushes to disk).
     pub fn commit_counts(&self) -> (u64, u64) {
-        let counters = &self.inner.core.counters;
+        let counters = &self.shared.slot.counters;
         (
             counters.batches.load(Ordering::Relaxed),
             counters.flushes.load(Ordering::Relaxed),
@@ -505,7 +606,7 @@ impl Store {
 
     /// Counters and sizes.
     pub fn stats(&self) -> StoreStats {
-        let c = &self.inner.core.counters;
+        let c = &self.shared.slot.counters;
         let last = c.retention_last_ms.load(Ordering::Relaxed);
         StoreStats {
             events: c.events.load(Ordering::Relaxed),
@@ -515,7 +616,7 @@ impl Store {
             flushes: c.flushes.load(Ordering::Relaxed),
             events_stored: c.events_stored.load(Ordering::Relaxed),
             duplicates: c.duplicates.load(Ordering::Relaxed),
-            retention_days: self.inner.options.retention_days,
+            retention_days: self.shared.slot.options.retention_days,
             retention_runs: c.retention_runs.load(Ordering::Relaxed),
             retention_events_removed: c.retention_events_removed.load(Ordering::Relaxed),
             retention_quarantine_removed: c.retention_quarantine_removed.load(Ordering::Relaxed),
@@ -525,19 +626,23 @@ impl Store {
 
     /// Why the last append that had something to store failed, if the
     /// appends since have not succeeded (for readiness: an empty append
-    /// succeeds even when the event log cannot grow).
+    /// succeeds even when the event log cannot grow); while the store is
+    /// being reopened, the failure that closed it.
     pub fn last_write_error(&self) -> Option<String> {
-        self.inner
-            .core
-            .write_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        match self.inner() {
+            Ok(inner) => inner
+                .core
+                .write_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     /// Flushes everything written so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.core.flush()
+        self.inner()?.core.flush()
     }
 
     /// Verifies the whole store: every event decodes and has its dedupe
@@ -545,19 +650,19 @@ impl Store {
     /// event that is missing or does not match, counters agree. Holds the
     /// write lock while it runs (appends wait).
     pub fn check(&self) -> Result<CheckReport, StoreError> {
-        maintain::check(&self.inner.core)
+        maintain::check(&self.inner()?.core)
     }
 
     /// Rebuilds the dedupe entries and indexes from the events. Holds the
     /// write lock while it runs.
     pub fn rebuild_indexes(&self) -> Result<RebuildSummary, StoreError> {
-        maintain::rebuild(&self.inner.core)
+        maintain::rebuild(&self.inner()?.core)
     }
 
     /// Removes what was received before `cutoff_ms` (what the retention
     /// thread does with now minus the retention period).
     pub fn apply_retention(&self, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
-        retention_run(&self.inner.core, cutoff_ms)
+        retention_run(&self.inner()?.core, cutoff_ms)
     }
 
     /// Reads every quarantined line again as `reparse_for(source)` says;
@@ -566,12 +671,23 @@ impl Store {
         &self,
         reparse_for: &dyn Fn(&str) -> Reparse,
     ) -> Result<ReprocessSummary, StoreError> {
-        maintain::reprocess(&self.inner.core, reparse_for)
+        maintain::reprocess(&self.inner()?.core, reparse_for)
     }
+}
 
-    fn tree(&self) -> &sled::Tree {
-        &self.inner.core.tree
-    }
+/// A quarantine record as read.
+fn decode_quarantine_entry(
+    (key, value): (sled::IVec, sled::IVec),
+) -> Result<StoredQuarantine, StoreError> {
+    let id = key_id(&key).ok_or_else(|| corrupt(&key, "quarantine key"))?;
+    let d = codec::decode_quarantine(&value).map_err(|e| corrupt(&key, e.0))?;
+    Ok(StoredQuarantine {
+        id,
+        received_at_ms: d.received_at_ms,
+        source: d.source,
+        reason: d.reason,
+        raw: d.raw,
+    })
 }
 
 /// Opens the sled database. A lock that is released a moment later (a

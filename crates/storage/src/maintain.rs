@@ -770,7 +770,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Maintenance writes nothing once a flush failed (see `Core::flush`).
 fn refuse_if_poisoned(core: &Core) -> Result<(), StoreError> {
     match core.poison() {
-        Some(e) => Err(StoreError::Flush(e)),
+        Some(reason) => Err(StoreError::Recovering { reason }),
         None => Ok(()),
     }
 }

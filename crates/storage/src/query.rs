@@ -21,6 +21,7 @@ use crate::keys::{
 };
 use crate::log::EventLog;
 use crate::record::StoredEvent;
+use crate::recover::Gate;
 use crate::writer::Core;
 use crate::{corrupt, StoreError};
 use std::sync::atomic::Ordering;
@@ -275,8 +276,16 @@ enum Source {
 /// The events a [`Query`] selects, in id order. Owns what it reads from:
 /// it can be moved to another thread.
 pub struct QueryIter {
+    reading: Option<Reading>,
+    /// Yielded first (a query that could not start).
+    failed: Option<StoreError>,
+}
+
+struct Reading {
     tree: sled::Tree,
     log: Arc<EventLog>,
+    /// Closed if a write fails meanwhile: the read ends with an error.
+    gate: Arc<Gate>,
     query: Query,
     source: Source,
     remaining: usize,
@@ -291,14 +300,28 @@ impl QueryIter {
             Plan::Scan => Source::Scan(Box::new(Records::after(&tree, &log, query.after))),
         };
         QueryIter {
-            log,
-            remaining: query.limit.unwrap_or(usize::MAX),
-            tree,
-            query,
-            source,
+            reading: Some(Reading {
+                log,
+                remaining: query.limit.unwrap_or(usize::MAX),
+                tree,
+                gate: core.gate.clone(),
+                query,
+                source,
+            }),
+            failed: None,
         }
     }
 
+    /// A query that yields `error`, then ends.
+    pub(crate) fn failed(error: StoreError) -> QueryIter {
+        QueryIter {
+            reading: None,
+            failed: Some(error),
+        }
+    }
+}
+
+impl Reading {
     fn next_match(&mut self) -> Result<Option<StoredEvent>, StoreError> {
         loop {
             let (id, value) = match &mut self.source {
@@ -357,20 +380,25 @@ impl Iterator for QueryIter {
     type Item = Result<StoredEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.remaining == 0 {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        let reading = self.reading.as_mut()?;
+        if reading.remaining == 0 {
             return None;
         }
-        match self.next_match() {
+        match reading.gate.check().and_then(|()| reading.next_match()) {
             Ok(Some(event)) => {
-                self.remaining -= 1;
+                reading.remaining -= 1;
                 Some(Ok(event))
             }
             Ok(None) => {
-                self.source = Source::Done;
+                self.reading = None;
                 None
             }
             Err(e) => {
-                self.source = Source::Done;
+                // Drops the handles it read through.
+                self.reading = None;
                 Some(Err(e))
             }
         }

@@ -109,7 +109,8 @@ pub(crate) struct Core {
     pub db: sled::Db,
     pub tree: sled::Tree,
     pub state: Mutex<WriteState>,
-    pub counters: Counters,
+    /// Shared with the store's later openings (see [`crate::recover`]).
+    pub counters: Arc<Counters>,
     pub durability: Durability,
     pub filter: DedupeFilter,
     pub dedupe: Arc<Runs>,
@@ -121,6 +122,10 @@ pub(crate) struct Core {
     pub write_error: Mutex<Option<String>>,
     /// Set by a failed flush: everything after it is refused.
     pub poisoned: Mutex<Option<String>>,
+    /// Closed with the poisoning: readers stop.
+    pub gate: Arc<crate::recover::Gate>,
+    /// Told of the poisoning: the supervisor reopens the store.
+    pub wake: mpsc::Sender<crate::recover::Wake>,
     /// Flushes run one at a time (see [`Core::flush`]).
     pub flush_lock: Mutex<()>,
     /// Signalled as groups in flight are applied and as maintenance takes
@@ -189,18 +194,19 @@ impl Core {
     pub fn sync_log(&self) -> Result<(), StoreError> {
         let synced = self.log.sync();
         if let Err(e) = &synced {
-            self.set_poison(format!(
-                "not writing since syncing the event log failed ({e}); restart auditsink once the disk is fixed"
-            ));
+            self.set_poison(format!("syncing the event log failed ({e})"));
         }
         synced
     }
 
-    /// Refuses every later write, for `why`.
+    /// Refuses every later write and read, for `why`, and has the store
+    /// reopened (see [`crate::recover`]).
     fn set_poison(&self, why: String) {
         let mut poisoned = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
         if poisoned.is_none() {
             *poisoned = Some(why);
+            self.gate.close();
+            let _ = self.wake.send(crate::recover::Wake::Poisoned);
         }
     }
 
@@ -210,8 +216,8 @@ impl Core {
     /// group's entries stay in sled's memory (a retry would count as a
     /// duplicate), and Linux reports a write-back error to one fsync only:
     /// a later successful one, here or in another thread, proves nothing
-    /// about the data before it. Only a restart, which reads what is on
-    /// disk, recovers.
+    /// about the data before it. Only reading what is on disk again
+    /// recovers: the store is closed and reopened (see [`crate::recover`]).
     pub fn flush(&self) -> Result<(), StoreError> {
         let _one = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = self.poison() {
@@ -223,9 +229,7 @@ impl Core {
             .map_err(StoreError::from)
             .and_then(|_| self.durability.sync());
         if let Err(e) = &flushed {
-            self.set_poison(format!(
-                "not writing since a flush failed ({e}); restart auditsink once the disk is fixed"
-            ));
+            self.set_poison(format!("a flush failed ({e})"));
         }
         flushed
     }
@@ -1035,9 +1039,7 @@ fn sync_and_apply<'a>(
                         if let Err(e) = &applied {
                             // Later groups were staged as if this one were
                             // stored: none of them may be answered 200.
-                            core.set_poison(format!(
-                                "not writing since a write failed ({e}); restart auditsink"
-                            ));
+                            core.set_poison(format!("applying a write failed ({e})"));
                         }
                         applied.map(|()| outcomes)
                     }
