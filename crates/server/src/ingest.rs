@@ -174,7 +174,7 @@ async fn answer(
         }
         Err(rejection) => {
             let status = rejection.status.as_u16();
-            crate::gaps::record_answer(&state, &source.name, now, status);
+            crate::gaps::record_answer(state, &source.name, now, status);
             source.status.record(
                 now,
                 Outcome::Rejected {
