@@ -42,7 +42,7 @@ impl Emulator {
                 "--rate",
                 "40",
             ])
-            .args(["--batch-interval-ms", "200", "--retry-unit-ms", "50"])
+            .args(["--retry-unit-ms", "50"])
             .args([
                 "--timeout",
                 "10",
@@ -52,6 +52,9 @@ impl Emulator {
             .arg("--ledger")
             .arg(&ledger)
             .args(extra);
+        if !extra.contains(&"--batch-interval-ms") {
+            command.args(["--batch-interval-ms", "200"]);
+        }
         if let Some(pat) = pat {
             command.args(["--pat", pat]);
         }
@@ -587,6 +590,212 @@ fn the_emulator_serves_its_api_over_https_with_tls() {
     let jwks: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
     assert!(stderr.contains("1 signing key(s)"), "{stderr}");
+}
+
+/// A request as received: path, headers (names lowercased), gunzipped body.
+type Seen = (String, Vec<(String, String)>, String);
+
+/// A plain-HTTP receiver that answers every request with the status the
+/// test sets, and keeps each request's path, headers and gunzipped body.
+struct ScriptedReceiver {
+    addr: SocketAddr,
+    answer: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl ScriptedReceiver {
+    fn start() -> ScriptedReceiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (a, s) = (answer.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (a, s) = (a.clone(), s.clone());
+                std::thread::spawn(move || serve_scripted(stream, &a, &s));
+            }
+        });
+        ScriptedReceiver { addr, answer, seen }
+    }
+
+    fn set(&self, status: u16) {
+        self.answer
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn serve_scripted(
+    stream: TcpStream,
+    answer: &std::sync::atomic::AtomicU16,
+    seen: &std::sync::Mutex<Vec<Seen>>,
+) {
+    use std::io::Read;
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(body.as_slice())
+            .read_to_string(&mut plain)
+            .unwrap();
+        let path = request_line.split(' ').nth(1).unwrap().to_owned();
+        seen.lock().unwrap().push((path, headers, plain));
+        let status = answer.load(std::sync::atomic::Ordering::SeqCst);
+        let response = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn the_emulator_delivers_and_retries_exactly_as_konnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = ScriptedReceiver::start();
+    receiver.set(500);
+    let emulator = Emulator::start_with(
+        dir.path(),
+        None,
+        200,
+        &["--allow-http", "--batch-interval-ms", "1500"],
+    );
+    let endpoint = format!("http://{}/org", receiver.addr);
+    let (status, body) = emulator.call(
+        "PATCH",
+        "/v2/audit-log-webhook",
+        Some("any"),
+        Some(json!({"endpoint": endpoint, "authorization": "Splunk s3cret", "log_format": "json", "enabled": true})),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // The outcome (attempts, fate) of a batch answered `status` with every
+    // attempt: the second such batch (the first may have begun before the
+    // answer changed).
+    let outcome = |status: u16| {
+        let mut found = None;
+        wait_for(&format!("two batches answered {status}"), 30, || {
+            let text = std::fs::read_to_string(&emulator.ledger).unwrap_or_default();
+            let mut batches: Vec<(String, u64, String)> = Vec::new();
+            for record in text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            {
+                let at = record["at"].as_str().unwrap().to_owned();
+                if record["status"] == status
+                    && batches.last().map_or(true, |(last, _, _)| *last != at)
+                {
+                    batches.push((
+                        at,
+                        record["attempts"].as_u64().unwrap(),
+                        record["fate"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+            found = batches
+                .get(1)
+                .map(|(_, attempts, fate)| (*attempts, fate.clone()));
+            found.is_some()
+        });
+        found.unwrap()
+    };
+    // 500 and 429: 4 retries, then dropped; any other answer is final.
+    assert_eq!(outcome(500), (5, "dropped".to_owned()));
+    receiver.set(429);
+    assert_eq!(outcome(429), (5, "dropped".to_owned()));
+    receiver.set(400);
+    assert_eq!(outcome(400), (1, "dropped".to_owned()));
+    receiver.set(200);
+    assert_eq!(outcome(200), (1, "acknowledged".to_owned()));
+
+    // The wire: POST, Konnect's labels, the configured Authorization, and
+    // newline-separated JSON lines signed with the emulator's key.
+    let requests = receiver.seen.lock().unwrap().clone();
+    let (path, headers, plain) = requests.last().unwrap();
+    assert_eq!(path, "/org");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("content-encoding"), Some("application/gzip"));
+    assert_eq!(header("content-type"), Some("application/text"));
+    assert_eq!(header("authorization"), Some("Splunk s3cret"));
+    assert!(
+        plain.lines().count() >= 2 && plain.lines().all(|l| l.starts_with('{')),
+        "{plain}"
+    );
+    let (_, jwks) = emulator.call("GET", "/v2/audit-log-webhook/jwks.json", Some("any"), None);
+    let jwks_file = dir.path().join("emulator-jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    let lines_file = dir.path().join("lines");
+    std::fs::write(&lines_file, plain).unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "verify",
+            "--jwks",
+            jwks_file.to_str().unwrap(),
+            lines_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("invalid"));
+
+    // A Dev Portal destination: text/plain, Dev-Portal events.
+    let (status, destination) = emulator.call(
+        "POST",
+        "/v2/audit-log-destinations",
+        Some("any"),
+        Some(json!({"name": "p", "endpoint": format!("http://{}/portal", receiver.addr), "log_format": "cef"})),
+    );
+    assert_eq!(status, 201, "{destination}");
+    let (status, body) = emulator.call(
+        "PATCH",
+        "/v2/portals/p1/audit-log-webhook",
+        Some("any"),
+        Some(json!({"audit_log_destination_id": destination["id"], "enabled": true})),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_for("a portal batch", 30, || {
+        receiver
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(path, headers, plain)| {
+                path == "/portal"
+                    && headers.contains(&("content-type".to_owned(), "text/plain".to_owned()))
+                    && plain.contains("|KongInc|Dev-Portal|")
+            })
+    });
 }
 
 fn now_ms() -> i64 {

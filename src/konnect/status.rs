@@ -79,6 +79,10 @@ pub fn run(api: &Api, args: Args) -> anyhow::Result<ExitCode> {
         enabled: config.get("enabled").and_then(Value::as_bool) == Some(true),
         skip_ssl_verification: config.get("skip_ssl_verification").and_then(Value::as_bool)
             == Some(true),
+        log_format: config
+            .get("log_format")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         last_attempt_ms: time_ms(status.get("last_attempt_at")),
         last_response_code: code(status.get("last_response_code")),
     };
@@ -86,6 +90,11 @@ pub fn run(api: &Api, args: Args) -> anyhow::Result<ExitCode> {
         source: receiver.source.clone(),
         path: receiver.path.clone(),
         self_signed: receiver.self_signed,
+        format: mine
+            .as_ref()
+            .and_then(|m| m.get("format").and_then(Value::as_str))
+            .unwrap_or("auto")
+            .to_owned(),
         running: mine.is_some(),
         last_attempt_ms: mine
             .as_ref()

@@ -7,6 +7,8 @@ pub struct KonnectSide {
     pub endpoint: Option<String>,
     pub enabled: bool,
     pub skip_ssl_verification: bool,
+    /// `cef` or `json`.
+    pub log_format: Option<String>,
     pub last_attempt_ms: Option<i64>,
     /// 0: no HTTP answer.
     pub last_response_code: Option<u16>,
@@ -18,6 +20,8 @@ pub struct ReceiverSide {
     pub source: String,
     pub path: String,
     pub self_signed: bool,
+    /// The source's line format: `auto`, `cef` or `json`.
+    pub format: String,
     pub running: bool,
     pub last_attempt_ms: Option<i64>,
     pub last_response_code: Option<u16>,
@@ -112,6 +116,15 @@ pub fn verdicts(konnect: &KonnectSide, receiver: &ReceiverSide) -> Vec<Verdict> 
                 .into(),
         ));
     }
+    if let Some(sent) = &konnect.log_format {
+        if receiver.format != "auto" && *sent != receiver.format {
+            out.push(problem(format!(
+                "Konnect sends {sent} lines, but source {:?} reads only {}: every line goes to \
+                 quarantine; set its format to auto or {sent}, or connect with --format {}",
+                receiver.source, receiver.format, receiver.format
+            )));
+        }
+    }
     if !receiver.running {
         out.push(problem(
             "this receiver is not running: its side is unknown and Konnect's deliveries fail"
@@ -180,6 +193,7 @@ mod tests {
                 endpoint: Some("https://h:8443/audit-logs".into()),
                 enabled: true,
                 skip_ssl_verification: true,
+                log_format: Some("cef".into()),
                 last_attempt_ms: Some(100_000),
                 last_response_code: Some(200),
             },
@@ -187,6 +201,7 @@ mod tests {
                 source: "konnect".into(),
                 path: "/audit-logs".into(),
                 self_signed: true,
+                format: "auto".into(),
                 running: true,
                 last_attempt_ms: Some(100_010),
                 last_response_code: Some(200),
@@ -241,6 +256,10 @@ mod tests {
             found.iter().any(|p| p.contains("no HTTP answer")),
             "{found:?}"
         );
+
+        let (k, mut r) = good();
+        r.format = "json".into();
+        assert!(problems(&k, &r)[0].contains("quarantine"));
 
         let (mut k, r) = good();
         k.last_response_code = Some(502);
