@@ -340,10 +340,7 @@ fn a_connection_that_sends_nothing_is_closed_at_the_head_timeout() {
 }
 
 /// `n` TLS connections with their handshakes done, holding still.
-fn idle_tls_connections(
-    server: &TestServer,
-    n: usize,
-) -> Vec<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+fn idle_tls_connections(server: &TestServer, n: usize) -> Vec<Tls> {
     (0..n)
         .map(|_| {
             let mut tls = tls_connect(server.addr, &ca(server));
@@ -353,6 +350,24 @@ fn idle_tls_connections(
             tls
         })
         .collect()
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A connection with a request in progress: its head and the first 10 bytes
+/// of `body` sent (the rest is the caller's to send).
+fn request_in_progress(server: &TestServer, body: &str) -> Tls {
+    let mut tls = tls_connect(server.addr, &ca(server));
+    let head = request_head(
+        "POST",
+        "/audit-logs",
+        &[("Authorization", TOKEN)],
+        body.len(),
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(&body.as_bytes()[..10]).unwrap();
+    tls.flush().unwrap();
+    tls
 }
 
 #[test]
@@ -366,19 +381,7 @@ fn a_delivery_is_served_promptly_with_1024_idle_connections_open() {
     );
     // One connection in the middle of a request: never closed for room.
     let body = batch("busy", 2);
-    let mut busy = tls_connect(server.addr, &ca(&server));
-    busy.write_all(
-        request_head(
-            "POST",
-            "/audit-logs",
-            &[("Authorization", TOKEN)],
-            body.len(),
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    busy.write_all(&body.as_bytes()[..10]).unwrap();
-    busy.flush().unwrap();
+    let mut busy = request_in_progress(&server, &body);
     let started = Instant::now();
     let idle = idle_tls_connections(&server, 1023);
     eprintln!(
@@ -406,22 +409,7 @@ fn connections_with_requests_in_progress_hold_their_slots() {
     let server = start(dir.path(), "max_connections = 2");
     let body = batch("held", 2);
     let mut held: Vec<_> = (0..2)
-        .map(|_| {
-            let mut tls = tls_connect(server.addr, &ca(&server));
-            tls.write_all(
-                request_head(
-                    "POST",
-                    "/audit-logs",
-                    &[("Authorization", TOKEN)],
-                    body.len(),
-                )
-                .as_bytes(),
-            )
-            .unwrap();
-            tls.write_all(&body.as_bytes()[..10]).unwrap();
-            tls.flush().unwrap();
-            tls
-        })
+        .map(|_| request_in_progress(&server, &body))
         .collect();
     // Let both requests reach the server before the third connects.
     std::thread::sleep(Duration::from_millis(500));

@@ -145,6 +145,9 @@ impl Server {
             RuntimeLimits::from(&config.limits),
             Duration::from_secs(config.admin.inactive_after_secs),
         ));
+        if let Ok(addr) = https.local_addr() {
+            state.set_webhook_addr(addr);
+        }
         let server = Server {
             data_dir: config.data_dir.clone(),
             https,
