@@ -209,6 +209,33 @@ fn lingering_gives_up_on_a_client_that_stops_sending() {
 }
 
 #[test]
+fn sigterm_does_not_wait_for_a_lingering_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        "lingering_timeout_secs = 60\nlingering_time_secs = 60",
+    );
+    let mut tls = tls_connect(server.addr, &ca(&server));
+    let head = request_head(
+        "POST",
+        "/audit-logs",
+        &[("Authorization", "Bearer wrong")],
+        1_000_000,
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(&[b'x'; 1000]).unwrap();
+    tls.flush().unwrap();
+    assert_eq!(read_one_response(&mut tls).status, 401);
+    // The answer is out and the connection only lingers: a stop drops it.
+    let started = Instant::now();
+    let status = server.stop();
+    let took = started.elapsed();
+    eprintln!("exit after SIGTERM with a lingering connection: {took:?}");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(15), "exit took {took:?}");
+}
+
+#[test]
 fn head_over_h2_gets_no_body() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), "");
