@@ -59,6 +59,29 @@ impl Authorizer {
     }
 }
 
+/// What the `Authorization` header(s) of a request say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// No header.
+    None,
+    /// Exactly one header, with this value.
+    One(&'a [u8]),
+    /// More than one: refused whatever they hold, since which one a proxy
+    /// or a log shows and which one is checked could differ.
+    Several,
+}
+
+impl<'a> Presented<'a> {
+    /// Reads the values of every `Authorization` header of a request.
+    pub fn from_values(mut values: impl Iterator<Item = &'a [u8]>) -> Presented<'a> {
+        match (values.next(), values.next()) {
+            (None, _) => Presented::None,
+            (Some(value), None) => Presented::One(value),
+            (Some(_), Some(_)) => Presented::Several,
+        }
+    }
+}
+
 fn digest(value: &str) -> [u8; 32] {
     digest_bytes(value.as_bytes())
 }
@@ -101,6 +124,20 @@ mod tests {
         assert!(Authorizer::new([])
             .with_sha256([&"g".repeat(64)[..]])
             .is_none());
+    }
+
+    #[test]
+    fn only_a_single_header_is_presented() {
+        let none: [&[u8]; 0] = [];
+        assert_eq!(Presented::from_values(none.into_iter()), Presented::None);
+        assert_eq!(
+            Presented::from_values([&b"Bearer a"[..]].into_iter()),
+            Presented::One(b"Bearer a")
+        );
+        assert_eq!(
+            Presented::from_values([&b"Bearer a"[..], b"Bearer a"].into_iter()),
+            Presented::Several
+        );
     }
 
     #[test]

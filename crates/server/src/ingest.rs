@@ -14,6 +14,7 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::auth::Presented;
 use crate::budget::OverBudget;
 use crate::decode::Encoding;
 use crate::metrics::RequestRecord;
@@ -219,19 +220,17 @@ async fn deliver(
         ));
     }
     let headers = &head.headers;
-    // Exactly one Authorization header: with two, which one a proxy or a
-    // log shows and which one is checked could differ.
-    let mut authorizations = headers.get_all(AUTHORIZATION).iter();
-    let presented = match (authorizations.next(), authorizations.next()) {
-        (Some(value), None) => Some(value.as_bytes()),
-        (Some(_), Some(_)) => {
+    let authorizations = headers.get_all(AUTHORIZATION).iter();
+    let presented = match Presented::from_values(authorizations.map(HeaderValue::as_bytes)) {
+        Presented::None => None,
+        Presented::One(value) => Some(value),
+        Presented::Several => {
             return Err(Rejection::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "more than one Authorization header",
             ))
         }
-        (None, _) => None,
     };
     if !source.authorizer.allows(presented) {
         return Err(Rejection::new(

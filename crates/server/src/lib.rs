@@ -173,6 +173,9 @@ impl Server {
             )
             .with_admin_guard(console::AdminGuard::new(admin_authorizer(&config.admin)?)),
         );
+        if let Ok(addr) = https.local_addr() {
+            state.set_webhook_addr(addr);
+        }
         let server = Server {
             data_dir: config.data_dir.clone(),
             https,

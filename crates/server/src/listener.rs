@@ -155,7 +155,9 @@ impl Activity {
 /// The open connections of one listener, within its limit: at the limit,
 /// the one idle the longest is closed to make room, so idle connections
 /// (which cost a client nothing to hold) cannot keep a delivery waiting.
-/// Connections with a request in progress are never closed for room.
+/// Connections with a request in progress are never closed for room; one
+/// that is only lingering after an early answer counts as idle (the answer
+/// is out, and the lingering is a courtesy that must not hold a slot).
 struct Connections {
     permits: Arc<Semaphore>,
     open: Mutex<HashMap<u64, Arc<Activity>>>,
@@ -336,9 +338,6 @@ pub async fn serve_https(
     let connections = Connections::new(settings.max_connections);
     let tracker = TaskTracker::new();
     let mut stopped = stop.clone();
-    if let Ok(addr) = listener.local_addr() {
-        state.set_webhook_addr(addr);
-    }
     state.set_listening(true);
     loop {
         let (tcp, peer) = tokio::select! {
