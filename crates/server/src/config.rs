@@ -602,7 +602,35 @@ mod tests {
             config.limits.max_inflight_memory,
             defaults.limits.max_inflight_memory
         );
+        // As shipped, it runs the default source (the examples are comments).
+        assert!(config.sources.is_empty());
+    }
+
+    /// The commented-out `[[source]]` examples of the example file are
+    /// valid once uncommented.
+    #[test]
+    fn documented_source_examples_parse() {
+        let text = include_str!("../../../config/auditsink.toml");
+        let start = text.find("\n# [[source]]").unwrap();
+        let mut uncommented = text[..start].to_owned();
+        for line in text[start..].lines() {
+            let setting = line.strip_prefix("# ").filter(|rest| {
+                rest.starts_with("[[source]]")
+                    || rest.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+            });
+            uncommented.push_str(setting.unwrap_or(line));
+            uncommented.push('\n');
+        }
+        let config = Config::from_toml(&uncommented).unwrap();
         assert_eq!(config.sources.len(), 2);
+        assert_eq!(config.sources[0].name, "konnect-us");
+        assert_eq!(config.sources[0].authorization.values().len(), 2);
+        assert_eq!(
+            config.sources[0].signature_policy(),
+            SignaturePolicy::Enforce
+        );
         assert_eq!(config.sources[1].format, Format::Json);
     }
 
