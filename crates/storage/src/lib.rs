@@ -17,7 +17,8 @@
 //!   `name`, for [`Store::query`] and [`Store::count`] (`trace_id`, nearly
 //!   one term per event, in sorted runs too);
 //! - **quarantine**: lines (or whole bodies) that could not be read as
-//!   events, kept byte-exact with the reason, until
+//!   events, kept byte-exact with the reason, once per source and line (a
+//!   resent one is counted as a duplicate), until
 //!   [`Store::reprocess_quarantine`] finds that they now parse.
 //!
 //! Writes go through [`Store::append`] (or [`Store::append_prepared`], with
@@ -77,7 +78,7 @@ use serde::Serialize;
 
 use keys::{
     id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
-    META_REBUILDING, QUARANTINE, UPGRADABLE_FORMATS,
+    META_QUARANTINE_DEDUPE, META_REBUILDING, QUARANTINE, UPGRADABLE_FORMATS,
 };
 use recover::{Gate, Slot, Supervisor, Wake};
 use runs::{RunKind, Runs};
@@ -102,7 +103,8 @@ pub struct Batch {
 pub struct AppendSummary {
     /// New events stored.
     pub stored: u64,
-    /// Events already in the store (or earlier in the same batch).
+    /// Events, and quarantined lines of the same source, already in the
+    /// store (or earlier in the same batch).
     pub duplicates: u64,
     /// Quarantined lines stored.
     pub quarantined: u64,
@@ -321,6 +323,10 @@ pub(crate) fn open_inner(
                 ),
             });
         }
+    }
+    if tree.get(META_QUARANTINE_DEDUPE)?.is_none() {
+        let replaced = maintain::build_quarantine_dedupe(&tree)?;
+        tracing::debug!(replaced, "quarantine dedupe entries built");
     }
     let log = Arc::new(log::EventLog::open(dir)?);
     let state = initial_state(&tree, &log)?;
