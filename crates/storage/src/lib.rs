@@ -250,7 +250,7 @@ impl Store {
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let counters = Arc::new(Counters::default());
         let (wake, woken) = mpsc::channel();
-        let (inner, open_report) = open_inner(dir, &options, counters.clone(), wake.clone())?;
+        let (inner, open_report) = open_inner(dir, &options, counters.clone(), wake.clone(), 0)?;
         let slot = Arc::new(Slot {
             path: dir.to_path_buf(),
             options,
@@ -259,6 +259,7 @@ impl Store {
             health: Mutex::new(StoreHealth::default()),
             open_report: Mutex::new(open_report),
             wake,
+            handed_out: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
         Ok(Store {
             shared: Arc::new(Shared {
@@ -270,12 +271,15 @@ impl Store {
 }
 
 /// Opens the store's directory: what a start does, and what the reopening
-/// after a failed write does (see [`recover`]).
+/// after a failed write does (see [`recover`]), which gives the ids it
+/// must not give again (`handed_out`: readers of the closed store may
+/// have seen them).
 pub(crate) fn open_inner(
     dir: &Path,
     options: &StoreOptions,
     counters: Arc<Counters>,
     wake: mpsc::Sender<Wake>,
+    handed_out: u64,
 ) -> Result<(Inner, OpenReport), StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
         path: dir.to_path_buf(),
@@ -329,7 +333,8 @@ pub(crate) fn open_inner(
         tracing::debug!(replaced, "quarantine dedupe entries built");
     }
     let log = Arc::new(log::EventLog::open(dir)?);
-    let state = initial_state(&tree, &log)?;
+    let mut state = initial_state(&tree, &log)?;
+    state.next_id = state.next_id.max(handed_out);
     let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
     let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
     damaged.extend(damaged_traces);
