@@ -338,6 +338,8 @@ pub(crate) fn open_inner(
     let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
     let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
     damaged.extend(damaged_traces);
+    // What is there on open is on disk (the open flushes it below).
+    let next_id = state.next_id;
     let core = Arc::new(Core {
         durability: writer::Durability::open(dir)?,
         db,
@@ -355,6 +357,8 @@ pub(crate) fn open_inner(
         flush_lock: Mutex::new(()),
         drained: std::sync::Condvar::new(),
         applied: std::sync::atomic::AtomicU64::new(0),
+        applied_next_id: std::sync::atomic::AtomicU64::new(next_id),
+        durable_next_id: std::sync::atomic::AtomicU64::new(next_id),
         writer_wants: std::sync::atomic::AtomicBool::new(false),
     });
     {
@@ -515,7 +519,9 @@ impl Store {
         Ok(QueryIter::new(&inner.core, query.clone(), plan))
     }
 
-    /// How many events `query` selects (up to its limit), from the indexes.
+    /// How many events `query` selects (up to its limit), from the indexes
+    /// (without filters, from the counters, which count a write being
+    /// flushed a moment before it is listed).
     pub fn count(&self, query: &Query) -> Result<u64, StoreError> {
         query::count(&self.inner()?.core, query, self.event_count() as u64)
     }
@@ -523,6 +529,9 @@ impl Store {
     /// One event by id.
     pub fn event(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
         let inner = self.inner()?;
+        if id >= inner.core.durable_next_id.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let Some(value) = chunk::get(&inner.core.tree, &inner.core.log, id)? else {
             return Ok(None);
         };
@@ -545,6 +554,7 @@ impl Store {
                 Some((
                     query::records_after(&inner.core.tree, QUARANTINE, after_id),
                     inner.core.gate.clone(),
+                    inner.core.durable_next_id.load(Ordering::Acquire),
                 )),
                 None,
             ),
@@ -554,7 +564,8 @@ impl Store {
             if let Some(e) = failed.take() {
                 return Some(Err(e));
             }
-            let (iter, gate) = records.as_mut()?;
+            let (iter, gate, durable) = records.as_mut()?;
+            let durable = *durable;
             let item = gate
                 .check()
                 .and_then(|()| iter.next().transpose().map_err(StoreError::from));
@@ -563,6 +574,11 @@ impl Store {
                 Ok(None) => return None,
                 Err(e) => Err(e),
             };
+            // Not flushed yet when the listing began.
+            if decoded.as_ref().is_ok_and(|q| q.id >= durable) {
+                records = None;
+                return None;
+            }
             if decoded.is_err() {
                 records = None;
             }
@@ -841,5 +857,63 @@ pub(crate) fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError 
     StoreError::Corrupt {
         key: key.iter().map(|b| format!("{b:02x}")).collect(),
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditsink_parser::{parse_line, Format, ParseOptions};
+
+    fn event(n: u32) -> Event {
+        let line = format!("CEF:0|V|P|1|c|n|1|principal_id=u{n} n={n}");
+        parse_line(line.as_bytes(), &ParseOptions::new(Format::Cef)).unwrap()
+    }
+
+    #[test]
+    fn readers_see_only_what_was_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let acknowledged = Batch {
+            source: "s".into(),
+            received_at_ms: 1,
+            events: vec![event(1)],
+            quarantine: Vec::new(),
+        };
+        store.append_blocking(acknowledged).unwrap();
+        // A write applied to sled but not flushed (as a group is between
+        // the syncer and the flusher, and stays if its flush fails).
+        let inner = store.inner().unwrap();
+        let core = &inner.core;
+        let id = {
+            let mut state = core.lock();
+            let mut staging = writer::Staging::new(core, &state);
+            let id = staging
+                .add_event(writer::PreparedEvent::new(2, "s", &event(2)))
+                .unwrap()
+                .unwrap();
+            let raw = b"not an event";
+            staging.add_quarantine(
+                keys::quarantine_key("s", raw),
+                codec::encode_quarantine(2, "s", "no CEF header", raw),
+            );
+            staging.commit(&mut state, &core.counters).unwrap();
+            id
+        };
+        let listed = |store: &Store| store.events(None).count();
+        assert_eq!(listed(&store), 1);
+        assert!(store.event(id).unwrap().is_none());
+        assert_eq!(store.quarantine(None).count(), 0);
+        let by_user = Query {
+            principal: Some("u2".into()),
+            ..Query::default()
+        };
+        assert_eq!(store.query(&by_user).unwrap().count(), 0);
+        assert_eq!(store.count(&by_user).unwrap(), 0);
+        core.flush().unwrap();
+        assert_eq!(listed(&store), 2);
+        assert!(store.event(id).unwrap().is_some());
+        assert_eq!(store.quarantine(None).count(), 1);
+        assert_eq!(store.count(&by_user).unwrap(), 1);
     }
 }

@@ -19,7 +19,10 @@
 //! (sled applies a batch all or nothing; the event log is read only through
 //! pointers in sled) or not at all, and the open flushes what it recovered
 //! before the first answer, so a retried delivery counted as a duplicate is
-//! durable. sled allows one open database per directory (a file lock, also
+//! durable. Readers see only ids that were flushed (a group applied to
+//! sled waits for its flush before it is listed), so what a failed flush
+//! leaves behind was never served, and the reopened store does not give
+//! its ids again. sled allows one open database per directory (a file lock, also
 //! within a process): the reopen waits for every handle of the old one,
 //! readers included, to be gone; readers of the old store see
 //! [`StoreError::Recovering`] at their next step and end.

@@ -134,6 +134,12 @@ pub(crate) struct Core {
     pub drained: Condvar,
     /// Sequence number of the last group the syncer applied, plus one.
     pub applied: AtomicU64,
+    /// The next id of the writes applied to sled so far.
+    pub applied_next_id: AtomicU64,
+    /// Every id below it was flushed: readers see only these (a group
+    /// applied but not yet flushed may still fail, and be gone after the
+    /// reopening).
+    pub durable_next_id: AtomicU64,
     /// The writer has a group to stage: said before it takes the write
     /// lock, because maintenance that takes it again at once, step after
     /// step, would otherwise always win it.
@@ -224,13 +230,18 @@ impl Core {
         if let Some(e) = self.poison() {
             return Err(StoreError::Flush(e));
         }
+        // Everything applied before the flush starts is covered by it.
+        let covered = self.applied_next_id.load(Ordering::Acquire);
         let flushed = self
             .db
             .flush()
             .map_err(StoreError::from)
             .and_then(|_| self.durability.sync());
-        if let Err(e) = &flushed {
-            self.set_poison(format!("a flush failed ({e})"));
+        match &flushed {
+            Ok(()) => {
+                self.durable_next_id.fetch_max(covered, Ordering::AcqRel);
+            }
+            Err(e) => self.set_poison(format!("a flush failed ({e})")),
         }
         flushed
     }
@@ -609,7 +620,7 @@ impl<'a> Staging<'a> {
 
     /// Stages a quarantine record known to be new, with its dedupe entry;
     /// returns its id.
-    fn add_quarantine(&mut self, key: Key, record: Vec<u8>) -> u64 {
+    pub(crate) fn add_quarantine(&mut self, key: Key, record: Vec<u8>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.batch.insert(&id_key(QUARANTINE, id), record);
@@ -712,6 +723,7 @@ impl Staged {
             dedupe,
             traces,
             counts,
+            next_id,
             ..
         } = self;
         // The merger swaps lists too: held from the snapshot to the install.
@@ -732,6 +744,7 @@ impl Staged {
         counters
             .quarantine
             .store(counts.quarantine, Ordering::Relaxed);
+        core.applied_next_id.fetch_max(next_id, Ordering::AcqRel);
         Ok(())
     }
 }
