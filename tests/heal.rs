@@ -260,6 +260,14 @@ fn a_full_disk_heals_without_a_restart_and_keeps_every_acknowledged_event() {
     let during = ledger.lock().unwrap().count(200);
 
     std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    wait_for("a 200 once space is freed", Duration::from_secs(60), || {
+        ledger.lock().unwrap().count(200) > during
+    });
+    println!(
+        "first 200 {} ms after the space was freed",
+        freed.elapsed().as_millis()
+    );
     wait_for("200s once space is freed", Duration::from_secs(60), || {
         ledger.lock().unwrap().count(200) >= during + 6
     });

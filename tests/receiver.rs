@@ -272,6 +272,30 @@ fn garbage_line_is_quarantined_and_good_lines_stored() {
 }
 
 #[test]
+fn a_resent_batch_keeps_its_bad_line_once_and_counts_it_as_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &config_with_token(dir.path()));
+    let mut lines = inline_events();
+    lines.insert(1, "this is not an audit event".to_owned());
+    let body = lines.join("\n");
+    let first = server.deliver(TOKEN, body.as_bytes());
+    assert_eq!(
+        counts(&first),
+        json!({"received": 4, "stored": 3, "duplicates": 0, "quarantined": 1})
+    );
+    // Konnect resends a batch it got no answer for.
+    let again = server.deliver(TOKEN, body.as_bytes());
+    assert_eq!(
+        counts(&again),
+        json!({"received": 4, "stored": 0, "duplicates": 4, "quarantined": 0})
+    );
+    let (code, rows) = server.admin_get("/api/quarantine");
+    assert_eq!(code, 200);
+    assert_eq!(rows.lines().count(), 1, "{rows}");
+    assert_eq!(server.status()["store"]["quarantine"], 1);
+}
+
+#[test]
 fn encodings_konnect_and_others_use() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &config_with_token(dir.path()));

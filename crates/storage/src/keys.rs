@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `e` first id | chunk of event records ([`crate::chunk`], [`crate::codec`]) |
 //! | `q` id | quarantined line record |
+//! | `Q` key | quarantine dedupe entry: the id of the newest `q` record with this identity |
 //! | `R` ... | dedupe and `trace_id` entries, in sorted runs ([`crate::runs`]) |
 //! | `i` kind len term first_id | posting: the (id, time) pairs of one write with this term |
 //! | `m` name | metadata: format version, next id, counts, retention horizon, run manifests and trash |
@@ -15,7 +16,9 @@
 //! the 64 signature bytes when its `sig` decodes (padded or unpadded
 //! base64url give the same identity) and was not found invalid, else `h:` +
 //! the raw line; its dedupe key is the first 16 bytes of the SHA-256 of the
-//! identity (128 bits make a collision negligible). Format 3 kept dedupe
+//! identity (128 bits make a collision negligible). A quarantined line's
+//! identity is `q:` + its source + its raw bytes: the same line resent by
+//! the same source is counted as a duplicate, not kept again. Format 3 kept dedupe
 //! entries (`d` ...) and `trace_id` postings as one sled key per event and
 //! event chunks inline; format 4 (a development step) had runs of another
 //! directory layout and inline chunks. Opening either rebuilds the indexes
@@ -29,6 +32,7 @@ use crate::view::EventView;
 
 pub(crate) const EVENT: u8 = b'e';
 pub(crate) const QUARANTINE: u8 = b'q';
+pub(crate) const QUARANTINE_DEDUPE: u8 = b'Q';
 /// Dedupe entries of format 3 (removed by the upgrade rebuild).
 pub(crate) const DEDUPE: u8 = b'd';
 pub(crate) const INDEX: u8 = b'i';
@@ -40,6 +44,9 @@ pub(crate) const META_COUNTS: &[u8] = b"mcounts";
 pub(crate) const META_REBUILDING: &[u8] = b"mrebuilding";
 /// Every event id below it was removed by retention.
 pub(crate) const META_HORIZON: &[u8] = b"mhorizon";
+/// Present once the quarantine dedupe entries are built (stores written
+/// before them get them on open).
+pub(crate) const META_QUARANTINE_DEDUPE: &[u8] = b"mquarantine_dedupe";
 
 /// Version of the key layout and record encoding this build writes.
 pub(crate) const FORMAT_VERSION: u32 = 5;
@@ -85,6 +92,23 @@ pub(crate) fn dedupe_key(event: &impl EventView) -> Key {
         }
     }
     truncated(hash)
+}
+
+/// The dedupe key of a quarantined line of `source`.
+pub(crate) fn quarantine_key(source: &str, raw: &[u8]) -> Key {
+    let mut hash = Sha256::new();
+    hash.update(b"q:");
+    hash.update((source.len() as u64).to_be_bytes());
+    hash.update(source.as_bytes());
+    hash.update(raw);
+    truncated(hash)
+}
+
+/// The sled key of a quarantine dedupe entry.
+pub(crate) fn quarantine_dedupe_entry(key: &Key) -> [u8; 17] {
+    let mut out = [QUARANTINE_DEDUPE; 17];
+    out[1..].copy_from_slice(key);
+    out
 }
 
 /// The `trace_id` index key of an event, if it has a `trace_id` term:

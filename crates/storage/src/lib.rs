@@ -17,7 +17,8 @@
 //!   `name`, for [`Store::query`] and [`Store::count`] (`trace_id`, nearly
 //!   one term per event, in sorted runs too);
 //! - **quarantine**: lines (or whole bodies) that could not be read as
-//!   events, kept byte-exact with the reason, until
+//!   events, kept byte-exact with the reason, once per source and line (a
+//!   resent one is counted as a duplicate), until
 //!   [`Store::reprocess_quarantine`] finds that they now parse;
 //! - **gaps** ([`Store::gaps`]): the receiver's non-200 answers and its
 //!   runs, for replaying what it may have missed.
@@ -81,7 +82,7 @@ use serde::Serialize;
 
 use keys::{
     id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
-    META_REBUILDING, QUARANTINE, UPGRADABLE_FORMATS,
+    META_QUARANTINE_DEDUPE, META_REBUILDING, QUARANTINE, UPGRADABLE_FORMATS,
 };
 use recover::{Gate, Slot, Supervisor, Wake};
 use runs::{RunKind, Runs};
@@ -106,7 +107,8 @@ pub struct Batch {
 pub struct AppendSummary {
     /// New events stored.
     pub stored: u64,
-    /// Events already in the store (or earlier in the same batch).
+    /// Events, and quarantined lines of the same source, already in the
+    /// store (or earlier in the same batch).
     pub duplicates: u64,
     /// Quarantined lines stored.
     pub quarantined: u64,
@@ -253,7 +255,7 @@ impl Store {
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let counters = Arc::new(Counters::default());
         let (wake, woken) = mpsc::channel();
-        let (inner, open_report) = open_inner(dir, &options, counters.clone(), wake.clone())?;
+        let (inner, open_report) = open_inner(dir, &options, counters.clone(), wake.clone(), 0)?;
         let slot = Arc::new(Slot {
             path: dir.to_path_buf(),
             options,
@@ -262,6 +264,7 @@ impl Store {
             health: Mutex::new(StoreHealth::default()),
             open_report: Mutex::new(open_report),
             wake,
+            handed_out: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         });
         Ok(Store {
             shared: Arc::new(Shared {
@@ -273,12 +276,15 @@ impl Store {
 }
 
 /// Opens the store's directory: what a start does, and what the reopening
-/// after a failed write does (see [`recover`]).
+/// after a failed write does (see [`recover`]), which gives the ids it
+/// must not give again (`handed_out`: readers of the closed store may
+/// have seen them).
 pub(crate) fn open_inner(
     dir: &Path,
     options: &StoreOptions,
     counters: Arc<Counters>,
     wake: mpsc::Sender<Wake>,
+    handed_out: u64,
 ) -> Result<(Inner, OpenReport), StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
         path: dir.to_path_buf(),
@@ -327,12 +333,19 @@ pub(crate) fn open_inner(
             });
         }
     }
+    if tree.get(META_QUARANTINE_DEDUPE)?.is_none() {
+        let replaced = maintain::build_quarantine_dedupe(&tree)?;
+        tracing::debug!(replaced, "quarantine dedupe entries built");
+    }
     let gaps = Gaps::open(&db)?;
     let log = Arc::new(log::EventLog::open(dir)?);
-    let state = initial_state(&tree, &log)?;
+    let mut state = initial_state(&tree, &log)?;
+    state.next_id = state.next_id.max(handed_out);
     let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
     let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
     damaged.extend(damaged_traces);
+    // What is there on open is on disk (the open flushes it below).
+    let next_id = state.next_id;
     let core = Arc::new(Core {
         durability: writer::Durability::open(dir)?,
         db,
@@ -350,6 +363,8 @@ pub(crate) fn open_inner(
         flush_lock: Mutex::new(()),
         drained: std::sync::Condvar::new(),
         applied: std::sync::atomic::AtomicU64::new(0),
+        applied_next_id: std::sync::atomic::AtomicU64::new(next_id),
+        durable_next_id: std::sync::atomic::AtomicU64::new(next_id),
         writer_wants: std::sync::atomic::AtomicBool::new(false),
     });
     {
@@ -518,7 +533,9 @@ impl Store {
         Ok(QueryIter::new(&inner.core, query.clone(), plan))
     }
 
-    /// How many events `query` selects (up to its limit), from the indexes.
+    /// How many events `query` selects (up to its limit), from the indexes
+    /// (without filters, from the counters, which count a write being
+    /// flushed a moment before it is listed).
     pub fn count(&self, query: &Query) -> Result<u64, StoreError> {
         query::count(&self.inner()?.core, query, self.event_count() as u64)
     }
@@ -532,6 +549,9 @@ impl Store {
     /// One event by id.
     pub fn event(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
         let inner = self.inner()?;
+        if id >= inner.core.durable_next_id.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let Some(value) = chunk::get(&inner.core.tree, &inner.core.log, id)? else {
             return Ok(None);
         };
@@ -554,6 +574,7 @@ impl Store {
                 Some((
                     query::records_after(&inner.core.tree, QUARANTINE, after_id),
                     inner.core.gate.clone(),
+                    inner.core.durable_next_id.load(Ordering::Acquire),
                 )),
                 None,
             ),
@@ -563,7 +584,8 @@ impl Store {
             if let Some(e) = failed.take() {
                 return Some(Err(e));
             }
-            let (iter, gate) = records.as_mut()?;
+            let (iter, gate, durable) = records.as_mut()?;
+            let durable = *durable;
             let item = gate
                 .check()
                 .and_then(|()| iter.next().transpose().map_err(StoreError::from));
@@ -572,6 +594,11 @@ impl Store {
                 Ok(None) => return None,
                 Err(e) => Err(e),
             };
+            // Not flushed yet when the listing began.
+            if decoded.as_ref().is_ok_and(|q| q.id >= durable) {
+                records = None;
+                return None;
+            }
             if decoded.is_err() {
                 records = None;
             }
@@ -850,5 +877,63 @@ pub(crate) fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError 
     StoreError::Corrupt {
         key: key.iter().map(|b| format!("{b:02x}")).collect(),
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditsink_parser::{parse_line, Format, ParseOptions};
+
+    fn event(n: u32) -> Event {
+        let line = format!("CEF:0|V|P|1|c|n|1|principal_id=u{n} n={n}");
+        parse_line(line.as_bytes(), &ParseOptions::new(Format::Cef)).unwrap()
+    }
+
+    #[test]
+    fn readers_see_only_what_was_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let acknowledged = Batch {
+            source: "s".into(),
+            received_at_ms: 1,
+            events: vec![event(1)],
+            quarantine: Vec::new(),
+        };
+        store.append_blocking(acknowledged).unwrap();
+        // A write applied to sled but not flushed (as a group is between
+        // the syncer and the flusher, and stays if its flush fails).
+        let inner = store.inner().unwrap();
+        let core = &inner.core;
+        let id = {
+            let mut state = core.lock();
+            let mut staging = writer::Staging::new(core, &state);
+            let id = staging
+                .add_event(writer::PreparedEvent::new(2, "s", &event(2)))
+                .unwrap()
+                .unwrap();
+            let raw = b"not an event";
+            staging.add_quarantine(
+                keys::quarantine_key("s", raw),
+                codec::encode_quarantine(2, "s", "no CEF header", raw),
+            );
+            staging.commit(&mut state, &core.counters).unwrap();
+            id
+        };
+        let listed = |store: &Store| store.events(None).count();
+        assert_eq!(listed(&store), 1);
+        assert!(store.event(id).unwrap().is_none());
+        assert_eq!(store.quarantine(None).count(), 0);
+        let by_user = Query {
+            principal: Some("u2".into()),
+            ..Query::default()
+        };
+        assert_eq!(store.query(&by_user).unwrap().count(), 0);
+        assert_eq!(store.count(&by_user).unwrap(), 0);
+        core.flush().unwrap();
+        assert_eq!(listed(&store), 2);
+        assert!(store.event(id).unwrap().is_some());
+        assert_eq!(store.quarantine(None).count(), 1);
+        assert_eq!(store.count(&by_user).unwrap(), 1);
     }
 }

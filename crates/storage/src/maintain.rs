@@ -28,12 +28,15 @@ use crate::index::{terms, Entries, PostingBuilder};
 use crate::keys::{
     dedupe_key, encode_term, id_key, key_id, posting_prefix, split_posting_key, trace_key,
     IndexKind, DEDUPE, EVENT, FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_HORIZON,
-    META_NEXT_ID, META_REBUILDING, QUARANTINE,
+    META_NEXT_ID, META_QUARANTINE_DEDUPE, META_REBUILDING, QUARANTINE, QUARANTINE_DEDUPE,
 };
+use crate::keys::{quarantine_dedupe_entry, quarantine_key};
 use crate::log::Pointer;
 use crate::query::records_after;
 use crate::runs::{Entry, Key, Runs, RUN};
-use crate::writer::{merge_runs, Core, Counts, PreparedEvent, Staging, WriteState};
+use crate::writer::{
+    merge_runs, remove_quarantine_entry, Core, Counts, PreparedEvent, Staging, WriteState,
+};
 use crate::{corrupt, format_id, StoreError};
 
 /// Problems listed in a report (all are counted).
@@ -442,6 +445,9 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
         }
     }
 
+    // Each line's identity, with its newest record: what its dedupe entry
+    // points at.
+    let mut quarantined: HashMap<Key, u64> = HashMap::new();
     for item in records_after(tree, QUARANTINE, None) {
         let (key, value) = item?;
         let Some(id) = key_id(&key) else {
@@ -450,13 +456,45 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
         };
         report.quarantine += 1;
         max_id = max_id.max(id);
-        if let Err(e) = decode_quarantine(&value) {
-            report.problem(format!(
+        match decode_quarantine(&value) {
+            Ok(record) => {
+                quarantined.insert(quarantine_key(&record.source, &record.raw), id);
+            }
+            Err(e) => report.problem(format!(
                 "quarantine {}: record does not decode ({})",
                 format_id(id),
                 e.0
-            ));
+            )),
         }
+    }
+    for item in tree.range([QUARANTINE_DEDUPE]..[QUARANTINE_DEDUPE + 1]) {
+        let (key, value) = item?;
+        let entry = key.get(1..).and_then(|k| Key::try_from(k).ok());
+        let id = <[u8; 8]>::try_from(value.as_ref()).map(u64::from_be_bytes);
+        let (Some(entry), Ok(id)) = (entry, id) else {
+            report.problem(format!("malformed quarantine dedupe entry {}", hex(&key)));
+            continue;
+        };
+        match quarantined.remove(&entry) {
+            Some(newest) if newest == id => {}
+            Some(newest) => report.problem(format!(
+                "quarantine dedupe entry {} points at {}, not at the newest record of its \
+                 line, {}",
+                hex(&key),
+                format_id(id),
+                format_id(newest)
+            )),
+            None => report.problem(format!(
+                "quarantine dedupe entry {} points at {}, which holds no such line",
+                hex(&key),
+                format_id(id)
+            )),
+        }
+    }
+    let mut unindexed: Vec<u64> = quarantined.into_values().collect();
+    unindexed.sort_unstable();
+    for id in unindexed {
+        report.problem(format!("quarantine {}: no dedupe entry", format_id(id)));
     }
 
     // Dedupe and trace_id entries: the same multiset as the events give,
@@ -567,7 +605,7 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
         let key = item?;
         if !matches!(
             key.first(),
-            Some(&(EVENT | QUARANTINE | RUN | INDEX | META))
+            Some(&(EVENT | QUARANTINE | QUARANTINE_DEDUPE | RUN | INDEX | META))
         ) {
             report.problem(format!("unknown key {}", hex(&key)));
         }
@@ -881,6 +919,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         quarantine += 1;
         max_id = max_id.max(key_id(&key).unwrap_or(0));
     }
+    summary.removed_entries += build_quarantine_dedupe(tree)?;
     let counts = Counts {
         // As `check` counts: the records of the chunks that read.
         events: records_read,
@@ -902,6 +941,33 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         .store(counts.quarantine, Ordering::Relaxed);
     core.flush()?;
     Ok(summary)
+}
+
+/// Builds the quarantine dedupe entries from the quarantined records (for
+/// stores written before them, and by [`rebuild`]): each line's identity
+/// points at its newest record. Returns how many entries it replaced.
+pub(crate) fn build_quarantine_dedupe(tree: &sled::Tree) -> Result<u64, StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut removed = 0u64;
+    for key in tree
+        .range([QUARANTINE_DEDUPE]..[QUARANTINE_DEDUPE + 1])
+        .keys()
+    {
+        batch.remove(key?);
+        removed += 1;
+    }
+    for item in records_after(tree, QUARANTINE, None) {
+        let (key, value) = item?;
+        // `check` reports what does not read; it has no identity.
+        let (Some(id), Ok(record)) = (key_id(&key), decode_quarantine(&value)) else {
+            continue;
+        };
+        let identity = quarantine_key(&record.source, &record.raw);
+        batch.insert(&quarantine_dedupe_entry(&identity), &id.to_be_bytes());
+    }
+    batch.insert(META_QUARANTINE_DEDUPE, &[1u8]);
+    tree.apply_batch(batch)?;
+    Ok(removed)
 }
 
 /// Commits a removal batch with the new counts.
@@ -1027,6 +1093,10 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
                 done = true;
                 break;
             }
+            let record = decode_quarantine(&value).map_err(|e| corrupt(&key, e.0))?;
+            let id = key_id(&key).ok_or_else(|| corrupt(&key, "quarantine key"))?;
+            let identity = quarantine_key(&record.source, &record.raw);
+            remove_quarantine_entry(tree, &mut batch, id, &identity)?;
             batch.remove(key);
             removed += 1;
             if removed as usize == CHUNK {
@@ -1145,7 +1215,7 @@ pub(crate) fn reprocess(
                 Some(_) => summary.moved += 1,
                 None => summary.duplicates += 1,
             }
-            staging.remove_quarantine(id);
+            staging.remove_quarantine(id, &quarantine_key(&record.source, &record.raw))?;
         }
         staging.commit(&mut state, &core.counters)?;
         merge_runs(core, state.horizon, || false);

@@ -259,6 +259,8 @@ pub(crate) fn count(core: &Core, query: &Query, total: u64) -> Result<u64, Store
     let mut lists: Vec<Vec<u64>> = lists.into_iter().flatten().collect();
     lists.sort_by_key(Vec::len);
     let mut result = lists.first().cloned().unwrap_or_default();
+    let durable = core.durable_next_id.load(Ordering::Acquire);
+    result.retain(|&id| id < durable);
     for other in &lists[1..] {
         result.retain(|id| other.binary_search(id).is_ok());
     }
@@ -286,6 +288,8 @@ struct Reading {
     log: Arc<EventLog>,
     /// Closed if a write fails meanwhile: the read ends with an error.
     gate: Arc<Gate>,
+    /// Ids from here on were not flushed when the query began: not read.
+    durable_next_id: u64,
     query: Query,
     source: Source,
     remaining: usize,
@@ -305,6 +309,7 @@ impl QueryIter {
                 remaining: query.limit.unwrap_or(usize::MAX),
                 tree,
                 gate: core.gate.clone(),
+                durable_next_id: core.durable_next_id.load(Ordering::Acquire),
                 query,
                 source,
             }),
@@ -330,6 +335,9 @@ impl Reading {
                     let Some(id) = ids.next() else {
                         return Ok(None);
                     };
+                    if id >= self.durable_next_id {
+                        continue;
+                    }
                     let hit = cached
                         .as_ref()
                         .and_then(|c| c.find(id).map(|i| c.record(i)));
@@ -353,6 +361,9 @@ impl Reading {
                         return Ok(None);
                     };
                     let (id, value) = item?;
+                    if id >= self.durable_next_id {
+                        return Ok(None);
+                    }
                     if self.query.time_bounded() {
                         let head =
                             peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;

@@ -19,14 +19,17 @@
 //! (sled applies a batch all or nothing; the event log is read only through
 //! pointers in sled) or not at all, and the open flushes what it recovered
 //! before the first answer, so a retried delivery counted as a duplicate is
-//! durable. sled allows one open database per directory (a file lock, also
+//! durable. Readers see only ids that were flushed (a group applied to
+//! sled waits for its flush before it is listed), so what a failed flush
+//! leaves behind was never served, and the reopened store does not give
+//! its ids again. sled allows one open database per directory (a file lock, also
 //! within a process): the reopen waits for every handle of the old one,
 //! readers included, to be gone; readers of the old store see
 //! [`StoreError::Recovering`] at their next step and end.
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -118,6 +121,10 @@ pub(crate) struct Slot {
     pub open_report: Mutex<OpenReport>,
     /// Given to each open store, which sends [`Wake::Poisoned`] on it.
     pub wake: mpsc::Sender<Wake>,
+    /// The next id of the closed store: a group that failed may have been
+    /// seen by a reader (applied, not yet flushed), so its ids are not
+    /// given again (a cursor past them would skip their successors).
+    pub handed_out: Arc<AtomicU64>,
 }
 
 impl Slot {
@@ -261,10 +268,22 @@ fn close_poisoned(slot: &Slot) -> Option<(String, mpsc::Receiver<()>)> {
     // close after a failed write of a large value (a blob): the closing
     // must not hold the supervisor, which then says so.
     let (done, closing) = mpsc::channel();
+    let handed_out = slot.handed_out.clone();
     let spawned = thread::Builder::new()
         .name("auditsink-store-closer".into())
         .spawn(move || {
-            drop(old);
+            if let Some(old) = old {
+                let core = old.core.clone();
+                drop(old);
+                // Once the writer, retention and every call in progress
+                // are done with it, its ids are final.
+                while Arc::strong_count(&core) > 1 {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                let next_id = core.state.lock().unwrap_or_else(|p| p.into_inner()).next_id;
+                handed_out.fetch_max(next_id, Ordering::AcqRel);
+                drop(core);
+            }
             let _ = done.send(());
         });
     if let Err(e) = spawned {
@@ -298,6 +317,7 @@ fn reopen(slot: &Slot) -> Result<(), StoreError> {
         &slot.options,
         slot.counters.clone(),
         slot.wake.clone(),
+        slot.handed_out.load(Ordering::Acquire),
     )
     .map_err(|e| match e {
         StoreError::Locked { .. } => StoreError::Recovering {

@@ -32,7 +32,8 @@ use crate::codec::{encode_event, encode_event_into, encode_quarantine, event_tim
 use crate::filter::DedupeFilter;
 use crate::index::{for_each_term, terms, PostingBuilder};
 use crate::keys::{
-    dedupe_key, id_key, trace_key, IndexKind, META_COUNTS, META_NEXT_ID, QUARANTINE,
+    dedupe_key, id_key, quarantine_dedupe_entry, quarantine_key, trace_key, IndexKind, META_COUNTS,
+    META_NEXT_ID, QUARANTINE,
 };
 use crate::log::EventLog;
 use crate::runs::{Entry, Key, RunList, Runs};
@@ -133,6 +134,12 @@ pub(crate) struct Core {
     pub drained: Condvar,
     /// Sequence number of the last group the syncer applied, plus one.
     pub applied: AtomicU64,
+    /// The next id of the writes applied to sled so far.
+    pub applied_next_id: AtomicU64,
+    /// Every id below it was flushed: readers see only these (a group
+    /// applied but not yet flushed may still fail, and be gone after the
+    /// reopening).
+    pub durable_next_id: AtomicU64,
     /// The writer has a group to stage: said before it takes the write
     /// lock, because maintenance that takes it again at once, step after
     /// step, would otherwise always win it.
@@ -223,13 +230,18 @@ impl Core {
         if let Some(e) = self.poison() {
             return Err(StoreError::Flush(e));
         }
+        // Everything applied before the flush starts is covered by it.
+        let covered = self.applied_next_id.load(Ordering::Acquire);
         let flushed = self
             .db
             .flush()
             .map_err(StoreError::from)
             .and_then(|_| self.durability.sync());
-        if let Err(e) = &flushed {
-            self.set_poison(format!("a flush failed ({e})"));
+        match &flushed {
+            Ok(()) => {
+                self.durable_next_id.fetch_max(covered, Ordering::AcqRel);
+            }
+            Err(e) => self.set_poison(format!("a flush failed ({e})")),
         }
         flushed
     }
@@ -369,7 +381,8 @@ pub struct PreparedBatch {
     terms: HashMap<Vec<u8>, (IndexKind, Vec<u32>)>,
     /// Where a term's key is assembled for the look-up.
     scratch: Vec<u8>,
-    pub(crate) quarantine: Vec<Vec<u8>>,
+    /// Each quarantined line's identity and record.
+    pub(crate) quarantine: Vec<(Key, Vec<u8>)>,
 }
 
 /// A prepared event of a [`PreparedBatch`]: its record is
@@ -428,11 +441,9 @@ impl PreparedBatch {
 
     /// Adds a line kept in quarantine, with why.
     pub fn add_quarantine(&mut self, raw: &[u8], reason: &str) {
-        self.quarantine.push(encode_quarantine(
-            self.received_at_ms,
-            &self.source,
-            reason,
-            raw,
+        self.quarantine.push((
+            quarantine_key(&self.source, raw),
+            encode_quarantine(self.received_at_ms, &self.source, reason, raw),
         ));
     }
 
@@ -457,14 +468,14 @@ impl PreparedBatch {
             .iter()
             .map(|(key, (_, members))| key.capacity() + members.capacity() * 4)
             .sum();
-        let quarantine: usize = self.quarantine.iter().map(Vec::capacity).sum();
+        let quarantine: usize = self.quarantine.iter().map(|(_, raw)| raw.capacity()).sum();
         self.source.capacity()
             + self.records.capacity()
             + self.events.capacity() * size_of::<EventHead>()
             + self.terms.capacity() * term_entry
             + terms
             + self.scratch.capacity()
-            + self.quarantine.capacity() * size_of::<Vec<u8>>()
+            + self.quarantine.capacity() * size_of::<([u8; 16], Vec<u8>)>()
             + quarantine
     }
 }
@@ -492,6 +503,8 @@ pub(crate) struct Staging<'a> {
     pending: Option<&'a KeySet>,
     dedupe: Vec<Entry>,
     traces: Vec<Entry>,
+    /// Identities of the quarantined lines staged.
+    quarantined: Vec<Key>,
     horizon: u64,
     postings: PostingBuilder,
     chunk: Option<ChunkBuilder>,
@@ -510,6 +523,7 @@ impl<'a> Staging<'a> {
             pending: None,
             dedupe: Vec::new(),
             traces: Vec::new(),
+            quarantined: Vec::new(),
             horizon: state.horizon,
             postings: PostingBuilder::default(),
             chunk: None,
@@ -535,6 +549,13 @@ impl<'a> Staging<'a> {
             || self.pending.is_some_and(|p| p.contains(key))
             || (core.filter.may_contain(key)
                 && core.dedupe.first(&core.tree, key, self.horizon)?.is_some()))
+    }
+
+    /// Whether a quarantined line's identity is stored or staged.
+    fn is_quarantined(&self, key: &Key) -> Result<bool, StoreError> {
+        Ok(self.seen.contains(key)
+            || self.pending.is_some_and(|p| p.contains(key))
+            || self.core.tree.contains_key(quarantine_dedupe_entry(key))?)
     }
 
     /// Stages an event known to be new; returns its id.
@@ -578,6 +599,10 @@ impl<'a> Staging<'a> {
         for event in &prepared.events {
             known.push(!in_delivery.insert(event.dedupe_key) || self.is_known(&event.dedupe_key)?);
         }
+        let mut known_quarantined = Vec::with_capacity(prepared.quarantine.len());
+        for (key, _) in &prepared.quarantine {
+            known_quarantined.push(!in_delivery.insert(*key) || self.is_quarantined(key)?);
+        }
         let mut summary = AppendSummary::default();
         let mut ids = Vec::with_capacity(prepared.events.len());
         let mut start = 0;
@@ -604,25 +629,38 @@ impl<'a> Staging<'a> {
             });
             self.postings.add_entries(kind, term, entries);
         }
-        for record in prepared.quarantine {
-            self.add_quarantine(record);
-            summary.quarantined += 1;
+        for ((key, record), known) in prepared.quarantine.into_iter().zip(known_quarantined) {
+            if known {
+                summary.duplicates += 1;
+            } else {
+                self.add_quarantine(key, record);
+                summary.quarantined += 1;
+            }
         }
         Ok(summary)
     }
 
-    /// Stages a quarantine record; returns its id.
-    pub fn add_quarantine(&mut self, record: Vec<u8>) -> u64 {
+    /// Stages a quarantine record known to be new, with its dedupe entry;
+    /// returns its id.
+    pub(crate) fn add_quarantine(&mut self, key: Key, record: Vec<u8>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.batch.insert(&id_key(QUARANTINE, id), record);
+        self.batch
+            .insert(&quarantine_dedupe_entry(&key), &id.to_be_bytes());
+        self.seen.insert(key);
+        self.quarantined.push(key);
         self.counts.quarantine += 1;
         id
     }
 
-    pub fn remove_quarantine(&mut self, id: u64) {
+    /// Stages the removal of a quarantine record whose line's identity is
+    /// `key`, with its dedupe entry if that points at it.
+    pub fn remove_quarantine(&mut self, id: u64, key: &Key) -> Result<(), StoreError> {
         self.batch.remove(&id_key(QUARANTINE, id));
+        remove_quarantine_entry(&self.core.tree, &mut self.batch, id, key)?;
         self.counts.quarantine = self.counts.quarantine.saturating_sub(1);
+        Ok(())
     }
 
     /// Applies the staged write atomically and moves `state` forward
@@ -648,6 +686,7 @@ impl<'a> Staging<'a> {
             mut batch,
             dedupe,
             traces,
+            quarantined,
             postings,
             chunk,
             mut chunks,
@@ -675,6 +714,7 @@ impl<'a> Staging<'a> {
             batch,
             dedupe,
             traces,
+            quarantined,
             next_id,
             counts,
             appended,
@@ -689,6 +729,7 @@ pub(crate) struct Staged {
     batch: sled::Batch,
     dedupe: Vec<Entry>,
     traces: Vec<Entry>,
+    quarantined: Vec<Key>,
     next_id: u64,
     counts: Counts,
     /// Whether it appended chunks to the log.
@@ -704,6 +745,7 @@ impl Staged {
             dedupe,
             traces,
             counts,
+            next_id,
             ..
         } = self;
         // The merger swaps lists too: held from the snapshot to the install.
@@ -724,8 +766,28 @@ impl Staged {
         counters
             .quarantine
             .store(counts.quarantine, Ordering::Relaxed);
+        core.applied_next_id.fetch_max(next_id, Ordering::AcqRel);
         Ok(())
     }
+}
+
+/// Stages the removal of the quarantine dedupe entry `key` if it points at
+/// `id` (in a store written before the entries, it points at the newest of
+/// the identical lines kept then).
+pub(crate) fn remove_quarantine_entry(
+    tree: &sled::Tree,
+    batch: &mut sled::Batch,
+    id: u64,
+    key: &Key,
+) -> Result<(), StoreError> {
+    let entry = quarantine_dedupe_entry(key);
+    if tree
+        .get(entry)?
+        .is_some_and(|v| v.as_ref() == id.to_be_bytes())
+    {
+        batch.remove(&entry);
+    }
+    Ok(())
 }
 
 /// Each delivery's summary, or why that delivery alone failed.
@@ -816,7 +878,11 @@ fn stage_group<'a>(
     let staged = staging.stage()?;
     state.next_id = staged.next_id;
     state.counts = staged.counts;
-    pending.add(seq, staged.dedupe.iter().map(|e| e.key).collect());
+    let keys = staged.dedupe.iter().map(|e| e.key);
+    pending.add(
+        seq,
+        keys.chain(staged.quarantined.iter().copied()).collect(),
+    );
     state.in_flight += 1;
     // Made once the lock is released: its drop takes the lock.
     drop(state);

@@ -156,6 +156,7 @@ fn a_failed_flush_closes_the_store_and_it_reopens_once_writes_succeed() {
     // A read in progress across the failure holds the closed store.
     let mut reading = store.events(None);
     assert!(reading.next().unwrap().is_ok());
+    let last_id = store.quarantine(None).last().unwrap().unwrap().id;
 
     let filler = fill(&tmpfs.0);
     let mut refused = 0;
@@ -202,6 +203,15 @@ fn a_failed_flush_closes_the_store_and_it_reopens_once_writes_succeed() {
 
     let summary = store.append_blocking(events("after", 100)).unwrap();
     assert_eq!(summary.stored, 100);
+    // The ids of the group that failed (4 lines, staged and applied, so
+    // readers could have seen them) are not given again.
+    let first_after = store
+        .events(None)
+        .map(|e| e.unwrap())
+        .find(|e| e.event.raw.contains("id=after-0 "))
+        .unwrap()
+        .id;
+    assert!(first_after > last_id + 4, "{first_after} after {last_id}");
     // What was acknowledged is there; what failed is there whole or not at
     // all; the store checks clean.
     let raws: Vec<String> = store.events(None).map(|e| e.unwrap().event.raw).collect();
