@@ -160,11 +160,21 @@ fn results(state: &AppState, selection: &Selection) -> Result<Found, StoreError>
     let mut all = selection.clone();
     all.query.after = None;
     all.query.limit = None;
-    let total = all.count(&state.store)?;
-    let histogram = if total == 0 {
-        None
+    let (total, histogram) = if all.source.is_some() {
+        // One pass over the events: the bars cover every match.
+        let histogram = histogram(state, &all)?;
+        let total = histogram.as_ref().map_or(0, |h| h.counts.iter().sum());
+        (total, histogram.filter(|_| total > 0))
     } else {
-        histogram(state, &all)?
+        let total = all.count(&state.store)?;
+        (
+            total,
+            if total == 0 {
+                None
+            } else {
+                histogram(state, &all)?
+            },
+        )
     };
     Ok(Found {
         rows,
@@ -174,7 +184,8 @@ fn results(state: &AppState, selection: &Selection) -> Result<Found, StoreError>
     })
 }
 
-/// Bars over the query's time range, or (where it is open) the store's.
+/// Bars over the query's time range, or (where it is open) the store's
+/// whole span, so that they hold every match.
 fn histogram(state: &AppState, all: &Selection) -> Result<Option<Histogram>, StoreError> {
     let Some((first, last)) = state.store.time_span()? else {
         return Ok(None);
