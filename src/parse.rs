@@ -62,7 +62,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None if at_end => filled,
             None => continue,
         };
-        for line in buffer[..complete].split(|&b| b == b'\n') {
+        let mut line_start = 0;
+        let ends = memchr::memchr_iter(b'\n', &buffer[..complete]).chain(
+            // The unterminated last line at the end of input.
+            (complete > 0 && buffer[complete - 1] != b'\n').then_some(complete),
+        );
+        for end in ends {
+            let line = &buffer[line_start..end];
+            line_start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
