@@ -249,6 +249,28 @@ fn compare_json_puts_another_parser_beside_this_run() {
         .unwrap_or_else(|| panic!("no row for the other parser:\n{stdout}"));
     assert!(row.contains("600") && row.contains("290"), "{row}");
     assert!(stdout.contains("(this run)"), "{stdout}");
+    let header = stdout
+        .lines()
+        .find(|line| line.starts_with("parser "))
+        .unwrap();
+    for column in [
+        "lines/s",
+        "MB/s",
+        "lines/cpu-s",
+        "p50",
+        "p99",
+        "max",
+        "clean",
+        "failed",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    // It has no CPU time: "-" in both CPU columns.
+    assert_eq!(
+        row.split_whitespace().filter(|word| *word == "-").count(),
+        2,
+        "{row}"
+    );
     // Its counts cover 295 lines, this run's 300: the table says so.
     assert!(
         stdout.contains("note: other parser 1.0 classified 295 input lines, this run 300"),

@@ -153,11 +153,12 @@ pub fn table(report: &Report, others: &[Other]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<width$}  {:>7}  {:>12}  {:>9}  {:>9}  {:>9}  {:>9}  {:>10}  {:>8}  {:>8}  {:>11}",
+        "{:<width$}  {:>7}  {:>12}  {:>9}  {:>12}  {:>9}  {:>9}  {:>9}  {:>10}  {:>8}  {:>8}  {:>11}  {:>11}",
         "parser",
         "threads",
         "lines/s",
         "MB/s",
+        "lines/cpu-s",
         "p50",
         "p99",
         "max",
@@ -165,6 +166,7 @@ pub fn table(report: &Report, others: &[Other]) -> String {
         "lenient",
         "failed",
         "this run is",
+        "per CPU s",
     );
     for row in &rows {
         let cpu_rate = row

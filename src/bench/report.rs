@@ -257,7 +257,7 @@ fn megabytes(bytes: u64) -> String {
 pub fn nanos(ns: u64) -> String {
     match ns {
         0..=9_999 => format!("{ns} ns"),
-        10_000..=9_999_999 => format!("{:.1} µs", ns as f64 / 1e3),
+        10_000..=999_999 => format!("{:.1} µs", ns as f64 / 1e3),
         _ => format!("{:.1} ms", ns as f64 / 1e6),
     }
 }
@@ -274,6 +274,7 @@ mod tests {
         assert_eq!(grouped(1_234_567), "1,234,567");
         assert_eq!(nanos(950), "950 ns");
         assert_eq!(nanos(12_500), "12.5 µs");
+        assert_eq!(nanos(4_098_900), "4.1 ms");
         assert_eq!(nanos(45_000_000), "45.0 ms");
     }
 }
