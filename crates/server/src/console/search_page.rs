@@ -5,8 +5,9 @@
 //! them over time, and the same query as an NDJSON download.
 //!
 //! Everything is answered from the indexes as `query` does: the page reads
-//! `limit + 1` events, the count and the histogram's bars are index counts
-//! (with `source`, which has no index, they are counted on the events).
+//! `limit + 1` events, the count and the histogram (one pass over the
+//! postings) come from the indexes (with `source`, which has no index, they
+//! are counted on the events, in one pass).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -223,12 +224,9 @@ fn histogram(state: &AppState, all: &Selection) -> Result<Option<Histogram>, Sto
             }
         }
     } else {
-        for (i, count) in counts.iter_mut().enumerate() {
-            let mut bar = all.clone();
-            bar.query.since_ms = Some(start + i as i64 * bar_ms);
-            bar.query.until_ms = Some((start + (i as i64 + 1) * bar_ms).min(end));
-            *count = bar.count(&state.store)?;
-        }
+        counts = state
+            .store
+            .count_by_time(&all.query, start, bar_ms, bars as usize)?;
     }
     Ok(Some(Histogram {
         start_ms: start,
