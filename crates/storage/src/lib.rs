@@ -540,6 +540,19 @@ impl Store {
         query::count(&self.inner()?.core, query, self.event_count() as u64)
     }
 
+    /// How many events `query` selects in each of `bars` consecutive spans
+    /// of `bar_ms` from `start_ms` (a histogram), from the indexes in one
+    /// pass; events outside them are not counted.
+    pub fn count_by_time(
+        &self,
+        query: &Query,
+        start_ms: i64,
+        bar_ms: i64,
+        bars: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        query::count_by_time(&self.inner.core, query, start_ms, bar_ms, bars)
+    }
+
     /// The earliest and latest event time stored (ms since the epoch, exact
     /// to the minute), from the time index; `None` when the store is empty.
     pub fn time_span(&self) -> Result<Option<(i64, i64)>, StoreError> {

@@ -97,20 +97,45 @@ fn candidates(
     term: Option<&[u8]>,
     cap: usize,
 ) -> Result<Option<Vec<u64>>, StoreError> {
+    let mut ids = Vec::new();
+    if let (IndexKind::Trace, Some(term)) = (kind, term) {
+        if !trace_candidates(core, query, term, &mut ids, cap)? {
+            return Ok(None);
+        }
+    } else if !for_each_entry(core, query, kind, term, |id, _| {
+        ids.push(id);
+        ids.len() <= cap
+    })? {
+        return Ok(None);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Some(ids))
+}
+
+/// Calls `each(id, time)` for the posting entries of a time or attribute
+/// index (not `trace_id`, whose runs hold ids only) that are after `after`
+/// and in the time range, until `each` returns false; false then.
+fn for_each_entry(
+    core: &Core,
+    query: &Query,
+    kind: IndexKind,
+    term: Option<&[u8]>,
+    mut each: impl FnMut(u64, i64) -> bool,
+) -> Result<bool, StoreError> {
     let tree = &core.tree;
     let after = query.after.unwrap_or(0);
-    let mut ids = Vec::new();
     let mut entries = Vec::new();
     let mut visit = |key: &[u8], value: &[u8]| -> Result<bool, StoreError> {
         let (_, _, first_id) = split_posting_key(key).ok_or_else(|| corrupt(key, "posting key"))?;
         entries.clear();
         decode_posting(first_id, value, &mut entries).map_err(|e| corrupt(key, e.0))?;
         for &(id, time) in &entries {
-            if (query.after.is_none() || id > after) && query.in_time(time) {
-                ids.push(id);
+            if (query.after.is_none() || id > after) && query.in_time(time) && !each(id, time) {
+                return Ok(false);
             }
         }
-        Ok(ids.len() <= cap)
+        Ok(true)
     };
     match (kind, term) {
         (IndexKind::Time, _) => {
@@ -135,45 +160,120 @@ fn candidates(
             for item in tree.range::<Vec<u8>, _>((Bound::Included(start), end)) {
                 let (key, value) = item?;
                 if !visit(&key, &value)? {
-                    return Ok(None);
+                    return Ok(false);
                 }
             }
         }
-        (IndexKind::Trace, Some(term)) => {
-            // The runs hold ids only: the event time is read from the event.
-            let horizon = core.counters.horizon.load(Ordering::Relaxed);
-            for id in core.traces.all(tree, &trace_term_key(term), horizon)? {
-                if query.after.is_some() && id <= after {
-                    continue;
-                }
-                if query.time_bounded() {
-                    let Some(value) = chunk::get(tree, &core.log, id)? else {
-                        continue;
-                    };
-                    let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
-                    if !query.in_time(head.time) {
-                        continue;
-                    }
-                }
-                ids.push(id);
-                if ids.len() > cap {
-                    return Ok(None);
-                }
-            }
-        }
+        (IndexKind::Trace, _) | (_, None) => return Ok(false),
         (kind, Some(term)) => {
             for item in tree.scan_prefix(posting_prefix(kind, term)) {
                 let (key, value) = item?;
                 if !visit(&key, &value)? {
-                    return Ok(None);
+                    return Ok(false);
                 }
             }
         }
-        (_, None) => return Ok(None),
     }
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(Some(ids))
+    Ok(true)
+}
+
+/// The ids of a `trace_id` (after `after`, in the time range, read from
+/// the events when the query has one) into `ids`; false past `cap`.
+fn trace_candidates(
+    core: &Core,
+    query: &Query,
+    term: &[u8],
+    ids: &mut Vec<u64>,
+    cap: usize,
+) -> Result<bool, StoreError> {
+    let tree = &core.tree;
+    let after = query.after.unwrap_or(0);
+    let horizon = core.counters.horizon.load(Ordering::Relaxed);
+    for id in core.traces.all(tree, &trace_term_key(term), horizon)? {
+        if query.after.is_some() && id <= after {
+            continue;
+        }
+        if query.time_bounded() {
+            let Some(value) = chunk::get(tree, &core.log, id)? else {
+                continue;
+            };
+            let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+            if !query.in_time(head.time) {
+                continue;
+            }
+        }
+        ids.push(id);
+        if ids.len() > cap {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The matches of `query` in each of `bars` bars of `bar_ms` from
+/// `start_ms`, from the indexes in one pass: the times come from the
+/// postings of its first filter other than `trace_id` (of the time index
+/// without filters; from the events for `trace_id` alone), the other
+/// filters' candidates are intersected by id. Matches outside the bars are
+/// not counted.
+pub(crate) fn count_by_time(
+    core: &Core,
+    query: &Query,
+    start_ms: i64,
+    bar_ms: i64,
+    bars: usize,
+) -> Result<Vec<u64>, StoreError> {
+    let mut counts = vec![0u64; bars];
+    let end_ms = start_ms.saturating_add(bar_ms.saturating_mul(bars as i64));
+    let bounded = Query {
+        since_ms: Some(query.since_ms.map_or(start_ms, |s| s.max(start_ms))),
+        until_ms: Some(query.until_ms.map_or(end_ms, |u| u.min(end_ms))),
+        limit: None,
+        ..query.clone()
+    };
+    if bar_ms <= 0 || bounded.empty_range() {
+        return Ok(counts);
+    }
+    let attributes = bounded.attributes();
+    let (timed_kind, timed_term) = attributes
+        .iter()
+        .find(|(kind, _)| *kind != IndexKind::Trace)
+        .map_or((IndexKind::Time, None), |(kind, value)| {
+            (*kind, Some(value.as_bytes()))
+        });
+    let mut others = Vec::new();
+    for (kind, value) in &attributes {
+        if *kind != timed_kind {
+            if let Some(ids) =
+                candidates(core, &bounded, *kind, Some(value.as_bytes()), usize::MAX)?
+            {
+                others.push(ids);
+            }
+        }
+    }
+    let mut timed = Vec::new();
+    if timed_term.is_none() && !others.is_empty() {
+        // `trace_id` alone: few events, whose times are read from them.
+        for &id in &others[0] {
+            if let Some(value) = chunk::get(&core.tree, &core.log, id)? {
+                let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+                timed.push((id, head.time));
+            }
+        }
+    } else {
+        for_each_entry(core, &bounded, timed_kind, timed_term, |id, time| {
+            timed.push((id, time));
+            true
+        })?;
+    }
+    timed.sort_unstable_by_key(|&(id, _)| id);
+    timed.dedup_by_key(|&mut (id, _)| id);
+    for (id, time) in timed {
+        if others.iter().all(|ids| ids.binary_search(&id).is_ok()) {
+            counts[((time - start_ms) / bar_ms) as usize] += 1;
+        }
+    }
+    Ok(counts)
 }
 
 /// The earliest and latest event time in the store (ms, exact to the

@@ -1,7 +1,7 @@
 //! The store on a real sled directory.
 
 use auditsink_parser::{Event, LineFormat, SignatureStatus};
-use auditsink_storage::{AppendSummary, Batch, QuarantinedLine, Store, StoreError};
+use auditsink_storage::{AppendSummary, Batch, QuarantinedLine, Query, Store, StoreError};
 
 fn event(raw: &str, sig: Option<&str>) -> Event {
     Event {
@@ -370,4 +370,85 @@ fn time_span_is_the_earliest_and_latest_event_time() {
     assert_eq!(first.div_euclid(60_000), 1_699_992_030_500 / 60_000);
     assert_eq!(last.div_euclid(60_000), 1_700_000_400_000 / 60_000);
     assert!(first <= 1_699_992_030_500 && last >= 1_700_000_400_000 - 59_999);
+}
+
+#[test]
+fn count_by_time_equals_a_count_per_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let t0 = 1_764_100_000_000i64;
+    let events: Vec<Event> = (0..600)
+        .map(|i: i64| {
+            let mut e = event(&format!("line {i}"), None);
+            // Out of order by a few minutes, so that ids and times differ.
+            e.timestamp = Some(auditsink_storage::format_ms(
+                t0 + ((i * 7919) % 600) * 20_000,
+            ));
+            e.name = Some(if i % 3 == 0 { "a" } else { "b" }.into());
+            e.fields
+                .insert("principal_id".into(), format!("p{}", i % 5).into());
+            e.fields.insert("org_id".into(), "org".into());
+            e.fields
+                .insert("trace_id".into(), format!("{}", i % 50).into());
+            e
+        })
+        .collect();
+    store.append_blocking(batch(events, vec![])).unwrap();
+    let queries = [
+        Query::default(),
+        Query {
+            principal: Some("p2".into()),
+            ..Query::default()
+        },
+        Query {
+            org: Some("org".into()),
+            name: Some("a".into()),
+            ..Query::default()
+        },
+        Query {
+            trace: Some("7".into()),
+            ..Query::default()
+        },
+        Query {
+            trace: Some("7".into()),
+            principal: Some("p2".into()),
+            since_ms: Some(t0 + 600_000),
+            ..Query::default()
+        },
+        Query {
+            name: Some("b".into()),
+            since_ms: Some(t0 + 1_000_000),
+            until_ms: Some(t0 + 5_000_000),
+            ..Query::default()
+        },
+        Query {
+            principal: Some("nobody".into()),
+            ..Query::default()
+        },
+    ];
+    let (start, bar, bars) = (t0 - 60_000, 300_000i64, 42usize);
+    for query in &queries {
+        let counts = store.count_by_time(query, start, bar, bars).unwrap();
+        let expected: Vec<u64> = (0..bars as i64)
+            .map(|i| {
+                let since = (start + i * bar).max(query.since_ms.unwrap_or(i64::MIN));
+                let until = (start + (i + 1) * bar).min(query.until_ms.unwrap_or(i64::MAX));
+                if since >= until {
+                    return 0;
+                }
+                let bar_query = Query {
+                    since_ms: Some(since),
+                    until_ms: Some(until),
+                    ..query.clone()
+                };
+                store.count(&bar_query).unwrap()
+            })
+            .collect();
+        assert_eq!(counts, expected, "{query:?}");
+        assert_eq!(
+            counts.iter().sum::<u64>(),
+            store.count(query).unwrap(),
+            "{query:?}"
+        );
+    }
 }
