@@ -2,7 +2,7 @@
 //!
 //! Every Konnect audit-log line carries `sig`, an ED25519 signature
 //! (base64url, unpadded) over the exact bytes of the line with the signature
-//! field removed (`KONNECT.md`, "Signatures"):
+//! field removed (`docs/KONNECT.md`, "Signatures"):
 //!
 //! - CEF: remove ` sig=<value>` (the space before it, `sig=` and the value);
 //! - JSON: remove `,"sig":"<value>"` (the comma before it, the key and the
