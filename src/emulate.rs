@@ -3,7 +3,7 @@
 //! another) without a Konnect organization.
 //!
 //! It serves the subset of Konnect's API that `auditsink konnect` uses
-//! (KONNECT.md, "Konnect's audit-log API") with Konnect's personal access
+//! (docs/KONNECT.md, "Konnect's audit-log API") with Konnect's personal access
 //! token rules, signs its events with a key of its own (served at
 //! `/v2/audit-log-webhook/jwks.json`), and while a webhook is enabled
 //! delivers simulated events (the `simulate` generator, stamped with the

@@ -1,5 +1,5 @@
 //! `auditsink konnect`: the Konnect side, from the receiver's end, through
-//! Konnect's public audit-log API (KONNECT.md): point the webhook here
+//! Konnect's public audit-log API (docs/KONNECT.md): point the webhook here
 //! (`connect`), compare both ends (`status`), request replay jobs
 //! (`replay`, also for the gaps this receiver recorded) and fetch the
 //! signing keys (`jwks`). `--portal ID` does the same for a Dev Portal's

@@ -1,5 +1,5 @@
 //! `auditsink parse`: lines in, one JSON object per non-blank line out
-//! (EVENT_SCHEMA.md, "auditsink parse").
+//! (docs/EVENT_SCHEMA.md, "auditsink parse").
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

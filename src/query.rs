@@ -21,7 +21,7 @@ pub struct Args {
     location: StoreLocation,
     #[command(flatten)]
     filter: Filter,
-    /// Output: json (one event per line, as EVENT_SCHEMA.md), table (for
+    /// Output: json (one event per line, as docs/EVENT_SCHEMA.md), table (for
     /// people) or cef (the raw line of CEF events; JSON events rendered as CEF).
     #[arg(long, value_enum, default_value_t)]
     format: OutputFormat,

@@ -1,5 +1,5 @@
 //! `auditsink send`: deliver lines to a webhook receiver the way Konnect
-//! does (KONNECT.md, "Delivery"): `POST` newline-separated batches, gzip with
+//! does (docs/KONNECT.md, "Delivery"): `POST` newline-separated batches, gzip with
 //! `Content-Encoding: application/gzip`, `Content-Type: application/text`,
 //! the configured `Authorization` value; retry on a connection error, 429
 //! and 500 only, waiting 1 s to 30 s, at most 4 retries; any other answer is

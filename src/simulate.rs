@@ -1,7 +1,7 @@
 //! `auditsink simulate`: realistic, signed Konnect audit events as lines, for
 //! testing a receiver (auditsink or another) and for the load benchmark.
 //!
-//! The events follow what Konnect sends (KONNECT.md and the shared sample):
+//! The events follow what Konnect sends (docs/KONNECT.md and the shared sample):
 //! authentication, authorization and access events, org or Dev Portal, both
 //! CEF prefix shapes, user agents with spaces, empty values, and JSON with
 //! the types Kong's examples show (`rt` a string or a number, `cef_version`

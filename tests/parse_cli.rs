@@ -1,4 +1,4 @@
-//! `auditsink parse`, as EVENT_SCHEMA.md specifies it.
+//! `auditsink parse`, as docs/EVENT_SCHEMA.md specifies it.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! `auditsink parse` renders from the borrowed event into blocks of output;
 //! its JSON must stay byte for byte what the owned `Event` renders through
-//! serde (EVENT_SCHEMA.md is a contract), for every input: the shared
+//! serde (docs/EVENT_SCHEMA.md is a contract), for every input: the shared
 //! corpora, simulated Konnect events of every shape, every kind of
 //! irregular line, and lines that straddle the reader's blocks or are
 //! longer than one.

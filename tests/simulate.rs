@@ -110,7 +110,7 @@ fn a_key_is_generated_when_the_directory_has_none() {
     assert!(stderr.contains("private.key"), "{stderr}");
 }
 
-/// The normalized fields that must not depend on the format (EVENT_SCHEMA.md, "Equivalence").
+/// The normalized fields that must not depend on the format (docs/EVENT_SCHEMA.md, "Equivalence").
 fn format_free(event: &Value) -> Value {
     let keys = [
         "timestamp",

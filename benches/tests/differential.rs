@@ -22,7 +22,7 @@
 //!    with `|`.
 //! 4. **Trailing whitespace other than spaces.** vrl keeps a value's trailing
 //!    tab; auditsink trims all trailing whitespace of every value (separator
-//!    padding cannot be told from content: EVENT_SCHEMA.md's whitespace
+//!    padding cannot be told from content: docs/EVENT_SCHEMA.md's whitespace
 //!    rule). The specification is silent; this is auditsink's documented
 //!    choice, so generated values have no trailing whitespace.
 //! 5. **Unescaped `=` in a value** (`request=http://x/?a=b&c=d`, common in
@@ -277,7 +277,7 @@ fn difference_9_extension_key_named_like_a_header_key() {
     );
 }
 
-/// The trouble spots of EVENT_SCHEMA.md on which both agree.
+/// The trouble spots of docs/EVENT_SCHEMA.md on which both agree.
 #[test]
 fn agreements_on_known_trouble_spots() {
     let mut vrl = Vrl::parse_cef();

@@ -1,4 +1,4 @@
-//! Konnect's retry rules (KONNECT.md, "Delivery"): a connection error, 500
+//! Konnect's retry rules (docs/KONNECT.md, "Delivery"): a connection error, 500
 //! and 429 are retried, waiting 1 s minimum and 30 s maximum, at most 4
 //! times; any other answer is final.
 

@@ -1,4 +1,4 @@
-//! A zero-copy reader for one CEF line (`EVENT_SCHEMA.md`, "CEF grammar").
+//! A zero-copy reader for one CEF line (`docs/EVENT_SCHEMA.md`, "CEF grammar").
 //!
 //! [`parse_record`] splits a line into its optional syslog [`Prefix`], the
 //! seven header fields and the extension `key=value` pairs, borrowing from

@@ -1,4 +1,4 @@
-//! The normalized event: the JSON contract of `EVENT_SCHEMA.md`.
+//! The normalized event: the JSON contract of `docs/EVENT_SCHEMA.md`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

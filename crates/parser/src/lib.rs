@@ -1,7 +1,7 @@
 //! # auditsink-parser
 //!
 //! Turns audit-log lines (CEF or JSON, one event per line) into the
-//! normalized [`Event`] described in `EVENT_SCHEMA.md`, and verifies Kong
+//! normalized [`Event`] described in `docs/EVENT_SCHEMA.md`, and verifies Kong
 //! Konnect's ED25519 line signatures ([`signature`]).
 //!
 //! Pure: no I/O, no async, no clock. Every function takes bytes as received

@@ -1,4 +1,4 @@
-//! One line, CEF or JSON, to the normalized [`Event`] of `EVENT_SCHEMA.md`.
+//! One line, CEF or JSON, to the normalized [`Event`] of `docs/EVENT_SCHEMA.md`.
 //!
 //! Decisions:
 //! - **Invalid UTF-8 is quarantined** ([`ParseError::InvalidUtf8`]), never

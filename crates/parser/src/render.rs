@@ -2,7 +2,7 @@
 //! buffer: [`BorrowedEvent::write_json`].
 //!
 //! The bytes are exactly serde_json's compact rendering of the event (and so
-//! of the owned [`crate::Event`]; EVENT_SCHEMA.md is a contract), but
+//! of the owned [`crate::Event`]; docs/EVENT_SCHEMA.md is a contract), but
 //! without serde's serializer: strings are scanned for what needs escaping
 //! sixteen bytes at a time, and integers are formatted with `itoa`. Escaping
 //! the line twice (`raw` and the values) is most of what rendering costs.

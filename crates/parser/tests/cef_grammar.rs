@@ -1,4 +1,4 @@
-//! The CEF grammar of `EVENT_SCHEMA.md`, one point per test, through the
+//! The CEF grammar of `docs/EVENT_SCHEMA.md`, one point per test, through the
 //! public reader (`cef::parse_record`) and, where typing matters, through
 //! `parse_line`.
 
