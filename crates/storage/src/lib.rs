@@ -550,7 +550,7 @@ impl Store {
         bar_ms: i64,
         bars: usize,
     ) -> Result<Vec<u64>, StoreError> {
-        query::count_by_time(&self.inner.core, query, start_ms, bar_ms, bars)
+        query::count_by_time(&self.inner()?.core, query, start_ms, bar_ms, bars)
     }
 
     /// The earliest and latest event time stored (ms since the epoch, exact
