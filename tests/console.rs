@@ -191,6 +191,17 @@ fn pages_escape_hostile_fields_and_carry_security_headers() {
     assert!(text(&bad).contains("limit must be"));
     assert_no_markup(&text(&bad), "bad limit");
     assert_eq!(get(&server, "/search?limit=5000").status, 400);
+    // Bounds at the ends of the time axis chart without overflowing.
+    for bounds in [
+        "since=9223372036854775s",
+        "since=9223372036854775s&source=konnect-us",
+        "since=9223372036854775s&until=9223372036854775807",
+        "since=9223372036854775s&until=9223372036854775807&source=konnect-us",
+        "since=1970-01-01T00:00:00Z&until=9999-12-31T23:59:59Z",
+    ] {
+        let page = get(&server, &format!("/search?{bounds}"));
+        assert_eq!(page.status, 200, "/search?{bounds}: {}", text(&page));
+    }
     assert_eq!(get(&server, "/event/not-an-id").status, 404);
     assert_eq!(get(&server, "/event/00000000000fffff").status, 404);
     assert_eq!(get(&server, "/assets/nothing.js").status, 404);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request};
@@ -76,6 +76,9 @@ pub struct Reply {
 
 /// Limit on one API call.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer read from the API (its documents are a few KiB; a
+/// JWKS with many keys stays far below this).
+const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 fn read_token(args: &ApiArgs) -> anyhow::Result<String> {
     let token = match &args.token_file {
@@ -209,7 +212,13 @@ impl Api {
             }
         };
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("reading the answer (at most {MAX_ANSWER_BYTES} bytes): {e}")
+            })?
+            .to_bytes();
         let body = serde_json::from_slice(&body).unwrap_or_else(|_| {
             let text = String::from_utf8_lossy(&body).trim().to_owned();
             if text.is_empty() {

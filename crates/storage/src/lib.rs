@@ -66,7 +66,7 @@ pub use error::StoreError;
 pub use gaps::{FailedAnswers, Gaps, Run};
 pub use keys::{format_id, parse_id, IndexKind};
 pub use maintain::{CheckReport, RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
-pub use query::{Query, QueryIter};
+pub use query::{bar_index, Query, QueryIter};
 pub use record::{QuarantinedLine, StoredEvent, StoredQuarantine};
 pub use recover::StoreHealth;
 pub use timefmt::{format_ms, parse_time_bound};

@@ -270,10 +270,25 @@ pub(crate) fn count_by_time(
     timed.dedup_by_key(|&mut (id, _)| id);
     for (id, time) in timed {
         if others.iter().all(|ids| ids.binary_search(&id).is_ok()) {
-            counts[((time - start_ms) / bar_ms) as usize] += 1;
+            if let Some(count) = bar_index(time, start_ms, bar_ms).and_then(|i| counts.get_mut(i)) {
+                *count += 1;
+            }
         }
     }
     Ok(counts)
+}
+
+/// The bar of width `bar_ms` from `start_ms` that `time` falls in, if it is
+/// not before the first. Event times are attacker-controlled and a query's
+/// bounds may be anywhere in `i64`, so the difference is taken in `i128`.
+pub fn bar_index(time: i64, start_ms: i64, bar_ms: i64) -> Option<usize> {
+    if bar_ms <= 0 {
+        return None;
+    }
+    let offset = i128::from(time) - i128::from(start_ms);
+    usize::try_from(offset / i128::from(bar_ms))
+        .ok()
+        .filter(|_| offset >= 0)
 }
 
 /// The earliest and latest event time in the store (ms, exact to the
@@ -523,5 +538,22 @@ pub(crate) fn records_after(tree: &sled::Tree, prefix: u8, after: Option<u64>) -
         None => tree.range::<&[u8], _>(&[prefix][..]..end),
         Some(u64::MAX) => tree.range::<&[u8], _>(end..end),
         Some(id) => tree.range::<&[u8], _>(&id_key(prefix, id + 1)[..]..end),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar_index;
+
+    #[test]
+    fn bar_index_never_overflows() {
+        assert_eq!(bar_index(0, 0, 60_000), Some(0));
+        assert_eq!(bar_index(119_999, 0, 60_000), Some(1));
+        assert_eq!(bar_index(-1, 0, 60_000), None);
+        assert_eq!(bar_index(5, 0, 0), None);
+        // An event far in the future against bounds far in the past.
+        let bar = (i64::MAX / 24) + 1;
+        assert_eq!(bar_index(i64::MAX, i64::MIN, bar), Some(47));
+        assert_eq!(bar_index(i64::MIN, i64::MAX, 60_000), None);
     }
 }

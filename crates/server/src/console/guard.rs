@@ -16,7 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use crate::auth::Authorizer;
+use crate::auth::{Authorizer, Presented};
 use crate::response::error_response;
 
 /// The admin listener's access rules.
@@ -47,7 +47,17 @@ impl AdminGuard {
     pub fn refuse<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
         let headers = request.headers();
         if let Some(authorizer) = &self.authorizer {
-            if !authorizer.allows(headers.get(AUTHORIZATION).map(HeaderValue::as_bytes)) {
+            // More than one header is refused, as on the webhook listener.
+            let presented = match Presented::from_values(
+                headers
+                    .get_all(AUTHORIZATION)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            ) {
+                Presented::One(value) => Some(value),
+                Presented::None | Presented::Several => None,
+            };
+            if !authorizer.allows(presented) {
                 let mut refusal =
                     error_response(StatusCode::UNAUTHORIZED, "admin authorization required");
                 refusal.headers_mut().insert(
@@ -88,7 +98,8 @@ impl AdminGuard {
 
 /// Whether a request says it comes from another site: `Sec-Fetch-Site`
 /// other than `same-origin` or `none` (typed by the user), or an `Origin`
-/// that is not this listener's (`http://` + `Host`).
+/// that is not this listener's: `http://` + `Host`, or `https://` + `Host`
+/// behind a TLS-terminating proxy that passes `Host` on.
 pub fn cross_site(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         if !matches!(site.as_bytes(), b"same-origin" | b"none") {
@@ -98,7 +109,11 @@ pub fn cross_site(headers: &HeaderMap) -> bool {
     match (headers.get(ORIGIN), headers.get(HOST)) {
         (None, _) => false,
         (Some(origin), Some(host)) => {
-            origin.as_bytes().strip_prefix(b"http://") != Some(host.as_bytes())
+            let origin = origin.as_bytes();
+            let origin_host = origin
+                .strip_prefix(b"http://")
+                .or_else(|| origin.strip_prefix(b"https://"));
+            origin_host != Some(host.as_bytes())
         }
         (Some(_), None) => true,
     }
@@ -206,6 +221,20 @@ mod tests {
             ("authorization", "Basic YWRtaW46cw=="),
         ];
         assert!(guard.refuse(&request(&right, "/")).is_none());
+        // The right value beside a wrong one, in either order, is refused.
+        for pair in [
+            ["Basic YWRtaW46cw==", "Basic YWRtaW46dA=="],
+            ["Basic YWRtaW46dA==", "Basic YWRtaW46cw=="],
+            ["Basic YWRtaW46cw==", "Basic YWRtaW46cw=="],
+        ] {
+            let several = [
+                ("host", "auditsink.example"),
+                ("authorization", pair[0]),
+                ("authorization", pair[1]),
+            ];
+            let refused = guard.refuse(&request(&several, "/")).unwrap();
+            assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        }
     }
 
     #[test]
@@ -232,6 +261,19 @@ mod tests {
         assert!(cross_site(&headers(&[
             ("host", "127.0.0.1:9"),
             ("origin", "null")
+        ])));
+        // Behind a TLS proxy that keeps Host, the page's origin is https.
+        assert!(!cross_site(&headers(&[
+            ("host", "audit.example"),
+            ("origin", "https://audit.example")
+        ])));
+        assert!(cross_site(&headers(&[
+            ("host", "audit.example"),
+            ("origin", "https://audit.example.evil")
+        ])));
+        assert!(cross_site(&headers(&[
+            ("host", "audit.example"),
+            ("origin", "ftp://audit.example")
         ])));
     }
 

@@ -12,7 +12,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use auditsink_storage::{format_ms, parse_time_bound, StoreError};
+use auditsink_storage::{bar_index, format_ms, parse_time_bound, StoreError};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
@@ -227,12 +227,10 @@ fn histogram(state: &AppState, all: &Selection) -> Result<Option<Histogram>, Sto
     if start >= end {
         return Ok(None);
     }
-    // Whole minutes per bar, at most MAX_BARS bars.
-    // Spans are positive here, so u64 rounding applies.
-    let span = (end - start) as u64;
-    let bar_ms = (span.div_ceil(MAX_BARS).div_ceil(60_000) * 60_000) as i64;
-    let bars = span.div_ceil(bar_ms as u64);
-    let mut counts = vec![0u64; bars as usize];
+    let Some((bar_ms, bars)) = bar_layout(start, end) else {
+        return Ok(None);
+    };
+    let mut counts = vec![0u64; bars];
     if all.source.is_some() {
         // No index on the source: place each match by its time.
         let now = now_ms();
@@ -245,7 +243,10 @@ fn histogram(state: &AppState, all: &Selection) -> Result<Option<Histogram>, Sto
                 .and_then(|t| parse_time_bound(t, now).ok())
                 .unwrap_or(row.received_at_ms);
             if (start..end).contains(&time) {
-                counts[((time - start) / bar_ms) as usize] += 1;
+                if let Some(count) = bar_index(time, start, bar_ms).and_then(|i| counts.get_mut(i))
+                {
+                    *count += 1;
+                }
             }
         }
     } else {
@@ -258,6 +259,24 @@ fn histogram(state: &AppState, all: &Selection) -> Result<Option<Histogram>, Sto
         bar_ms,
         counts,
     }))
+}
+
+/// Where bar `i` starts, clamped to `i64` (the bounds may be anywhere in it).
+fn bar_start(h: &Histogram, i: usize) -> i64 {
+    let start = i128::from(h.start_ms) + i128::from(h.bar_ms) * i as i128;
+    i64::try_from(start).unwrap_or(i64::MAX)
+}
+
+/// Whole minutes per bar and the number of bars (at most `MAX_BARS`) for
+/// `start..end`, `None` if the range is empty. The span is taken in `i128`:
+/// `since` and `until` come from the URL and may be anywhere in `i64`.
+fn bar_layout(start: i64, end: i64) -> Option<(i64, usize)> {
+    let span = u128::try_from(i128::from(end) - i128::from(start))
+        .ok()
+        .filter(|&s| s > 0)?;
+    let bar_ms = span.div_ceil(u128::from(MAX_BARS)).div_ceil(60_000) * 60_000;
+    let bars = usize::try_from(span.div_ceil(bar_ms)).ok()?;
+    Some((i64::try_from(bar_ms).ok()?, bars))
 }
 
 fn form_page(
@@ -335,12 +354,12 @@ fn results_html(params: &[(String, String)], found: &Found) -> String {
         esc(&download),
     );
     if let Some(h) = &found.histogram {
-        let end = h.start_ms + h.bar_ms * h.counts.len() as i64;
+        let end = bar_start(h, h.counts.len());
         out.push_str(&bar_chart(
             &h.counts,
             (&format_ms(h.start_ms), &format_ms(end)),
             |max| format!("{} per {}", thousands(max), minutes(h.bar_ms)),
-            |i, n| format!("{n} from {}", format_ms(h.start_ms + i as i64 * h.bar_ms)),
+            |i, n| format!("{n} from {}", format_ms(bar_start(h, i))),
         ));
     }
     if found.rows.is_empty() {
@@ -431,5 +450,38 @@ pub(super) fn outcome(fields: &Value) -> String {
         (false, false) => format!("{action} · {result}"),
         (true, _) => result,
         (false, true) => action,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_layout_takes_any_bounds_without_overflow() {
+        assert_eq!(bar_layout(0, 0), None);
+        assert_eq!(bar_layout(10, 0), None);
+        assert_eq!(bar_layout(0, 60_000), Some((60_000, 1)));
+        assert_eq!(bar_layout(0, 48 * 60_000 + 1), Some((120_000, 25)));
+        for (start, end) in [
+            (i64::MIN, i64::MAX),
+            (-9_223_372_036_854_775_000, 1_700_000_000_000),
+            (0, i64::MAX),
+        ] {
+            let (bar_ms, bars) = bar_layout(start, end).unwrap();
+            assert!(
+                bars as u64 <= MAX_BARS && bars > 0,
+                "{start}..{end}: {bars}"
+            );
+            // The last event time still lands in a bar.
+            let last = bar_index(end - 1, start, bar_ms).unwrap();
+            assert!(last < bars, "{start}..{end}: bar {last} of {bars}");
+            let h = Histogram {
+                start_ms: start,
+                bar_ms,
+                counts: vec![0; bars],
+            };
+            assert!(bar_start(&h, bars) >= end - 1);
+        }
     }
 }
