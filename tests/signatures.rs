@@ -273,6 +273,60 @@ fn tag_stores_everything_with_the_outcome() {
 }
 
 #[test]
+fn signature_failures_are_kept_for_replay_gaps_by_event_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = keygen(&dir.path().join("keys"));
+    let jwks = dir.path().join("keys/jwks.json").display().to_string();
+    let server = TestServer::start(
+        dir.path(),
+        &source_config(dir.path(), &format!("jwks = {jwks:?}")),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let second = |ms: i64| ms - ms.rem_euclid(1000);
+    let at =
+        |ms: i64, i: usize| cef(i).replace(&format!("rt=176410000000{i}"), &format!("rt={ms}"));
+    let (forged_at, unsigned_at) = (now - 3_600_000, now - 60_000);
+    let batch = vec![
+        pair.sign_cef_line(&at(now - 120_000, 1)),
+        forge(&pair.sign_cef_line(&at(forged_at, 2))),
+        at(unsigned_at, 3),
+        // Older than Konnect can replay: nothing to ask for.
+        forge(&pair.sign_cef_line(&at(now - 10 * 86_400_000, 4))),
+    ];
+    deliver(&server, &batch);
+    let (status, body) = server.admin_get("/api/gaps");
+    assert_eq!(status, 200, "{body}");
+    let gaps: Value = serde_json::from_str(&body).unwrap();
+    let failures: Vec<(String, i64, u64)> = gaps["signature_failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["source"].as_str().unwrap().to_owned(),
+                f["at_ms"].as_i64().unwrap(),
+                f["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            ("signed".to_owned(), second(forged_at), 1),
+            ("signed".to_owned(), second(unsigned_at), 1)
+        ]
+    );
+    assert_eq!(
+        gaps["answers"],
+        json!([]),
+        "every delivery was answered 200"
+    );
+}
+
+#[test]
 fn key_rotation_accepts_either_key() {
     let dir = tempfile::tempdir().unwrap();
     let old = keygen(&dir.path().join("old"));

@@ -1,10 +1,14 @@
 //! The windows `replay --gaps` asks Konnect to replay, from the receiver's
 //! record (`GET /api/gaps`): around every second in which a source answered
-//! anything but 200, and over every time the receiver was not running
+//! anything but 200, over every time the receiver was not running
 //! (between one run's last sign of life and the next run's start: even a
-//! short restart, as Konnect may have dropped a batch then). A window
-//! starts `margin` early, since a batch holds events from before it was
-//! sent; overlapping windows are merged.
+//! short restart, as Konnect may have dropped a batch then), and over every
+//! second of event time in which lines arrived whose signature did not
+//! verify (altered on the way, or signed by a key the receiver lacked: the
+//! replay resends Konnect's own lines). A window around an answer or a
+//! downtime starts `margin` early, since a batch holds events from before
+//! it was sent; a signature failure's second is already event time.
+//! Overlapping windows are merged.
 
 use serde_json::Value;
 
@@ -38,6 +42,22 @@ pub fn windows(
         if let (true, Some(at)) = (wanted, answer.get("at_ms").and_then(Value::as_i64)) {
             raw.push(Window {
                 start_ms: at - margin_ms,
+                end_ms: at + 1000,
+            });
+        }
+    }
+    for failure in record
+        .get("signature_failures")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let wanted = source.map_or(true, |s| {
+            failure.get("source").and_then(Value::as_str) == Some(s)
+        });
+        if let (true, Some(at)) = (wanted, failure.get("at_ms").and_then(Value::as_i64)) {
+            raw.push(Window {
+                start_ms: at,
                 end_ms: at + 1000,
             });
         }
@@ -123,5 +143,17 @@ mod tests {
         let merged = windows(&record, None, 200_000, 0, 1_000_000);
         assert_eq!(merged, vec![w(0, 501_000)]);
         assert!(windows(&json!({}), None, 1, 0, 10).is_empty());
+        // A signature failure's second is event time: no margin before it.
+        let signed = json!({
+            "signature_failures": [
+                {"source": "us", "at_ms": 700_000, "count": 3},
+                {"source": "eu", "at_ms": 800_000, "count": 1},
+            ],
+        });
+        assert_eq!(
+            windows(&signed, Some("us"), 10_000, 0, 1_000_000),
+            vec![w(700_000, 701_000)]
+        );
+        assert_eq!(windows(&signed, None, 10_000, 0, 1_000_000).len(), 2);
     }
 }

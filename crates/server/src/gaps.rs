@@ -34,6 +34,18 @@ pub fn record_answer(state: &AppState, source: &str, at_ms: i64, status: u16) {
     }
 }
 
+/// Records the event times of lines of `source` whose signature failed (a
+/// failure to record is logged, as for answers).
+pub fn record_signature_failures(state: &AppState, source: &str, event_times_ms: &[i64]) {
+    if let Err(e) = state
+        .store
+        .gaps()
+        .and_then(|gaps| gaps.record_signature_failures(source, event_times_ms, now_ms()))
+    {
+        tracing::warn!(source, error = %e, "cannot record signature failures for replay --gaps");
+    }
+}
+
 /// Records this run from start to `stop`: started now, alive every
 /// [`ALIVE_EVERY`], stopped cleanly when `stop` changes.
 pub async fn keep_run(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -69,7 +81,8 @@ pub async fn keep_run(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiv
 }
 
 /// `GET /api/gaps?since=T` (default 7 days back): the non-200 answers per
-/// source and second, and the receiver's runs, as one JSON object.
+/// source and second, the receiver's runs, and the signature failures per
+/// source and event second, as one JSON object.
 pub async fn answer(state: Arc<AppState>, query: &str) -> Response<Full<Bytes>> {
     let now = now_ms();
     let mut since = now - 7 * 86_400_000;
@@ -89,10 +102,14 @@ pub async fn answer(state: Arc<AppState>, query: &str) -> Response<Full<Bytes>> 
     }
     let result = tokio::task::spawn_blocking(move || {
         let gaps = state.store.gaps()?;
-        Ok::<_, auditsink_storage::StoreError>((gaps.answers(since)?, gaps.runs(since)?))
+        Ok::<_, auditsink_storage::StoreError>((
+            gaps.answers(since)?,
+            gaps.runs(since)?,
+            gaps.signature_failures(since)?,
+        ))
     })
     .await;
-    let (answers, runs) = match result {
+    let (answers, runs, signature_failures) = match result {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -122,8 +139,24 @@ pub async fn answer(state: Arc<AppState>, query: &str) -> Response<Full<Bytes>> 
             })
         })
         .collect();
+    let signature_failures: Vec<Value> = signature_failures
+        .iter()
+        .map(|f| {
+            json!({
+                "source": f.source,
+                "at": format_ms(f.second_ms),
+                "at_ms": f.second_ms,
+                "count": f.count,
+            })
+        })
+        .collect();
     json_response(
         StatusCode::OK,
-        &json!({ "since": format_ms(since), "answers": answers, "runs": runs }),
+        &json!({
+            "since": format_ms(since),
+            "answers": answers,
+            "runs": runs,
+            "signature_failures": signature_failures,
+        }),
     )
 }

@@ -313,6 +313,7 @@ async fn deliver(
             decompressed,
             batch,
             memory,
+            signature_failures,
         } => {
             sizes.decompressed = decompressed;
             let summary = state
@@ -321,6 +322,9 @@ async fn deliver(
                 .await
                 .map_err(storage_failure)?;
             drop(memory);
+            if !signature_failures.is_empty() {
+                crate::gaps::record_signature_failures(state, &source.name, &signature_failures);
+            }
             Ok(Accepted { received, summary })
         }
         Prepared::OverBudget(over) => Err(over_budget(over)),

@@ -17,13 +17,14 @@ use auditsink_parser::signature::KeySet;
 use auditsink_parser::{
     lines, parse_borrowed, BorrowedEvent, FieldValue, Format, ParseOptions, SignatureStatus,
 };
-use auditsink_storage::PreparedBatch;
+use auditsink_storage::{parse_time_bound, PreparedBatch};
 use hyper::body::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::budget::{OverBudget, Reservation};
 use crate::config::SignaturePolicy;
 use crate::decode::{decode_within, DecodeError, Encoding};
+use crate::state::now_ms;
 
 /// Lines parsed, verified and prepared together.
 const CHUNK_LINES: usize = 256;
@@ -94,6 +95,9 @@ pub enum Prepared {
         batch: PreparedBatch,
         /// The batch's memory, to hold until the store has written it.
         memory: Reservation,
+        /// The event times (ms) of the lines whose signature was invalid
+        /// or missing, for `replay --gaps`.
+        signature_failures: Vec<i64>,
     },
     TooLarge(String),
     Corrupt {
@@ -176,6 +180,7 @@ impl Prepare {
         let mut all_lines = lines(&text);
         let mut chunk: Vec<&[u8]> = Vec::with_capacity(CHUNK_LINES);
         let mut events: Vec<BorrowedEvent<'_>> = Vec::with_capacity(CHUNK_LINES);
+        let mut signature_failures = Vec::new();
         let mut received = 0u64;
         loop {
             chunk.clear();
@@ -205,7 +210,13 @@ impl Prepare {
             // The records to come cost about their lines.
             self.hold(held + parsed + chunk_bytes + chunk.len() as u64 * 128)?;
             if let Some((policy, keys)) = &self.signatures {
-                check_signatures(&mut events, keys, *policy, &mut batch);
+                check_signatures(
+                    &mut events,
+                    keys,
+                    *policy,
+                    &mut batch,
+                    &mut signature_failures,
+                );
             }
             for event in &events {
                 batch.add_event(event);
@@ -220,6 +231,7 @@ impl Prepare {
             decompressed: text_bytes,
             batch,
             memory: self.memory.take(),
+            signature_failures,
         })
     }
 }
@@ -256,13 +268,16 @@ fn event_memory(event: &BorrowedEvent<'_>) -> u64 {
 
 /// Verifies every event's signature (one batch verification for the
 /// chunk) and records the outcome; under `enforce`, moves events whose
-/// signature is invalid or missing to quarantine with the reason.
+/// signature is invalid or missing to quarantine with the reason. The
+/// event times of those are added to `failures`.
 fn check_signatures(
     events: &mut Vec<BorrowedEvent<'_>>,
     keys: &KeySet,
     policy: SignaturePolicy,
     batch: &mut PreparedBatch,
+    failures: &mut Vec<i64>,
 ) {
+    let now = now_ms();
     let lines: Vec<_> = events
         .iter()
         .map(|e| (e.raw.as_bytes(), e.format))
@@ -279,6 +294,13 @@ fn check_signatures(
             SignatureStatus::Missing => "signature missing",
             SignatureStatus::Valid | SignatureStatus::Unverified => "",
         };
+        if !reason.is_empty() {
+            let time = event
+                .timestamp
+                .as_ref()
+                .map(|t| parse_time_bound(t.as_str(), now));
+            failures.push(time.and_then(Result::ok).unwrap_or(now));
+        }
         if policy == SignaturePolicy::Enforce && !reason.is_empty() {
             batch.add_quarantine(event.raw.as_bytes(), reason);
             false

@@ -1,7 +1,9 @@
 //! What the receiver may have missed, kept so that it survives restarts:
 //! every answer other than 200, per source and second with its status
-//! codes, and the receiver's own runs (when each started, when it was last
-//! alive, whether it stopped cleanly), so that a time it was down shows too.
+//! codes, the receiver's own runs (when each started, when it was last
+//! alive, whether it stopped cleanly), so that a time it was down shows too,
+//! and the event times of lines whose signature did not verify (a break in
+//! the signed record: Konnect's replay resends the authentic lines).
 //! `auditsink konnect replay --gaps` asks Konnect to replay these windows.
 //!
 //! A sled tree of its own (`gaps`), apart from the events:
@@ -10,9 +12,11 @@
 //! |---|---|
 //! | `a` len(u16) source second_ms(u64) | (status u16, count u64) pairs |
 //! | `r` started_ms(u64) | alive_ms(u64), stopped(u8) |
+//! | `s` len(u16) source second_ms(u64) | count(u64): lines of that event second whose signature failed |
 //!
 //! One entry per source and second bounds what a flood of rejected requests
-//! can write, and entries older than Konnect's replay horizon are pruned.
+//! can write, signature failures are kept only for event times Konnect can
+//! replay, and entries older than Konnect's replay horizon are pruned.
 
 use serde::Serialize;
 
@@ -20,6 +24,7 @@ use crate::StoreError;
 
 const ANSWER: u8 = b'a';
 const RUN: u8 = b'r';
+const SIGNATURE: u8 = b's';
 
 /// How long entries are kept: Konnect replays at most 7 days back; a day
 /// more so that a window starting at the horizon is still whole.
@@ -34,6 +39,18 @@ pub struct FailedAnswers {
     pub second_ms: i64,
     /// Status codes and how many times each was answered in that second.
     pub statuses: Vec<(u16, u64)>,
+}
+
+/// The lines of one source, with event times in one second, whose
+/// signature was invalid or missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignatureFailures {
+    /// The configured source.
+    pub source: String,
+    /// Start of the second of the events' time, ms since the epoch.
+    pub second_ms: i64,
+    /// How many such lines arrived (resends of the same line included).
+    pub count: u64,
 }
 
 /// One run of the receiver.
@@ -62,10 +79,14 @@ fn read_ms(bytes: &[u8]) -> Option<i64> {
 }
 
 fn answer_prefix(source: &str) -> Vec<u8> {
+    source_prefix(ANSWER, source)
+}
+
+fn source_prefix(kind: u8, source: &str) -> Vec<u8> {
     let name = source.as_bytes();
     let name = &name[..name.len().min(u16::MAX as usize)];
     let mut key = Vec::with_capacity(3 + name.len() + 8);
-    key.push(ANSWER);
+    key.push(kind);
     key.extend_from_slice(&(name.len() as u16).to_be_bytes());
     key.extend_from_slice(name);
     key
@@ -91,14 +112,28 @@ fn encode_statuses(statuses: &[(u16, u64)]) -> Vec<u8> {
     out
 }
 
-fn decode_answer(key: &[u8], value: &[u8]) -> Option<FailedAnswers> {
+/// The source and second of an `a` or `s` key.
+fn decode_source_second(key: &[u8]) -> Option<(String, i64)> {
     let len = u16::from_be_bytes(key.get(1..3)?.try_into().ok()?) as usize;
     let source = std::str::from_utf8(key.get(3..3 + len)?).ok()?.to_owned();
-    let second_ms = read_ms(key.get(3 + len..)?)?;
+    Some((source, read_ms(key.get(3 + len..)?)?))
+}
+
+fn decode_answer(key: &[u8], value: &[u8]) -> Option<FailedAnswers> {
+    let (source, second_ms) = decode_source_second(key)?;
     Some(FailedAnswers {
         source,
         second_ms,
         statuses: decode_statuses(value),
+    })
+}
+
+fn decode_signature(key: &[u8], value: &[u8]) -> Option<SignatureFailures> {
+    let (source, second_ms) = decode_source_second(key)?;
+    Some(SignatureFailures {
+        source,
+        second_ms,
+        count: read_ms(value)? as u64,
     })
 }
 
@@ -136,6 +171,51 @@ impl Gaps {
             })?;
             if answer.second_ms + 1000 > since_ms {
                 out.push(answer);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that lines of `source` with these event times (ms) failed
+    /// their signature check, received at `now_ms`. Times Konnect cannot
+    /// replay (older than its horizon, or more than a day ahead) are not
+    /// kept: a replay could not mend them.
+    pub fn record_signature_failures(
+        &self,
+        source: &str,
+        event_times_ms: &[i64],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut seconds: Vec<i64> = event_times_ms
+            .iter()
+            .filter(|&&t| t > now_ms - KEEP_MS && t < now_ms + 86_400_000)
+            .map(|&t| t - t.rem_euclid(1000))
+            .collect();
+        seconds.sort_unstable();
+        for run in seconds.chunk_by(|a, b| a == b) {
+            let mut key = source_prefix(SIGNATURE, source);
+            key.extend_from_slice(&ms(run[0]));
+            let added = run.len() as u64;
+            self.tree.update_and_fetch(key, |old| {
+                let count = old.and_then(read_ms).unwrap_or(0) as u64;
+                Some(count.saturating_add(added).to_be_bytes().to_vec())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The recorded signature failures of every source with event times
+    /// from `since_ms` on, by source then time.
+    pub fn signature_failures(&self, since_ms: i64) -> Result<Vec<SignatureFailures>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix([SIGNATURE]) {
+            let (key, value) = entry?;
+            let failures = decode_signature(&key, &value).ok_or_else(|| StoreError::Corrupt {
+                key: hex(&key),
+                reason: "not a signature failure record".into(),
+            })?;
+            if failures.second_ms + 1000 > since_ms {
+                out.push(failures);
             }
         }
         Ok(out)
@@ -204,7 +284,9 @@ impl Gaps {
         for entry in self.tree.iter() {
             let (key, value) = entry?;
             let expired = match key.first() {
-                Some(&ANSWER) => decode_answer(&key, &value).is_some_and(|a| a.second_ms < cutoff),
+                Some(&ANSWER | &SIGNATURE) => {
+                    decode_source_second(&key).is_some_and(|(_, second)| second < cutoff)
+                }
                 Some(&RUN) => value
                     .get(..8)
                     .and_then(read_ms)
@@ -273,6 +355,42 @@ mod tests {
             ]
         );
         assert_eq!(gaps.answers(11_000).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn signature_failures_are_counted_per_source_and_event_second() {
+        let (_dir, gaps) = gaps();
+        let now = 30 * 86_400_000;
+        let times = [
+            now - 5_500,
+            now - 5_100,
+            now - 3_000,
+            now - 9 * 86_400_000,
+            now + 2 * 86_400_000,
+        ];
+        gaps.record_signature_failures("us", &times, now).unwrap();
+        gaps.record_signature_failures("us", &[now - 5_999], now)
+            .unwrap();
+        gaps.record_signature_failures("eu", &[now - 1], now)
+            .unwrap();
+        let all = gaps.signature_failures(0).unwrap();
+        let failure = |source: &str, second_ms, count| SignatureFailures {
+            source: source.into(),
+            second_ms,
+            count,
+        };
+        assert_eq!(
+            all,
+            vec![
+                failure("eu", now - 1_000, 1),
+                failure("us", now - 6_000, 3),
+                failure("us", now - 3_000, 1),
+            ],
+            "times outside the replay horizon are not kept"
+        );
+        assert_eq!(gaps.signature_failures(now - 4_000).unwrap().len(), 2);
+        assert_eq!(gaps.prune(now + 8 * 86_400_000 - 2_000).unwrap(), 2);
+        assert_eq!(gaps.signature_failures(0).unwrap().len(), 1);
     }
 
     #[test]

@@ -63,7 +63,7 @@ mod view;
 mod writer;
 
 pub use error::StoreError;
-pub use gaps::{FailedAnswers, Gaps, Run};
+pub use gaps::{FailedAnswers, Gaps, Run, SignatureFailures};
 pub use keys::{format_id, parse_id, IndexKind};
 pub use maintain::{CheckReport, RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
 pub use query::{bar_index, Query, QueryIter};

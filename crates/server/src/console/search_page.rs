@@ -250,9 +250,7 @@ fn histogram(state: &AppState, all: &Selection) -> Result<Option<Histogram>, Sto
             }
         }
     } else {
-        counts = state
-            .store
-            .count_by_time(&all.query, start, bar_ms, bars as usize)?;
+        counts = state.store.count_by_time(&all.query, start, bar_ms, bars)?;
     }
     Ok(Some(Histogram {
         start_ms: start,
