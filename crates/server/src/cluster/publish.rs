@@ -18,6 +18,9 @@ use super::wire::{self, Head};
 
 /// Messages of one delivery awaiting their acknowledgements at once.
 const PUBLISH_CONCURRENCY: usize = 1024;
+/// The first and the longest wait before publishing a message again.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One message to publish: its identity (the store's dedupe identity, as
 /// the `Nats-Msg-Id`) and its encoding.
@@ -99,12 +102,18 @@ impl Outbox {
 /// 500; Konnect retries, and the message ids make the retry safe).
 #[derive(Debug, thiserror::Error)]
 pub enum PublishFailure {
-    /// Not every acknowledgement came within `ack_timeout`.
-    #[error("the stream did not acknowledge the delivery within {0:?} (no quorum?)")]
-    TimedOut(std::time::Duration),
-    /// The stream refused a message, or the connection failed.
-    #[error("publishing to the stream failed: {0}")]
-    Failed(String),
+    /// Not every acknowledgement came within `ack_timeout` (publishes
+    /// that failed meanwhile were retried until then).
+    #[error(
+        "the stream did not acknowledge the delivery within {after:?} (no quorum, or NATS unreachable?); last error: {}",
+        last_error.as_deref().unwrap_or("none (no answer)")
+    )]
+    TimedOut {
+        /// `ack_timeout`.
+        after: std::time::Duration,
+        /// The last publish error seen, if any.
+        last_error: Option<String>,
+    },
 }
 
 /// Publishes deliveries to the stream.
@@ -139,6 +148,8 @@ impl Publisher {
         let quarantine = Subject::from(self.config.subject(&outbox.source, "quarantine"));
         let count = outbox.messages.len() as u64;
         let context = &self.context;
+        let last_error = std::sync::Mutex::new(None);
+        let last_error = &last_error;
         let acks = futures_util::stream::iter(outbox.messages)
             .map(|message| {
                 let subject = if message.quarantine {
@@ -146,18 +157,7 @@ impl Publisher {
                 } else {
                     events.clone()
                 };
-                async move {
-                    let publish = PublishMessage::build()
-                        .payload(message.payload)
-                        .message_id(hex(&message.id));
-                    let ack = context
-                        .send_publish(subject, publish)
-                        .await
-                        .map_err(|e| PublishFailure::Failed(e.to_string()))?
-                        .await
-                        .map_err(|e| PublishFailure::Failed(e.to_string()))?;
-                    Ok::<_, PublishFailure>((message.quarantine, ack.duplicate))
-                }
+                async move { Ok(publish_one(context, subject, message, last_error).await) }
             })
             .buffer_unordered(PUBLISH_CONCURRENCY)
             .try_fold(AppendSummary::default(), |mut summary, ack| async move {
@@ -170,7 +170,10 @@ impl Publisher {
             });
         let result = match tokio::time::timeout(self.config.ack_timeout, acks).await {
             Ok(result) => result,
-            Err(_) => Err(PublishFailure::TimedOut(self.config.ack_timeout)),
+            Err(_) => Err(PublishFailure::TimedOut {
+                after: self.config.ack_timeout,
+                last_error: last_error.lock().ok().and_then(|mut e| e.take()),
+            }),
         };
         let seconds = started.elapsed().as_secs_f64();
         match &result {
@@ -180,6 +183,41 @@ impl Publisher {
             Err(_) => self.metrics.record_publish_failure(),
         }
         result
+    }
+}
+
+/// Publishes one message until the stream acknowledges it. A failure
+/// that a moment may cure (no stream leader during an election after a
+/// node was lost: "no responders") is retried with the same message id,
+/// which makes the retry safe; [`Publisher::publish`]'s `ack_timeout`
+/// bounds it all.
+async fn publish_one(
+    context: &jetstream::Context,
+    subject: Subject,
+    message: Outgoing,
+    last_error: &std::sync::Mutex<Option<String>>,
+) -> (bool, bool) {
+    let id = hex(&message.id);
+    let mut backoff = RETRY_FIRST;
+    loop {
+        let publish = PublishMessage::build()
+            .payload(message.payload.clone())
+            .message_id(&id);
+        let result = match context.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(ack) => return (message.quarantine, ack.duplicate),
+            Err(error) => {
+                tracing::debug!(%error, "publish failed; retrying within ack_timeout");
+                if let Ok(mut last) = last_error.lock() {
+                    *last = Some(error);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
     }
 }
 

@@ -53,11 +53,11 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Clust
         })
 }
 
-/// A JetStream context whose publish acknowledgements time out after
-/// `ack_timeout`.
+/// A JetStream context whose requests (and each publish attempt's
+/// acknowledgement) time out after [`attempt_timeout`].
 pub fn context(client: async_nats::Client, config: &ClusterConfig) -> jetstream::Context {
     jetstream::ContextBuilder::new()
-        .timeout(config.ack_timeout)
+        .timeout(attempt_timeout(config))
         .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
         .build(client)
 }
@@ -176,4 +176,12 @@ pub fn differences(wanted: &stream::Config, actual: &stream::Config) -> Vec<Stri
         format!("{:?}", actual.retention),
     );
     out
+}
+
+/// How long one publish waits for its acknowledgement before it is sent
+/// again (same message id): a message sent to a stream leader that died
+/// just then is never acknowledged, and the retry reaches the new leader.
+/// A quarter of `ack_timeout`, between 250 ms and 2 s.
+pub fn attempt_timeout(config: &ClusterConfig) -> Duration {
+    (config.ack_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(2))
 }
