@@ -400,3 +400,62 @@ fn killed_receiver_and_indexer_lose_nothing() {
     }
     drop(b);
 }
+
+/// `auditsink serve` with `args` and `config`, expected to fail at start:
+/// its stderr.
+fn failed_start(config: &Path, args: &[&str]) -> String {
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "it started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn roles_need_a_cluster_and_a_stream_with_the_configured_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    // No [cluster]: the roles that need one say so (no NATS needed).
+    let plain = write_config(dir.path(), &source_table());
+    for role in ["receiver", "indexer"] {
+        let stderr = failed_start(&plain, &["--role", role]);
+        assert!(stderr.contains("needs a [cluster] table"), "{stderr}");
+    }
+    let Some(nats) = NatsCluster::start(&dir.path().join("nats"), 1) else {
+        return;
+    };
+    // One server, replicas = 1: the stream is created.
+    let first = start_role(&dir.path().join("first"), &nats, "replicas = 1", "all");
+    let (code, _) = first.admin_get("/status");
+    assert_eq!(code, 200);
+    // The same stream asked for with other settings: a clear error.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = write_config(
+        &other_dir,
+        &format!(
+            "{}{}",
+            source_table(),
+            nats.config_table("replicas = 1\nduplicate_window = \"1h\"")
+        ),
+    );
+    let stderr = failed_start(&other, &["--role", "receiver"]);
+    assert!(
+        stderr.contains("exists with other settings")
+            && stderr.contains("duplicate_window: configured 3600s, the stream has 691200s"),
+        "{stderr}"
+    );
+    // No server at the configured address: said at start.
+    let away = write_config(
+        &other_dir,
+        &format!(
+            "{}[cluster]\nnats_urls = [\"nats://127.0.0.1:{}\"]\n",
+            source_table(),
+            common::unused_port()
+        ),
+    );
+    let stderr = failed_start(&away, &["--role", "receiver"]);
+    assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+}

@@ -88,14 +88,19 @@ impl NatsCluster {
         let store = self.dir.join(&node.name);
         std::fs::create_dir_all(&store).unwrap();
         let log = std::fs::File::create(self.dir.join(format!("{}.log", node.name))).unwrap();
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args(["-a", "127.0.0.1", "-p", &node.client.to_string()])
             .args(["-js", "-sd"])
             .arg(&store)
-            .args(["-n", &node.name, "--cluster_name", "auditsink-test"])
-            .args(["-cluster", &format!("nats://127.0.0.1:{}", node.route)])
-            .args(["-routes", &routes.join(",")])
-            .args(["-m", &node.monitor.to_string()])
+            .args(["-n", &node.name, "-m", &node.monitor.to_string()]);
+        if self.nodes.len() > 1 {
+            command
+                .args(["--cluster_name", "auditsink-test"])
+                .args(["-cluster", &format!("nats://127.0.0.1:{}", node.route)])
+                .args(["-routes", &routes.join(",")]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -171,6 +176,10 @@ impl NatsCluster {
                 .filter(|&i| self.nodes[i].child.is_some())
                 .filter_map(|i| self.monitor(i, "/jsz"))
                 .any(|jsz| {
+                    if self.nodes.len() == 1 {
+                        // A single server: JetStream is on once it answers.
+                        return jsz["config"]["store_dir"].is_string();
+                    }
                     let meta = &jsz["meta_cluster"];
                     let leader = meta["leader"].as_str().is_some_and(|l| !l.is_empty());
                     let current = meta["replicas"]
