@@ -21,6 +21,9 @@ pub mod status;
 pub mod stream;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
