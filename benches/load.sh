@@ -124,6 +124,8 @@ run_cluster() {
     mkdir -p "$dir"
     base=$((20000 + RANDOM % 20000))
     start_nats "$dir" "$base"
+    local rss0
+    rss0=$(for pid in "${NATS_PIDS[@]}"; do awk '/VmRSS/ { print $2 }' "/proc/$pid/status"; done | sort -n | tail -1)
     for role in receiver indexer; do
         config=$dir/$role.toml
         {
@@ -192,7 +194,7 @@ run_cluster() {
     local catchup
     catchup=$(awk -v n="$N" -v a="$started" -v b="$finished" 'BEGIN { printf "%.0f", n / (b - a) }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(jq .events_per_sec "$dir/summary.json")" \
-        "$catchup" "$cpu" "$icpu" "$nats_cpu" "$stream_bytes" "$disk" "$rss" "$run" >>"$WORK/cluster.tsv"
+        "$catchup" "$cpu" "$icpu" "$nats_cpu" "$stream_bytes" "$disk" "$rss" "$rss0" >>"$WORK/cluster.tsv"
     echo "cluster run $run: $(jq -r '"\(.events_per_sec) events/s, p99 \(.latency_ms.p99) ms"' "$dir/summary.json"), receiver CPU ${cpu} s; indexer catch-up $catchup events/s, CPU ${icpu} s; NATS CPU ${nats_cpu} s" >&2
 }
 
@@ -295,7 +297,7 @@ for scenario in $SCENARIOS; do
 done
 if [ -s "$WORK/cluster.tsv" ]; then
     # The median cluster run by receiver events/s, and CPU per event.
-    IFS=$'\t' read -r rate catchup cpu icpu ncpu stream disk rss _ <<<"$(sort -t$'\t' -k1,1n "$WORK/cluster.tsv" |
+    IFS=$'\t' read -r rate catchup cpu icpu ncpu stream disk rss rss0 <<<"$(sort -t$'\t' -k1,1n "$WORK/cluster.tsv" |
         awk -v n="$RUNS" 'NR == int((n + 1) / 2)')"
     per() { awk -v s="$1" -v n="$N" 'BEGIN { printf "%.0f", s * 1e6 / n }'; }
     echo
@@ -310,7 +312,7 @@ if [ -s "$WORK/cluster.tsv" ]; then
     if [ -n "$off_cpu" ]; then
         echo "| embedded \`off\` receiver CPU µs/event (same run) | $(per "$off_cpu") |"
     fi
-    echo "| stream bytes for $N events (one replica) | $stream" " |"
+    echo "| stream bytes for $N events (one replica) | $stream |"
     echo "| largest node store on disk, KiB | $disk |"
-    echo "| largest node RSS after the load, KiB | $rss |"
+    echo "| largest node RSS after the load (before: $rss0), KiB | $rss |"
 fi

@@ -3,7 +3,8 @@
 //! `nats-server`): receivers publish, an indexer consumes into its store.
 //!
 //! - deliveries spread over two receivers and replayed to the other one
-//!   are stored once by the indexer, and the answers count the duplicates;
+//!   are stored once by each indexer (two, with their own durable
+//!   consumers), and the answers count the duplicates;
 //! - `kill -9` of one NATS node mid-load loses nothing acknowledged; of
 //!   two, deliveries get 500 within `ack_timeout`, and 200 again once a
 //!   node returns;
@@ -185,6 +186,13 @@ fn replays_across_two_receivers_are_stored_once() {
     let a = start_role(&dir.path().join("a"), &nats, extra, "receiver");
     let b = start_role(&dir.path().join("b"), &nats, extra, "receiver");
     let indexer = start_role(&dir.path().join("indexer"), &nats, extra, "indexer");
+    // A second indexer (another site) keeps its own full copy.
+    let other_site = start_role(
+        &dir.path().join("indexer-b"),
+        &nats,
+        &format!("{extra}\ndurable = \"site-b\""),
+        "indexer",
+    );
     let receivers = [Receiver::from(&a), Receiver::from(&b)];
     const BATCHES: usize = 12;
     let mut sent = Vec::new();
@@ -212,11 +220,13 @@ fn replays_across_two_receivers_are_stored_once() {
         assert_eq!(answer["stored"], 0, "{answer}");
         assert_eq!(answer["duplicates"], PER_BATCH as u64, "{answer}");
     }
-    wait_for_events(&indexer, sent.len() as u64, Duration::from_secs(60));
-    let stored = stored_lines(&indexer);
-    assert_eq!(stored.len(), sent.len());
-    for line in &sent {
-        assert_eq!(stored.get(line), Some(&1), "{line}");
+    for copy in [&indexer, &other_site] {
+        wait_for_events(copy, sent.len() as u64, Duration::from_secs(60));
+        let stored = stored_lines(copy);
+        assert_eq!(stored.len(), sent.len());
+        for line in &sent {
+            assert_eq!(stored.get(line), Some(&1), "{line}");
+        }
     }
     let status = indexer.status();
     assert_eq!(status["store"]["quarantine"], 1, "{status}");
