@@ -147,7 +147,7 @@ run_cluster() {
     SERVER_PID=$!
     port=$(wait_port "$dir/receiver.log")
     "$BIN" send --url "https://localhost:$port/audit-logs" --auth 'Bearer bench' \
-        --cacert "$dir/receiver/data/tls/cert.pem" \
+        --cacert "$dir/receiver/tls/cert.pem" \
         --batch "$BATCH" --concurrency "$CONNECTIONS" --preload --quiet --json \
         "$WORK/events.log" >"$dir/summary.json"
     local cpu nats_cpu=0 stream_bytes rss disk
@@ -307,7 +307,7 @@ if [ -s "$WORK/cluster.tsv" ]; then
     echo "| indexer catch-up events/s (store durable, then acknowledged) | $catchup |"
     echo "| receiver CPU µs/event | $(per "$cpu") |"
     echo "| indexer CPU µs/event | $(per "$icpu") |"
-    echo "| NATS CPU µs/event (3 nodes together, during the load) | $(per "$ncpu") |"
+    echo "| NATS CPU µs/event (3 nodes together, from their start to the end of the load) | $(per "$ncpu") |"
     off_cpu=$(median off | cut -f7)
     if [ -n "$off_cpu" ]; then
         echo "| embedded \`off\` receiver CPU µs/event (same run) | $(per "$off_cpu") |"
