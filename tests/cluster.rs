@@ -438,8 +438,14 @@ fn roles_need_a_cluster_and_a_stream_with_the_configured_settings() {
     };
     // One server, replicas = 1: the stream is created.
     let first = start_role(&dir.path().join("first"), &nats, "replicas = 1", "all");
-    let (code, _) = first.admin_get("/status");
-    assert_eq!(code, 200);
+    // `all` with [cluster]: receiver and indexer in one process.
+    let lines = batch_lines("all", 0);
+    let (status, answer) = try_deliver(&Receiver::from(&first), &lines).unwrap();
+    assert_eq!((status, &answer["stored"]), (200, &Value::from(PER_BATCH)));
+    wait_for_events(&first, PER_BATCH as u64, Duration::from_secs(30));
+    let cluster = first.status()["cluster"].clone();
+    assert_eq!(cluster["role"], "all", "{cluster}");
+    assert_eq!(cluster["published_messages"], PER_BATCH, "{cluster}");
     // The same stream asked for with other settings: a clear error.
     let other_dir = dir.path().join("other");
     std::fs::create_dir_all(&other_dir).unwrap();
@@ -468,4 +474,46 @@ fn roles_need_a_cluster_and_a_stream_with_the_configured_settings() {
     );
     let stderr = failed_start(&away, &["--role", "receiver"]);
     assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+    drop(first);
+
+    // A server that wants a token: `token_env` gives it.
+    let Some(guarded) =
+        NatsCluster::start_with(&dir.path().join("guarded"), 1, &["--auth", "s3cret"])
+    else {
+        return;
+    };
+    let guarded_dir = dir.path().join("with-token");
+    std::fs::create_dir_all(&guarded_dir).unwrap();
+    let with_token = write_config(
+        &guarded_dir,
+        &format!(
+            "{}{}",
+            source_table(),
+            guarded.config_table("replicas = 1\ntoken_env = \"AUDITSINK_TEST_NATS_TOKEN\"")
+        ),
+    );
+    let stderr = failed_start(&with_token, &["--role", "receiver"]);
+    assert!(
+        stderr.contains("AUDITSINK_TEST_NATS_TOKEN (`[cluster] token_env`) is not set"),
+        "{stderr}"
+    );
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--role", "receiver", "--config"])
+        .arg(&with_token)
+        .env("AUDITSINK_TEST_NATS_TOKEN", "wrong");
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("cannot connect to NATS"),
+        "{stderr}"
+    );
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--role", "receiver", "--config"])
+        .arg(&with_token)
+        .env("AUDITSINK_TEST_NATS_TOKEN", "s3cret");
+    let receiver = TestServer::start_command(&guarded_dir, &with_token, command);
+    let (status, answer) = try_deliver(&Receiver::from(&receiver), &lines).unwrap();
+    assert_eq!(status, 200, "{answer}");
 }

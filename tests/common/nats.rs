@@ -48,6 +48,8 @@ struct Node {
 /// A running cluster.
 pub struct NatsCluster {
     binary: PathBuf,
+    /// Extra `nats-server` arguments of every node.
+    args: Vec<String>,
     dir: PathBuf,
     nodes: Vec<Node>,
 }
@@ -56,6 +58,12 @@ impl NatsCluster {
     /// Starts `size` nodes under `dir` and waits until JetStream has a
     /// metadata leader that sees every node; `None` without the binary.
     pub fn start(dir: &Path, size: usize) -> Option<NatsCluster> {
+        NatsCluster::start_with(dir, size, &[])
+    }
+
+    /// [`NatsCluster::start`] with extra `nats-server` arguments (e.g.
+    /// `--auth TOKEN`).
+    pub fn start_with(dir: &Path, size: usize, args: &[&str]) -> Option<NatsCluster> {
         let binary = server_binary()?;
         let nodes = (0..size)
             .map(|i| Node {
@@ -68,6 +76,7 @@ impl NatsCluster {
             .collect();
         let mut cluster = NatsCluster {
             binary,
+            args: args.iter().map(|a| a.to_string()).collect(),
             dir: dir.to_path_buf(),
             nodes,
         };
@@ -93,7 +102,8 @@ impl NatsCluster {
             .args(["-a", "127.0.0.1", "-p", &node.client.to_string()])
             .args(["-js", "-sd"])
             .arg(&store)
-            .args(["-n", &node.name, "-m", &node.monitor.to_string()]);
+            .args(["-n", &node.name, "-m", &node.monitor.to_string()])
+            .args(&self.args);
         if self.nodes.len() > 1 {
             command
                 .args(["--cluster_name", "auditsink-test"])
