@@ -516,4 +516,45 @@ fn roles_need_a_cluster_and_a_stream_with_the_configured_settings() {
     let receiver = TestServer::start_command(&guarded_dir, &with_token, command);
     let (status, answer) = try_deliver(&Receiver::from(&receiver), &lines).unwrap();
     assert_eq!(status, 200, "{answer}");
+    drop(receiver);
+
+    // A server with TLS: `ca_file` makes its certificate trusted.
+    let tls_dir = dir.path().join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let pair =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (cert, key) = (tls_dir.join("nats.pem"), tls_dir.join("nats.key"));
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.key_pair.serialize_pem()).unwrap();
+    let Some(secured) = NatsCluster::start_with(
+        &dir.path().join("secured"),
+        1,
+        &[
+            "--tls",
+            "--tlscert",
+            cert.to_str().unwrap(),
+            "--tlskey",
+            key.to_str().unwrap(),
+        ],
+    ) else {
+        return;
+    };
+    let untrusted = write_config(
+        &tls_dir,
+        &format!("{}{}", source_table(), secured.config_table("replicas = 1")),
+    );
+    let stderr = failed_start(&untrusted, &["--role", "receiver"]);
+    assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+    let trusted = write_config(
+        &tls_dir,
+        &format!(
+            "{}{}",
+            source_table(),
+            secured.config_table(&format!("replicas = 1\nca_file = {cert:?}"))
+        ),
+    );
+    let receiver = restart_role(&tls_dir, &trusted, "receiver");
+    let (status, answer) = try_deliver(&Receiver::from(&receiver), &lines).unwrap();
+    assert_eq!(status, 200, "{answer}");
 }

@@ -154,6 +154,13 @@ impl Server {
         if config.cluster.is_none() && role != cluster::Role::All {
             return Err(cluster::ClusterError::NoCluster(role.as_str()).into());
         }
+        if config.cluster.is_some() && config.sources.is_empty() && role.receives() {
+            tracing::warn!(
+                "[cluster] without [[source]] tables: this receiver's generated token is its own, \
+                 so receivers behind one load balancer would refuse each other's deliveries; \
+                 give every receiver the same [[source]] tables"
+            );
+        }
         let mut startup = Startup::default();
         let (sources, key_refreshers) = resolve_sources(&config, &mut startup).await?;
         let (cert, key) = match (&config.server.tls_cert, &config.server.tls_key) {
