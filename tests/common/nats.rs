@@ -17,7 +17,15 @@ use super::{http_request, unused_port};
 /// The `nats-server` binary, or `None` with the reason printed.
 pub fn server_binary() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("AUDITSINK_NATS_SERVER") {
-        return Some(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            eprintln!(
+                "skipping: AUDITSINK_NATS_SERVER={} is not a file",
+                path.display()
+            );
+            return None;
+        }
+        return Some(path);
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
