@@ -56,8 +56,10 @@ NULL=$TARGET/release/null_receiver
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/auditsink-load.XXXXXX")
 SERVER_PID=
+NATS_PIDS=()
 cleanup() {
     if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+    if [ ${#NATS_PIDS[@]} -gt 0 ]; then kill "${NATS_PIDS[@]}" 2>/dev/null || true; fi
     if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
 }
 trap cleanup EXIT
@@ -181,6 +183,7 @@ run_cluster() {
     stop_server
     for pid in "${NATS_PIDS[@]}"; do kill "$pid"; done
     wait "${NATS_PIDS[@]}" 2>/dev/null || true
+    NATS_PIDS=()
     local acked failed
     acked=$(jq .acknowledged "$dir/summary.json")
     failed=$(jq .failed_batches "$dir/summary.json")
