@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use auditsink_server::cluster::Role;
 use auditsink_server::{Config, Server, StartError, Startup};
 
 use crate::logging::{self, LogFormat};
@@ -19,6 +20,30 @@ pub struct Args {
     /// Log style.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
+    /// What this process does: `all` receives and stores (with `[cluster]`,
+    /// receives, publishes and indexes); `receiver` publishes deliveries to
+    /// the NATS JetStream stream; `indexer` consumes the stream into its
+    /// store and serves the admin API. The last two need `[cluster]`.
+    #[arg(long, value_enum, default_value_t = RoleArg::All)]
+    role: RoleArg,
+}
+
+/// `--role`
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    All,
+    Receiver,
+    Indexer,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::All => Role::All,
+            RoleArg::Receiver => Role::Receiver,
+            RoleArg::Indexer => Role::Indexer,
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -31,13 +56,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     crate::memory::spawn_trimmer();
     runtime.block_on(async {
-        let (server, startup) = Server::start(config.clone())
+        let role = Role::from(args.role);
+        let (server, startup) = Server::start_as(config.clone(), role)
             .await
             .map_err(|e| start_error(e, &config))?;
-        let addr = server.local_addr()?;
         let admin = server.admin_addr()?;
-        announce(&config, &startup, addr);
-        tracing::info!("listening on https://{addr}");
+        if role.receives() {
+            let addr = server.local_addr()?;
+            announce(&config, &startup, addr);
+            tracing::info!("listening on https://{addr}");
+        } else {
+            tracing::info!(stream = ?config.cluster.as_ref().map(|c| &c.stream), "indexer: no webhook listener");
+        }
         tracing::info!(
             "admin on http://{admin} (web console at /; /healthz, /status, /api/events)"
         );

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod irregular;
+pub mod nats;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -144,6 +145,10 @@ impl TestServer {
                 });
             if let Some(rest) = line.split("listening on https://").nth(1) {
                 addr = Some(address_prefix(rest));
+            }
+            if line.contains("indexer: no webhook listener") {
+                // An indexer (`--role indexer`) has no webhook listener.
+                addr = Some(SocketAddr::from(([0, 0, 0, 0], 0)));
             }
             if let Some(rest) = line.split("admin on http://").nth(1) {
                 admin = Some(address_prefix(rest));

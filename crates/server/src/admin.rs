@@ -230,6 +230,7 @@ fn status(state: &AppState, started: Instant) -> Value {
         "uptime_secs": started.elapsed().as_secs(),
         "store": store,
         "sources": sources,
+        "cluster": state.cluster.as_ref().map(|c| c.status()),
     })
 }
 

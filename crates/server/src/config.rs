@@ -39,6 +39,10 @@ pub struct Config {
     /// Webhook endpoints. Empty means the embedded default source.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    /// A NATS JetStream cluster to publish to and index from (`serve
+    /// --role`); absent: the embedded store alone.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[server]`
@@ -350,6 +354,7 @@ impl Default for Config {
             sources: Vec::new(),
             retention_days: None,
             store_cache_mb: default_store_cache_mb(),
+            cluster: None,
         }
     }
 }
@@ -419,6 +424,9 @@ impl Config {
             return invalid(
                 "retention_days must be at least 1 (leave it out to keep events forever)".into(),
             );
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate().map_err(ConfigError::Invalid)?;
         }
         if !(16..=1 << 20).contains(&self.store_cache_mb) {
             return invalid("store_cache_mb must be between 16 and 1048576".into());

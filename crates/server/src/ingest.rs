@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use auditsink_storage::{AppendSummary, PreparedBatch};
+use auditsink_storage::AppendSummary;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -18,7 +18,7 @@ use crate::auth::Presented;
 use crate::budget::OverBudget;
 use crate::decode::Encoding;
 use crate::metrics::RequestRecord;
-use crate::prepare::{Prepare, Prepared, Watch};
+use crate::prepare::{Pending, Prepare, Prepared, Target, Watch};
 use crate::request_body::{Progress, ReadError, RequestBody};
 use crate::response::{error_response, json_response};
 use crate::state::{now_ms, AppState, Refused, Source};
@@ -290,6 +290,7 @@ async fn deliver(
         memory,
         abandoned,
         abandoned_total: state.metrics.abandoned.clone(),
+        target: target(state),
     };
     let preparing = state.metrics.preparing.clone();
     let prepared = tokio::task::spawn_blocking(move || {
@@ -316,11 +317,7 @@ async fn deliver(
             signature_failures,
         } => {
             sizes.decompressed = decompressed;
-            let summary = state
-                .store
-                .append_prepared(batch)
-                .await
-                .map_err(storage_failure)?;
+            let summary = commit(state, batch).await?;
             drop(memory);
             if !signature_failures.is_empty() {
                 crate::gaps::record_signature_failures(state, &source.name, &signature_failures);
@@ -341,11 +338,7 @@ async fn deliver(
         )),
         Prepared::Corrupt { batch, message } => {
             // Konnect does not retry a 400: keep the body so nothing is lost.
-            state
-                .store
-                .append_prepared(batch)
-                .await
-                .map_err(storage_failure)?;
+            commit(state, batch).await?;
             Err(Rejection::new(
                 StatusCode::BAD_REQUEST,
                 "corrupt_body",
@@ -383,7 +376,13 @@ async fn unreadable(
             if received.is_empty() {
                 return Rejection::new(StatusCode::BAD_REQUEST, "malformed_body", message);
             }
-            let mut batch = PreparedBatch::new(&source.name, now_ms());
+            let mut batch = Pending::new(
+                target(state),
+                &source.name,
+                now_ms(),
+                source.format,
+                time::OffsetDateTime::now_utc().year(),
+            );
             batch.add_quarantine(
                 &received,
                 &format!(
@@ -391,7 +390,7 @@ async fn unreadable(
                     received.len()
                 ),
             );
-            match state.store.append_prepared(batch).await {
+            match commit(state, batch).await {
                 Ok(_) => Rejection::new(
                     StatusCode::BAD_REQUEST,
                     "malformed_body",
@@ -400,10 +399,55 @@ async fn unreadable(
                         received.len()
                     ),
                 ),
-                Err(e) => storage_failure(e),
+                Err(rejection) => rejection,
             }
         }
     }
+}
+
+/// Where this process's deliveries go: the cluster's stream (a receiver
+/// with `[cluster]`) or the local store.
+fn target(state: &AppState) -> Target {
+    match state.cluster.as_ref().and_then(|c| c.publisher.as_ref()) {
+        Some(_) => Target::Cluster,
+        None => Target::Store,
+    }
+}
+
+/// Makes a prepared delivery durable: on disk in the store, or
+/// acknowledged by a quorum of the stream's replicas.
+async fn commit(state: &AppState, batch: Pending) -> Result<AppendSummary, Rejection> {
+    match batch {
+        Pending::Store(batch) => state
+            .store
+            .append_prepared(batch)
+            .await
+            .map_err(storage_failure),
+        Pending::Cluster(outbox) => {
+            let publisher = state
+                .cluster
+                .as_ref()
+                .and_then(|c| c.publisher.as_ref())
+                .ok_or_else(|| {
+                    Rejection::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "a cluster delivery without a publisher",
+                    )
+                })?;
+            publisher.publish(outbox).await.map_err(cluster_failure)
+        }
+    }
+}
+
+fn cluster_failure(e: crate::cluster::PublishFailure) -> Rejection {
+    tracing::error!(error = %e, "publishing a delivery to the stream failed");
+    // 500: Konnect retries it; the message ids make the retry safe.
+    Rejection::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "cluster",
+        "the cluster did not acknowledge the delivery; retry later",
+    )
 }
 
 fn overloaded() -> Rejection {

@@ -15,6 +15,7 @@
 mod admin;
 pub mod auth;
 mod budget;
+pub mod cluster;
 pub mod config;
 mod console;
 pub mod decode;
@@ -77,6 +78,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] auditsink_storage::StoreError),
+    /// The NATS JetStream cluster could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} (`{key}`): {cause}{}", bind_hint(cause))]
     Bind {
@@ -123,7 +127,8 @@ pub struct Startup {
 /// A server that has bound its listeners and is ready to run.
 pub struct Server {
     data_dir: PathBuf,
-    https: tokio::net::TcpListener,
+    /// The webhook listener; none for an indexer.
+    https: Option<tokio::net::TcpListener>,
     admin: tokio::net::TcpListener,
     tls: tokio_rustls::TlsAcceptor,
     certs: Arc<tls::CertStore>,
@@ -136,6 +141,26 @@ impl Server {
     /// Resolves the configuration (generating the default token and
     /// certificate on first run), opens the store and binds both listeners.
     pub async fn start(config: Config) -> Result<(Server, Startup), StartError> {
+        Server::start_as(config, cluster::Role::All).await
+    }
+
+    /// [`Server::start`] in a role: with `[cluster]`, also joins the NATS
+    /// JetStream cluster (a receiver publishes its deliveries there, an
+    /// indexer consumes them into its store and binds no webhook listener).
+    pub async fn start_as(
+        config: Config,
+        role: cluster::Role,
+    ) -> Result<(Server, Startup), StartError> {
+        if config.cluster.is_none() && role != cluster::Role::All {
+            return Err(cluster::ClusterError::NoCluster(role.as_str()).into());
+        }
+        if config.cluster.is_some() && config.sources.is_empty() && role.receives() {
+            tracing::warn!(
+                "[cluster] without [[source]] tables: this receiver's generated token is its own, \
+                 so receivers behind one load balancer would refuse each other's deliveries; \
+                 give every receiver the same [[source]] tables"
+            );
+        }
         let mut startup = Startup::default();
         let (sources, key_refreshers) = resolve_sources(&config, &mut startup).await?;
         let (cert, key) = match (&config.server.tls_cert, &config.server.tls_key) {
@@ -162,18 +187,27 @@ impl Server {
                 .await
                 .map_err(|cause| StartError::Bind { addr, key, cause })
         };
-        let https = bind(config.server.listen, "[server] listen").await?;
+        let https = match role.receives() {
+            true => Some(bind(config.server.listen, "[server] listen").await?),
+            false => None,
+        };
         let admin = bind(config.admin.listen, "[admin] listen").await?;
-        let state = Arc::new(
-            AppState::new(
-                store,
-                sources,
-                RuntimeLimits::from(&config.limits),
-                Duration::from_secs(config.admin.inactive_after_secs),
-            )
-            .with_admin_guard(console::AdminGuard::new(admin_authorizer(&config.admin)?)),
-        );
-        if let Ok(addr) = https.local_addr() {
+        let mut state = AppState::new(
+            store,
+            sources,
+            RuntimeLimits::from(&config.limits),
+            Duration::from_secs(config.admin.inactive_after_secs),
+        )
+        .with_admin_guard(console::AdminGuard::new(admin_authorizer(&config.admin)?));
+        let joined = match &config.cluster {
+            Some(settings) => Some(Arc::new(
+                cluster::Cluster::join(settings.clone(), role, state.metrics.registry_mut())
+                    .await?,
+            )),
+            None => None,
+        };
+        let state = Arc::new(state.with_cluster(joined));
+        if let Some(addr) = https.as_ref().and_then(|l| l.local_addr().ok()) {
             state.set_webhook_addr(addr);
         }
         let server = Server {
@@ -189,9 +223,12 @@ impl Server {
         Ok((server, startup))
     }
 
-    /// The bound HTTPS address.
+    /// The bound HTTPS address (an error for an indexer, which has none).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.https.local_addr()
+        match &self.https {
+            Some(https) => https.local_addr(),
+            None => Err(std::io::Error::other("an indexer has no webhook listener")),
+        }
     }
 
     /// The bound admin address.
@@ -217,13 +254,35 @@ impl Server {
         }
         tokio::spawn(reload_certificates(self.certs.clone(), stopped.clone()));
         let run_record = tokio::spawn(gaps::keep_run(self.state.clone(), stopped.clone()));
-        let https = tokio::spawn(listener::serve_https(
-            self.https,
-            self.tls,
-            self.state.clone(),
-            self.settings.clone(),
-            stopped.clone(),
-        ));
+        let https = self.https.map(|https| {
+            tokio::spawn(listener::serve_https(
+                https,
+                self.tls,
+                self.state.clone(),
+                self.settings.clone(),
+                stopped.clone(),
+            ))
+        });
+        let mut cluster_tasks = Vec::new();
+        if let Some(cluster) = &self.state.cluster {
+            let indexes = cluster.role.indexes();
+            cluster_tasks.push(tokio::spawn(cluster.metrics.clone().watch(
+                cluster.context.clone(),
+                cluster.client.clone(),
+                cluster.config.clone(),
+                indexes,
+                stopped.clone(),
+            )));
+            if indexes {
+                cluster_tasks.push(tokio::spawn(cluster::indexer::run(
+                    cluster.context.clone(),
+                    cluster.config.clone(),
+                    self.state.store.clone(),
+                    cluster.metrics.clone(),
+                    stopped.clone(),
+                )));
+            }
+        }
         let admin = tokio::spawn(listener::serve_admin(
             self.admin,
             self.state.clone(),
@@ -233,8 +292,18 @@ impl Server {
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
         let _ = stop.send(true);
-        let _ = https.await;
+        if let Some(https) = https {
+            let _ = https.await;
+        }
         let _ = admin.await;
+        for task in cluster_tasks {
+            let _ = task.await;
+        }
+        if let Some(cluster) = &self.state.cluster {
+            // What was acknowledged to the indexer's consumer must reach
+            // the server before the process goes.
+            let _ = cluster.client.flush().await;
+        }
         let _ = run_record.await;
         self.state.store.flush()?;
         let _ = std::fs::remove_file(&admin_file);

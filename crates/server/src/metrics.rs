@@ -207,6 +207,11 @@ pub struct RequestRecord<'a> {
 }
 
 impl Metrics {
+    /// The registry, for metrics registered after start (the cluster's).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Records one answered request.
     pub fn record(&self, r: RequestRecord<'_>) {
         let source = r.source.to_owned();

@@ -22,6 +22,7 @@ use hyper::body::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::budget::{OverBudget, Reservation};
+use crate::cluster::Outbox;
 use crate::config::SignaturePolicy;
 use crate::decode::{decode_within, DecodeError, Encoding};
 use crate::state::now_ms;
@@ -85,6 +86,68 @@ pub struct Prepare {
     pub abandoned: Abandoned,
     /// Counts the preparations stopped by [`Prepare::abandoned`].
     pub abandoned_total: Counter,
+    /// Whether the records go to the local store or to the cluster.
+    pub target: Target,
+}
+
+/// Where a delivery's records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The local store.
+    Store,
+    /// The cluster's stream (a receiver).
+    Cluster,
+}
+
+/// A delivery's records as they are prepared: for the store, or as
+/// messages for the cluster's stream.
+pub enum Pending {
+    /// For [`auditsink_storage::Store::append_prepared`].
+    Store(PreparedBatch),
+    /// For [`crate::cluster::Publisher::publish`].
+    Cluster(Outbox),
+}
+
+impl Pending {
+    /// An empty delivery.
+    pub fn new(
+        target: Target,
+        source: &str,
+        received_at_ms: i64,
+        format: Format,
+        year_hint: i32,
+    ) -> Pending {
+        match target {
+            Target::Store => Pending::Store(PreparedBatch::new(source, received_at_ms)),
+            Target::Cluster => {
+                Pending::Cluster(Outbox::new(source, received_at_ms, format, year_hint))
+            }
+        }
+    }
+
+    /// Adds an event (its signature verdict set).
+    pub fn add_event(&mut self, event: &BorrowedEvent<'_>) {
+        match self {
+            Pending::Store(batch) => batch.add_event(event),
+            Pending::Cluster(outbox) => outbox.add_event(event),
+        }
+    }
+
+    /// Adds a line kept in quarantine, with why.
+    pub fn add_quarantine(&mut self, raw: &[u8], reason: &str) {
+        match self {
+            Pending::Store(batch) => batch.add_quarantine(raw, reason),
+            Pending::Cluster(outbox) => outbox.add_quarantine(raw, reason),
+        }
+    }
+
+    /// The heap memory it holds, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            Pending::Store(batch) => batch.memory_bytes(),
+            Pending::Cluster(outbox) => outbox.memory_bytes(),
+        }
+    }
 }
 
 /// What a preparation came to.
@@ -92,7 +155,7 @@ pub enum Prepared {
     Batch {
         received: u64,
         decompressed: u64,
-        batch: PreparedBatch,
+        batch: Pending,
         /// The batch's memory, to hold until the store has written it.
         memory: Reservation,
         /// The event times (ms) of the lines whose signature was invalid
@@ -101,7 +164,7 @@ pub enum Prepared {
     },
     TooLarge(String),
     Corrupt {
-        batch: PreparedBatch,
+        batch: Pending,
         message: String,
     },
     /// The memory budget could not give what the request needed.
@@ -137,7 +200,14 @@ impl Prepare {
     }
 
     fn prepare(&mut self, body: Bytes) -> Result<Prepared, Stop> {
-        let mut batch = PreparedBatch::new(&self.source, self.received_at_ms);
+        let year_hint = time::OffsetDateTime::now_utc().year();
+        let mut batch = Pending::new(
+            self.target,
+            &self.source,
+            self.received_at_ms,
+            self.format,
+            year_hint,
+        );
         let body_bytes = body.len() as u64;
         let mut stopped = None;
         // While the buffer grows, its old and new allocations both exist.
@@ -175,7 +245,7 @@ impl Prepare {
         self.hold(text_bytes)?;
         let options = ParseOptions {
             format: self.format,
-            year_hint: time::OffsetDateTime::now_utc().year(),
+            year_hint,
         };
         let mut all_lines = lines(&text);
         let mut chunk: Vec<&[u8]> = Vec::with_capacity(CHUNK_LINES);
@@ -274,7 +344,7 @@ fn check_signatures(
     events: &mut Vec<BorrowedEvent<'_>>,
     keys: &KeySet,
     policy: SignaturePolicy,
-    batch: &mut PreparedBatch,
+    batch: &mut Pending,
     failures: &mut Vec<i64>,
 ) {
     let now = now_ms();

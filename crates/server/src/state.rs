@@ -89,6 +89,8 @@ pub struct AppState {
     /// Who may use the admin listener, and the console's form token.
     pub admin_guard: crate::console::AdminGuard,
     webhook_addr: OnceLock<SocketAddr>,
+    /// The NATS JetStream cluster, with `[cluster]`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Work admitted past backpressure; releases its share when dropped.
@@ -155,7 +157,14 @@ impl AppState {
             listening: AtomicBool::new(false),
             admin_guard: crate::console::AdminGuard::default(),
             webhook_addr: OnceLock::new(),
+            cluster: None,
         }
+    }
+
+    /// Sets the cluster deliveries are published to.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> AppState {
+        self.cluster = cluster;
+        self
     }
 
     /// Sets who may use the admin listener.

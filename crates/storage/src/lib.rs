@@ -89,6 +89,20 @@ use runs::{RunKind, Runs};
 pub use writer::PreparedBatch;
 use writer::{Core, Counters, Counts, WriteState};
 
+/// The identity the store deduplicates an event by (16 bytes of SHA-256
+/// over its signature when it has one that is not known invalid, else over
+/// its raw line): two events with the same identity are stored once. A
+/// cluster receiver uses it as the JetStream message id, so the stream
+/// deduplicates exactly as the store does.
+pub fn event_identity(event: &auditsink_parser::BorrowedEvent<'_>) -> [u8; 16] {
+    keys::dedupe_key(event)
+}
+
+/// The identity the store deduplicates a quarantined line of `source` by.
+pub fn quarantine_identity(source: &str, raw: &[u8]) -> [u8; 16] {
+    keys::quarantine_key(source, raw)
+}
+
 /// One delivery's worth of work, appended atomically.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
