@@ -271,6 +271,11 @@ fn strip_line_terminator(line: &str) -> &str {
 /// with a warning: the line is still a CEF event and `raw` keeps the text.
 fn syslog_prefix<'a>(text: &'a str, warnings: &mut Vec<CefWarning>) -> Option<Prefix<'a>> {
     let text = text.trim_matches(|c| c == ' ' || c == '\t');
+    common_prefix(text).or_else(|| any_prefix(text, warnings))
+}
+
+/// [`syslog_prefix`] of a trimmed `text`, by the general parsers.
+fn any_prefix<'a>(text: &'a str, warnings: &mut Vec<CefWarning>) -> Option<Prefix<'a>> {
     if text.is_empty() || pri_only(text) {
         return None;
     }
@@ -299,6 +304,62 @@ fn syslog_prefix<'a>(text: &'a str, warnings: &mut Vec<CefWarning>) -> Option<Pr
             None
         }
     }
+}
+
+/// The two prefixes Konnect's senders write, checked byte by byte before
+/// the general parsers run: `Mmm dd hh:mm:ss host` and
+/// `YYYY-MM-DDThh:mm:ssZ host`, without a pri, the host one token. `None`
+/// for anything else (the general parsers then decide); when `Some`, it is
+/// what they would return, with no warning (nothing follows the host).
+fn common_prefix(text: &str) -> Option<Prefix<'_>> {
+    let bytes = text.as_bytes();
+    let digits_at = |at: usize, n: usize| {
+        bytes
+            .get(at..at + n)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let byte_at = |at: usize| bytes.get(at).copied();
+    // `hh:mm:ss` at `at`.
+    let clock_at = |at: usize| {
+        digits_at(at, 2)
+            && byte_at(at + 2) == Some(b':')
+            && digits_at(at + 3, 2)
+            && byte_at(at + 5) == Some(b':')
+            && digits_at(at + 6, 2)
+    };
+    let (kind, time_len) = if byte_at(3) == Some(b' ')
+        && MONTHS.iter().any(|m| bytes.get(..3) == Some(m.as_bytes()))
+        && digits_at(4, 2)
+        && byte_at(6) == Some(b' ')
+        && clock_at(7)
+    {
+        (PrefixKind::Rfc3164, "Mmm dd hh:mm:ss".len())
+    } else if digits_at(0, 4)
+        && byte_at(4) == Some(b'-')
+        && digits_at(5, 2)
+        && byte_at(7) == Some(b'-')
+        && digits_at(8, 2)
+        && matches!(byte_at(10), Some(b'T' | b't'))
+        && clock_at(11)
+        && matches!(byte_at(19), Some(b'Z' | b'z'))
+    {
+        (PrefixKind::Rfc3339, "YYYY-MM-DDThh:mm:ssZ".len())
+    } else {
+        return None;
+    };
+    // One space, then a host of at least one byte that runs to the end.
+    if byte_at(time_len) != Some(b' ') {
+        return None;
+    }
+    let host = text.get(time_len + 1..)?;
+    if host.is_empty() || host.contains([' ', '\t']) {
+        return None;
+    }
+    Some(Prefix {
+        kind,
+        time: text.get(..time_len),
+        host: Some(host),
+    })
 }
 
 /// `<134>` alone, as some senders put directly before `CEF:`.
@@ -740,6 +801,46 @@ mod tests {
             .iter()
             .all(|(_, v)| matches!(v, Cow::Borrowed(_))));
         assert!(matches!(record.vendor, Cow::Borrowed("V")));
+    }
+
+    #[test]
+    fn common_prefixes_read_as_the_general_parsers_read_them() {
+        let texts = [
+            "Nov 25 19:46:40 konghq.com",
+            "Apr 14 05:39:08 h",
+            "Apr 14 05:39:08 host\rx",
+            "Apr  4 05:39:08 host",
+            "Apr 14 05:39:08",
+            "Apr 14 05:39:08 ",
+            "Apr 14 05:39:08  host",
+            "Apr 14 05:39:08 host app:",
+            "Apr 14 05:39:08 host\tx",
+            "Foo 14 05:39:08 host",
+            "Apr 14 5:39:08 host",
+            "Apr 14 05:39:08Zhost",
+            "<134>Apr 14 05:39:08 host",
+            "2025-11-25T19:46:40Z konghq.com",
+            "2025-11-25t19:46:40z h",
+            "2025-11-25T19:46:40.123Z host",
+            "2025-11-25T19:46:40+02:00 host",
+            "2025-11-25T19:46:40Z",
+            "2025-11-25T19:46:40Z  host",
+            "2025-11-25 19:46:40Z host",
+            "20x5-11-25T19:46:40Z host",
+            "<134>1 2025-11-25T19:46:40Z host app - - -",
+            "Nov 25 19:46:40 h\u{e9}te",
+        ];
+        let mut fast = 0;
+        for text in texts {
+            let mut warnings = Vec::new();
+            let general = any_prefix(text, &mut warnings);
+            if let Some(prefix) = common_prefix(text) {
+                fast += 1;
+                assert_eq!(Some(prefix), general, "{text:?}");
+                assert!(warnings.is_empty(), "{text:?}");
+            }
+        }
+        assert_eq!(fast, 6);
     }
 
     #[test]
