@@ -691,12 +691,15 @@ impl<'a> Iterator for Extension<'a> {
 /// run of key bytes preceded by a space, or starting at `first` (the first
 /// key, after the header).
 fn key_start_before(bytes: &[u8], first: usize, eq: usize) -> Option<usize> {
-    let mut start = eq;
-    while start > first && bytes.get(start - 1).is_some_and(|&b| is_key_byte(b)) {
-        start -= 1;
-    }
+    let before = bytes.get(first..eq)?;
+    let key_len = before
+        .iter()
+        .rev()
+        .take_while(|&&b| is_key_byte(b))
+        .count();
+    let start = eq - key_len;
     let preceded_by_space = start == first || bytes.get(start - 1) == Some(&b' ');
-    (start < eq && preceded_by_space).then_some(start)
+    (key_len > 0 && preceded_by_space).then_some(start)
 }
 
 /// Whether `key=` starts at `at`.
