@@ -40,7 +40,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use memchr::{memchr, memchr_iter};
+use memchr::memchr;
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take, take_till1, take_while_m_n};
 use nom::character::complete::{char, digit1, one_of, space1};
@@ -604,7 +604,7 @@ pub(crate) struct Extension<'a> {
     /// Where the first key starts (the extension after leading spaces).
     first: usize,
     /// Positions of `=` in `line[first..]`.
-    equals: memchr::Memchr<'a>,
+    equals: Equals<'a>,
     /// The key being read and where its value starts.
     open: Option<(&'a str, usize)>,
     /// Whether the extension holds a backslash (so values may need unescaping).
@@ -620,7 +620,7 @@ impl<'a> Extension<'a> {
         Extension {
             line,
             first,
-            equals: memchr_iter(b'=', rest),
+            equals: Equals { bytes: rest, at: 0 },
             open: None,
             escapes: memchr(b'\\', rest).is_some(),
             // An extension of only whitespace holds no pairs.
@@ -687,16 +687,54 @@ impl<'a> Iterator for Extension<'a> {
     }
 }
 
+/// Positions of `=` in a byte string, found eight bytes at a time: the
+/// `=` of consecutive keys are a few dozen bytes apart, too close for the
+/// setup of a vector search (`memchr`) to pay off.
+struct Equals<'a> {
+    bytes: &'a [u8],
+    /// Where to look next.
+    at: usize,
+}
+
+impl Iterator for Equals<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const EQUALS: u64 = ONES * b'=' as u64;
+        while let Some(word) = self.bytes.get(self.at..).and_then(<[u8]>::first_chunk::<8>) {
+            // A zero byte where the word has a `=`: the lowest bit set is
+            // exact (a borrow only runs upward from a zero byte).
+            let x = u64::from_le_bytes(*word) ^ EQUALS;
+            let found = x.wrapping_sub(ONES) & !x & (ONES * 0x80);
+            if found != 0 {
+                let eq = self.at + (found.trailing_zeros() / 8) as usize;
+                self.at = eq + 1;
+                return Some(eq);
+            }
+            self.at += 8;
+        }
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        match rest.iter().position(|&b| b == b'=') {
+            Some(i) => {
+                let eq = self.at + i;
+                self.at = eq + 1;
+                Some(eq)
+            }
+            None => {
+                self.at = self.bytes.len();
+                None
+            }
+        }
+    }
+}
+
 /// Where the key ending at the `=` at `eq` starts, if one does: a non-empty
 /// run of key bytes preceded by a space, or starting at `first` (the first
 /// key, after the header).
 fn key_start_before(bytes: &[u8], first: usize, eq: usize) -> Option<usize> {
     let before = bytes.get(first..eq)?;
-    let key_len = before
-        .iter()
-        .rev()
-        .take_while(|&&b| is_key_byte(b))
-        .count();
+    let key_len = before.iter().rev().take_while(|&&b| is_key_byte(b)).count();
     let start = eq - key_len;
     let preceded_by_space = start == first || bytes.get(start - 1) == Some(&b' ');
     (key_len > 0 && preceded_by_space).then_some(start)
@@ -768,6 +806,7 @@ fn unescape(raw: &str, escape: impl Fn(u8) -> Option<char>) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use memchr::memchr_iter;
 
     fn ext(line: &str) -> Vec<(String, String)> {
         parse_record(line)
@@ -844,6 +883,33 @@ mod tests {
             }
         }
         assert_eq!(fast, 6);
+    }
+
+    #[test]
+    fn equals_finds_every_equals_sign_in_order() {
+        for len in 0..40 {
+            for step in 1..12 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| {
+                        if i % step == step - 1 {
+                            b'='
+                        } else {
+                            b'a' + (i % 7) as u8
+                        }
+                    })
+                    .collect();
+                let found: Vec<usize> = Equals {
+                    bytes: &bytes,
+                    at: 0,
+                }
+                .collect();
+                let expected: Vec<usize> = memchr_iter(b'=', &bytes).collect();
+                assert_eq!(found, expected, "{len} {step}");
+            }
+        }
+        let high = "é=ü==日本=".as_bytes();
+        let found: Vec<usize> = Equals { bytes: high, at: 0 }.collect();
+        assert_eq!(found, memchr_iter(b'=', high).collect::<Vec<_>>());
     }
 
     #[test]
