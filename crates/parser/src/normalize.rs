@@ -136,6 +136,7 @@ impl<'a> FieldsBuilder<'a> {
 
     /// Adds a field; says whether `key` was already there (its value is
     /// replaced, its position kept).
+    #[inline(always)]
     fn insert(&mut self, key: Cow<'a, str>, value: FieldValue<'a>) -> Inserted {
         let found = match &mut self.index {
             Some(index) => match index.get(&key) {
