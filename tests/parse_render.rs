@@ -84,8 +84,8 @@ fn parse_output_is_the_owned_events_rendering_on_irregular_lines() {
 #[test]
 fn parse_output_is_the_owned_events_rendering_across_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    // Simulated Konnect events of every shape, more than one 1 MiB block of
-    // input, so that lines straddle the reader's block boundaries.
+    // Simulated Konnect events of every shape, more than a few of the
+    // reader's blocks of input, so that lines straddle their boundaries.
     let mut input = Vec::new();
     for args in [
         &["-n", "2500", "--format", "mixed", "--seed", "7"][..],

@@ -282,20 +282,22 @@ impl Timestamp {
         millis: i64,
     ) -> Timestamp {
         let mut text = *b"0000-00-00T00:00:00.000Z";
-        let mut put = |at: usize, width: usize, mut value: i64| {
-            for i in (at..at + width).rev() {
-                // `value % 10` is a digit: the cast cannot truncate.
-                text[i] = b'0' + (value % 10) as u8;
-                value /= 10;
+        // Two digits at a time: half the divisions of a digit loop.
+        let mut put2 = |at: usize, value: i64| {
+            if let Some(pair) = text.get_mut(at..at + 2) {
+                pair.copy_from_slice(&TWO_DIGITS[value.rem_euclid(100) as usize]);
             }
         };
-        put(0, 4, year);
-        put(5, 2, month);
-        put(8, 2, day);
-        put(11, 2, hour);
-        put(14, 2, minute);
-        put(17, 2, second);
-        put(20, 3, millis);
+        put2(0, year / 100);
+        put2(2, year);
+        put2(5, month);
+        put2(8, day);
+        put2(11, hour);
+        put2(14, minute);
+        put2(17, second);
+        put2(21, millis);
+        // `rem_euclid(10)` is a digit: the cast cannot truncate.
+        text[20] = b'0' + (millis / 100).rem_euclid(10) as u8;
         Timestamp { text }
     }
 
@@ -305,6 +307,18 @@ impl Timestamp {
         std::str::from_utf8(&self.text).unwrap_or_default()
     }
 }
+
+/// `00` to `99`.
+const TWO_DIGITS: [[u8; 2]; 100] = {
+    let mut table = [[0u8; 2]; 100];
+    let mut n = 0;
+    while n < 100 {
+        // `n < 100`: both quotients are digits.
+        table[n] = [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        n += 1;
+    }
+    table
+};
 
 /// Year, month, day of the proleptic Gregorian calendar, `days` after
 /// 1970-01-01 (Howard Hinnant's `civil_from_days`), for `days >= 0`.

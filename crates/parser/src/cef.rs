@@ -40,7 +40,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use memchr::{memchr, memchr_iter};
+use memchr::memchr;
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take, take_till1, take_while_m_n};
 use nom::character::complete::{char, digit1, one_of, space1};
@@ -271,6 +271,11 @@ fn strip_line_terminator(line: &str) -> &str {
 /// with a warning: the line is still a CEF event and `raw` keeps the text.
 fn syslog_prefix<'a>(text: &'a str, warnings: &mut Vec<CefWarning>) -> Option<Prefix<'a>> {
     let text = text.trim_matches(|c| c == ' ' || c == '\t');
+    common_prefix(text).or_else(|| any_prefix(text, warnings))
+}
+
+/// [`syslog_prefix`] of a trimmed `text`, by the general parsers.
+fn any_prefix<'a>(text: &'a str, warnings: &mut Vec<CefWarning>) -> Option<Prefix<'a>> {
     if text.is_empty() || pri_only(text) {
         return None;
     }
@@ -299,6 +304,62 @@ fn syslog_prefix<'a>(text: &'a str, warnings: &mut Vec<CefWarning>) -> Option<Pr
             None
         }
     }
+}
+
+/// The two prefixes Konnect's senders write, checked byte by byte before
+/// the general parsers run: `Mmm dd hh:mm:ss host` and
+/// `YYYY-MM-DDThh:mm:ssZ host`, without a pri, the host one token. `None`
+/// for anything else (the general parsers then decide); when `Some`, it is
+/// what they would return, with no warning (nothing follows the host).
+fn common_prefix(text: &str) -> Option<Prefix<'_>> {
+    let bytes = text.as_bytes();
+    let digits_at = |at: usize, n: usize| {
+        bytes
+            .get(at..at + n)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let byte_at = |at: usize| bytes.get(at).copied();
+    // `hh:mm:ss` at `at`.
+    let clock_at = |at: usize| {
+        digits_at(at, 2)
+            && byte_at(at + 2) == Some(b':')
+            && digits_at(at + 3, 2)
+            && byte_at(at + 5) == Some(b':')
+            && digits_at(at + 6, 2)
+    };
+    let (kind, time_len) = if byte_at(3) == Some(b' ')
+        && MONTHS.iter().any(|m| bytes.get(..3) == Some(m.as_bytes()))
+        && digits_at(4, 2)
+        && byte_at(6) == Some(b' ')
+        && clock_at(7)
+    {
+        (PrefixKind::Rfc3164, "Mmm dd hh:mm:ss".len())
+    } else if digits_at(0, 4)
+        && byte_at(4) == Some(b'-')
+        && digits_at(5, 2)
+        && byte_at(7) == Some(b'-')
+        && digits_at(8, 2)
+        && matches!(byte_at(10), Some(b'T' | b't'))
+        && clock_at(11)
+        && matches!(byte_at(19), Some(b'Z' | b'z'))
+    {
+        (PrefixKind::Rfc3339, "YYYY-MM-DDThh:mm:ssZ".len())
+    } else {
+        return None;
+    };
+    // One space, then a host of at least one byte that runs to the end.
+    if byte_at(time_len) != Some(b' ') {
+        return None;
+    }
+    let host = text.get(time_len + 1..)?;
+    if host.is_empty() || host.contains([' ', '\t']) {
+        return None;
+    }
+    Some(Prefix {
+        kind,
+        time: text.get(..time_len),
+        host: Some(host),
+    })
 }
 
 /// `<134>` alone, as some senders put directly before `CEF:`.
@@ -543,7 +604,7 @@ pub(crate) struct Extension<'a> {
     /// Where the first key starts (the extension after leading spaces).
     first: usize,
     /// Positions of `=` in `line[first..]`.
-    equals: memchr::Memchr<'a>,
+    equals: Equals<'a>,
     /// The key being read and where its value starts.
     open: Option<(&'a str, usize)>,
     /// Whether the extension holds a backslash (so values may need unescaping).
@@ -559,7 +620,7 @@ impl<'a> Extension<'a> {
         Extension {
             line,
             first,
-            equals: memchr_iter(b'=', rest),
+            equals: Equals { bytes: rest, at: 0 },
             open: None,
             escapes: memchr(b'\\', rest).is_some(),
             // An extension of only whitespace holds no pairs.
@@ -626,16 +687,57 @@ impl<'a> Iterator for Extension<'a> {
     }
 }
 
+/// Positions of `=` in a byte string, found eight bytes at a time: the
+/// `=` of consecutive keys are a few dozen bytes apart, too close for the
+/// setup of a vector search (`memchr`) to pay off.
+struct Equals<'a> {
+    bytes: &'a [u8],
+    /// Where to look next.
+    at: usize,
+}
+
+impl Iterator for Equals<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const EQUALS: u64 = ONES * b'=' as u64;
+        while let Some(word) = self.bytes.get(self.at..).and_then(<[u8]>::first_chunk::<8>) {
+            // A zero byte where the word has a `=`: the lowest bit set is
+            // exact (a borrow only runs upward from a zero byte).
+            let x = u64::from_le_bytes(*word) ^ EQUALS;
+            let found = x.wrapping_sub(ONES) & !x & (ONES * 0x80);
+            if found != 0 {
+                let eq = self.at + (found.trailing_zeros() / 8) as usize;
+                self.at = eq + 1;
+                return Some(eq);
+            }
+            self.at += 8;
+        }
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        match rest.iter().position(|&b| b == b'=') {
+            Some(i) => {
+                let eq = self.at + i;
+                self.at = eq + 1;
+                Some(eq)
+            }
+            None => {
+                self.at = self.bytes.len();
+                None
+            }
+        }
+    }
+}
+
 /// Where the key ending at the `=` at `eq` starts, if one does: a non-empty
 /// run of key bytes preceded by a space, or starting at `first` (the first
 /// key, after the header).
 fn key_start_before(bytes: &[u8], first: usize, eq: usize) -> Option<usize> {
-    let mut start = eq;
-    while start > first && bytes.get(start - 1).is_some_and(|&b| is_key_byte(b)) {
-        start -= 1;
-    }
+    let before = bytes.get(first..eq)?;
+    let key_len = before.iter().rev().take_while(|&&b| is_key_byte(b)).count();
+    let start = eq - key_len;
     let preceded_by_space = start == first || bytes.get(start - 1) == Some(&b' ');
-    (start < eq && preceded_by_space).then_some(start)
+    (key_len > 0 && preceded_by_space).then_some(start)
 }
 
 /// Whether `key=` starts at `at`.
@@ -704,6 +806,7 @@ fn unescape(raw: &str, escape: impl Fn(u8) -> Option<char>) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use memchr::memchr_iter;
 
     fn ext(line: &str) -> Vec<(String, String)> {
         parse_record(line)
@@ -740,6 +843,73 @@ mod tests {
             .iter()
             .all(|(_, v)| matches!(v, Cow::Borrowed(_))));
         assert!(matches!(record.vendor, Cow::Borrowed("V")));
+    }
+
+    #[test]
+    fn common_prefixes_read_as_the_general_parsers_read_them() {
+        let texts = [
+            "Nov 25 19:46:40 konghq.com",
+            "Apr 14 05:39:08 h",
+            "Apr 14 05:39:08 host\rx",
+            "Apr  4 05:39:08 host",
+            "Apr 14 05:39:08",
+            "Apr 14 05:39:08 ",
+            "Apr 14 05:39:08  host",
+            "Apr 14 05:39:08 host app:",
+            "Apr 14 05:39:08 host\tx",
+            "Foo 14 05:39:08 host",
+            "Apr 14 5:39:08 host",
+            "Apr 14 05:39:08Zhost",
+            "<134>Apr 14 05:39:08 host",
+            "2025-11-25T19:46:40Z konghq.com",
+            "2025-11-25t19:46:40z h",
+            "2025-11-25T19:46:40.123Z host",
+            "2025-11-25T19:46:40+02:00 host",
+            "2025-11-25T19:46:40Z",
+            "2025-11-25T19:46:40Z  host",
+            "2025-11-25 19:46:40Z host",
+            "20x5-11-25T19:46:40Z host",
+            "<134>1 2025-11-25T19:46:40Z host app - - -",
+            "Nov 25 19:46:40 h\u{e9}te",
+        ];
+        let mut fast = 0;
+        for text in texts {
+            let mut warnings = Vec::new();
+            let general = any_prefix(text, &mut warnings);
+            if let Some(prefix) = common_prefix(text) {
+                fast += 1;
+                assert_eq!(Some(prefix), general, "{text:?}");
+                assert!(warnings.is_empty(), "{text:?}");
+            }
+        }
+        assert_eq!(fast, 6);
+    }
+
+    #[test]
+    fn equals_finds_every_equals_sign_in_order() {
+        for len in 0..40 {
+            for step in 1..12 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| {
+                        if i % step == step - 1 {
+                            b'='
+                        } else {
+                            b'a' + (i % 7) as u8
+                        }
+                    })
+                    .collect();
+                let found: Vec<usize> = Equals {
+                    bytes: &bytes,
+                    at: 0,
+                }
+                .collect();
+                let expected: Vec<usize> = memchr_iter(b'=', &bytes).collect();
+                assert_eq!(found, expected, "{len} {step}");
+            }
+        }
+        let high = "é=ü==日本=".as_bytes();
+        let found: Vec<usize> = Equals { bytes: high, at: 0 }.collect();
+        assert_eq!(found, memchr_iter(b'=', high).collect::<Vec<_>>());
     }
 
     #[test]
