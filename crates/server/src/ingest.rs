@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use auditsink_storage::{AppendSummary, PreparedBatch};
+use auditsink_storage::{AppendSummary, PreparedBatch, QuarantineReason};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -382,10 +382,10 @@ async fn unreadable(
             let mut batch = PreparedBatch::new(&source.name, now_ms());
             batch.add_quarantine(
                 &received,
-                &format!(
+                &QuarantineReason::Body(format!(
                     "{message} (the {} bytes received before it, as sent)",
                     received.len()
-                ),
+                )),
             );
             match state.store.append_prepared(batch).await {
                 Ok(_) => Rejection::new(

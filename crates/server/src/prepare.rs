@@ -17,7 +17,7 @@ use auditsink_parser::signature::KeySet;
 use auditsink_parser::{
     lines, parse_borrowed, BorrowedEvent, FieldValue, Format, ParseOptions, SignatureStatus,
 };
-use auditsink_storage::PreparedBatch;
+use auditsink_storage::{PreparedBatch, QuarantineReason};
 use hyper::body::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
@@ -162,7 +162,10 @@ impl Prepare {
             Err(e @ DecodeError::TooLarge { .. }) => return Ok(Prepared::TooLarge(e.to_string())),
             Err(e @ DecodeError::Corrupt { .. }) => {
                 let message = e.to_string();
-                batch.add_quarantine(&body, &format!("undecodable request body: {message}"));
+                batch.add_quarantine(
+                    &body,
+                    &QuarantineReason::Body(format!("undecodable request body: {message}")),
+                );
                 return Ok(Prepared::Corrupt { batch, message });
             }
         };
@@ -198,7 +201,7 @@ impl Prepare {
             for line in &chunk {
                 match parse_borrowed(line, &options) {
                     Ok(event) => events.push(event),
-                    Err(e) => batch.add_quarantine(line, &e.to_string()),
+                    Err(e) => batch.add_quarantine(line, &QuarantineReason::Line(e.to_string())),
                 }
             }
             let parsed: u64 = events.iter().map(event_memory).sum();
@@ -280,7 +283,7 @@ fn check_signatures(
             SignatureStatus::Valid | SignatureStatus::Unverified => "",
         };
         if policy == SignaturePolicy::Enforce && !reason.is_empty() {
-            batch.add_quarantine(event.raw.as_bytes(), reason);
+            batch.add_quarantine(event.raw.as_bytes(), &QuarantineReason::Line(reason.into()));
             false
         } else {
             true

@@ -47,6 +47,7 @@
 
 mod chunk;
 mod codec;
+mod dir_lock;
 mod error;
 mod filter;
 mod gaps;
@@ -59,15 +60,16 @@ mod record;
 mod recover;
 mod runs;
 mod timefmt;
+mod varint;
 mod view;
 mod writer;
 
-pub use error::StoreError;
+pub use error::{DatabaseError, StoreError, WriteFailure, WriteStep};
 pub use gaps::{FailedAnswers, Gaps, Run};
 pub use keys::{format_id, parse_id, IndexKind};
 pub use maintain::{CheckReport, RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
 pub use query::{Query, QueryIter};
-pub use record::{QuarantinedLine, StoredEvent, StoredQuarantine};
+pub use record::{QuarantineReason, QuarantinedLine, StoredEvent, StoredQuarantine};
 pub use recover::StoreHealth;
 pub use timefmt::{format_ms, parse_time_bound};
 
@@ -82,7 +84,7 @@ use serde::Serialize;
 
 use keys::{
     id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
-    META_QUARANTINE_DEDUPE, META_REBUILDING, QUARANTINE, UPGRADABLE_FORMATS,
+    META_REBUILDING, QUARANTINE,
 };
 use recover::{Gate, Slot, Supervisor, Wake};
 use runs::{RunKind, Runs};
@@ -291,34 +293,12 @@ pub(crate) fn open_inner(
         source,
     })?;
     let db = open_db(dir, options.cache_capacity_bytes)?;
-    if db
-        .tree_names()
-        .iter()
-        .any(|name| name.as_ref() == b"events")
-        && !db.open_tree("events")?.is_empty()
-    {
-        return Err(StoreError::Format {
-            path: dir.to_path_buf(),
-            reason: "was written by an earlier development build (JSON records in an \
-                     `events` tree); this version cannot read it"
-                .into(),
-        });
-    }
     let tree = db.open_tree("store")?;
-    let mut upgrade = false;
     match tree.get(META_FORMAT)? {
         None => {
             tree.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
         }
         Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
-        // Same events, other dedupe and trace entries: rebuilt below.
-        Some(v)
-            if UPGRADABLE_FORMATS
-                .iter()
-                .any(|f| v.as_ref() == f.to_be_bytes()) =>
-        {
-            upgrade = true
-        }
         Some(v) => {
             let found = <[u8; 4]>::try_from(v.as_ref())
                 .map(|b| u32::from_be_bytes(b).to_string())
@@ -326,16 +306,11 @@ pub(crate) fn open_inner(
             return Err(StoreError::Format {
                 path: dir.to_path_buf(),
                 reason: format!(
-                    "has format version {found}; this version reads only formats \
-                     {UPGRADABLE_FORMATS:?} (upgraded on open) and {FORMAT_VERSION} \
-                     (open it with the build that wrote it)"
+                    "has format version {found}; this version reads only format \
+                     {FORMAT_VERSION} (open it with the build that wrote it)"
                 ),
             });
         }
-    }
-    if tree.get(META_QUARANTINE_DEDUPE)?.is_none() {
-        let replaced = maintain::build_quarantine_dedupe(&tree)?;
-        tracing::debug!(replaced, "quarantine dedupe entries built");
     }
     let gaps = Gaps::open(&db)?;
     let log = Arc::new(log::EventLog::open(dir)?);
@@ -379,20 +354,7 @@ pub(crate) fn open_inner(
             .horizon
             .store(state.horizon, Ordering::Relaxed);
     }
-    let open_report = if upgrade {
-        tracing::info!(
-            "store of an earlier format: rebuilding its dedupe entries and indexes \
-             for format {FORMAT_VERSION}"
-        );
-        let summary = maintain::rebuild(&core)?;
-        tracing::info!(events = summary.events, "indexes rebuilt");
-        OpenReport {
-            rebuilt: true,
-            ..OpenReport::default()
-        }
-    } else {
-        verify_on_open(&core, options.verify_on_open, damaged)?
-    };
+    let open_report = verify_on_open(&core, options.verify_on_open, damaged)?;
     {
         let state = core.lock();
         core.filter.start(
@@ -743,14 +705,19 @@ fn open_db(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError
             // commit; the background flusher only bounds the work left for it.
             .flush_every_ms(Some(1000))
             .cache_capacity(cache_capacity_bytes)
-            .open()
-            .map_err(|e| StoreError::from_open(dir, e));
+            .open();
         match opened {
-            Err(StoreError::Locked { .. }) if attempts < 10 => {
+            Ok(db) => return Ok(db),
+            Err(_) if dir_lock::is_held(dir) && attempts < 10 => {
                 attempts += 1;
                 thread::sleep(Duration::from_millis(25));
             }
-            other => return other,
+            Err(_) if dir_lock::is_held(dir) => {
+                return Err(StoreError::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -928,7 +895,7 @@ mod tests {
             let raw = b"not an event";
             staging.add_quarantine(
                 keys::quarantine_key("s", raw),
-                codec::encode_quarantine(2, "s", "no CEF header", raw),
+                codec::encode_quarantine(2, "s", &"no CEF header".into(), raw),
             );
             staging.commit(&mut state, &core.counters).unwrap();
             id

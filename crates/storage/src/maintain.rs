@@ -27,8 +27,8 @@ use crate::filter::Bloom;
 use crate::index::{terms, Entries, PostingBuilder};
 use crate::keys::{
     dedupe_key, encode_term, id_key, key_id, posting_prefix, split_posting_key, trace_key,
-    IndexKind, DEDUPE, EVENT, FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_HORIZON,
-    META_NEXT_ID, META_QUARANTINE_DEDUPE, META_REBUILDING, QUARANTINE, QUARANTINE_DEDUPE,
+    IndexKind, EVENT, FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_HORIZON,
+    META_NEXT_ID, META_REBUILDING, QUARANTINE, QUARANTINE_DEDUPE,
 };
 use crate::keys::{quarantine_dedupe_entry, quarantine_key};
 use crate::log::Pointer;
@@ -579,7 +579,7 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
         let want = expected.get(&kind).copied().unwrap_or_default();
         let have = actual.get(&kind).copied().unwrap_or_default();
         if kind == IndexKind::Trace {
-            // In runs (above); a posting for it is left over from format 3.
+            // In runs (above): a posting for it is never written.
             if have.0 > 0 {
                 report.problem(format!("{} trace_id postings left over", have.0));
             }
@@ -808,7 +808,9 @@ fn hex(bytes: &[u8]) -> String {
 /// Maintenance writes nothing once a flush failed (see `Core::flush`).
 fn refuse_if_poisoned(core: &Core) -> Result<(), StoreError> {
     match core.poison() {
-        Some(reason) => Err(StoreError::Recovering { reason }),
+        Some(failure) => Err(StoreError::Recovering {
+            reason: failure.to_string(),
+        }),
         None => Ok(()),
     }
 }
@@ -825,8 +827,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     tree.insert(META_REBUILDING, &[1u8])?;
     core.flush()?;
 
-    // `d`: format 3's dedupe entries.
-    for prefix in [DEDUPE, INDEX] {
+    for prefix in [INDEX] {
         loop {
             let keys: Vec<sled::IVec> = tree
                 .range([prefix]..[prefix + 1])
@@ -944,7 +945,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
 }
 
 /// Builds the quarantine dedupe entries from the quarantined records (for
-/// stores written before them, and by [`rebuild`]): each line's identity
+/// [`rebuild`]): each line's identity
 /// points at its newest record. Returns how many entries it replaced.
 pub(crate) fn build_quarantine_dedupe(tree: &sled::Tree) -> Result<u64, StoreError> {
     let mut batch = sled::Batch::default();
@@ -965,7 +966,6 @@ pub(crate) fn build_quarantine_dedupe(tree: &sled::Tree) -> Result<u64, StoreErr
         let identity = quarantine_key(&record.source, &record.raw);
         batch.insert(&quarantine_dedupe_entry(&identity), &id.to_be_bytes());
     }
-    batch.insert(META_QUARANTINE_DEDUPE, &[1u8]);
     tree.apply_batch(batch)?;
     Ok(removed)
 }
@@ -1201,8 +1201,7 @@ pub(crate) fn reprocess(
                 summary.kept += 1;
                 continue;
             };
-            if record.raw.contains(&b'\n') || record.reason.starts_with("undecodable request body")
-            {
+            if record.raw.contains(&b'\n') || record.reason.is_body() {
                 summary.kept += 1;
                 continue;
             }

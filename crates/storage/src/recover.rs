@@ -138,7 +138,9 @@ impl Slot {
         match &*current {
             Some(inner) => match inner.core.poison() {
                 None => Ok(inner.clone()),
-                Some(reason) => Err(StoreError::Recovering { reason }),
+                Some(failure) => Err(StoreError::Recovering {
+                    reason: failure.to_string(),
+                }),
             },
             None => Err(StoreError::Recovering {
                 reason: self
@@ -251,7 +253,7 @@ fn supervise(slot: &Slot, woken: &mpsc::Receiver<Wake>) {
 /// is not poisoned.
 fn close_poisoned(slot: &Slot) -> Option<(String, mpsc::Receiver<()>)> {
     let mut current = slot.current.write().unwrap_or_else(|p| p.into_inner());
-    let reason = current.as_ref()?.core.poison()?;
+    let reason = current.as_ref()?.core.poison()?.to_string();
     {
         let mut health = slot.health();
         health.recovering = true;

@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::chunk::ChunkBuilder;
 use crate::codec::{encode_event, encode_event_into, encode_quarantine, event_time};
+use crate::error::{WriteFailure, WriteStep};
 use crate::filter::DedupeFilter;
 use crate::index::{for_each_term, terms, PostingBuilder};
 use crate::keys::{
@@ -37,7 +38,7 @@ use crate::keys::{
 };
 use crate::log::EventLog;
 use crate::runs::{Entry, Key, RunList, Runs};
-use crate::{AppendSummary, Batch, StoreError};
+use crate::{AppendSummary, Batch, QuarantineReason, StoreError};
 
 /// Upper bound on batches sharing one flush, so the first caller of a long
 /// queue is not kept waiting behind an unbounded group.
@@ -122,7 +123,7 @@ pub(crate) struct Core {
     /// it appends nothing to the event log).
     pub write_error: Mutex<Option<String>>,
     /// Set by a failed flush: everything after it is refused.
-    pub poisoned: Mutex<Option<String>>,
+    pub poisoned: Mutex<Option<WriteFailure>>,
     /// Closed with the poisoning: readers stop.
     pub gate: Arc<crate::recover::Gate>,
     /// Told of the poisoning: the supervisor reopens the store.
@@ -199,22 +200,22 @@ impl Core {
     /// Syncs the event log; a failure poisons the store (Linux reports a
     /// write-back error to one fsync only).
     pub fn sync_log(&self) -> Result<(), StoreError> {
-        let synced = self.log.sync();
-        if let Err(e) = &synced {
-            self.set_poison(format!("syncing the event log failed ({e})"));
-        }
-        synced
+        self.log
+            .sync()
+            .map_err(|e| self.set_poison(WriteFailure::new(WriteStep::SyncLog, e)))
     }
 
     /// Refuses every later write and read, for `why`, and has the store
     /// reopened (see [`crate::recover`]).
-    fn set_poison(&self, why: String) {
+    /// Returns the failure as the error of the step that failed.
+    fn set_poison(&self, why: WriteFailure) -> StoreError {
         let mut poisoned = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
         if poisoned.is_none() {
-            *poisoned = Some(why);
+            *poisoned = Some(why.clone());
             self.gate.close();
             let _ = self.wake.send(crate::recover::Wake::Poisoned);
         }
+        StoreError::Flush(why)
     }
 
     /// Makes everything written so far durable: sled's flush, then what it
@@ -232,22 +233,22 @@ impl Core {
         }
         // Everything applied before the flush starts is covered by it.
         let covered = self.applied_next_id.load(Ordering::Acquire);
-        let flushed = self
+        match self
             .db
             .flush()
             .map_err(StoreError::from)
-            .and_then(|_| self.durability.sync());
-        match &flushed {
+            .and_then(|_| self.durability.sync())
+        {
             Ok(()) => {
                 self.durable_next_id.fetch_max(covered, Ordering::AcqRel);
+                Ok(())
             }
-            Err(e) => self.set_poison(format!("a flush failed ({e})")),
+            Err(e) => Err(self.set_poison(WriteFailure::new(WriteStep::Flush, e))),
         }
-        flushed
     }
 
-    /// Why the store takes no more writes, if a flush failed.
-    pub fn poison(&self) -> Option<String> {
+    /// Why the store takes no more writes, if a write or flush failed.
+    pub fn poison(&self) -> Option<WriteFailure> {
         self.poisoned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -439,8 +440,8 @@ impl PreparedBatch {
         });
     }
 
-    /// Adds a line kept in quarantine, with why.
-    pub fn add_quarantine(&mut self, raw: &[u8], reason: &str) {
+    /// Adds a line (or a whole body) kept in quarantine, with why.
+    pub fn add_quarantine(&mut self, raw: &[u8], reason: &QuarantineReason) {
         self.quarantine.push((
             quarantine_key(&self.source, raw),
             encode_quarantine(self.received_at_ms, &self.source, reason, raw),
@@ -966,7 +967,7 @@ struct InFlight<'a> {
     replies: Vec<Reply>,
     /// The staged write and each delivery's summary, or why the whole
     /// group failed.
-    staged: Result<(Staged, Outcomes), String>,
+    staged: Result<(Staged, Outcomes), WriteFailure>,
     /// Counts a staged group in flight while it exists.
     token: Option<InFlightToken<'a>>,
     stores_something: bool,
@@ -1048,7 +1049,7 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
                 Some(e) => (Err(e), None),
                 None => match stage_group(core, batches, &mut pending, seq) {
                     Ok((staged, outcomes, token)) => (Ok((staged, outcomes)), Some(token)),
-                    Err(e) => (Err(format!("write failed: {e}")), None),
+                    Err(e) => (Err(WriteFailure::new(WriteStep::Stage, e)), None),
                 },
             };
             let group = InFlight {
@@ -1098,15 +1099,14 @@ fn sync_and_apply<'a>(
                     Ok((staged, outcomes)) => {
                         let applied = match core.poison() {
                             Some(e) => Err(e),
-                            None => staged
-                                .apply(core, &core.counters)
-                                .map_err(|e| format!("write failed: {e}")),
+                            None => staged.apply(core, &core.counters).map_err(|e| {
+                                let failure = WriteFailure::new(WriteStep::Apply, e);
+                                // Later groups were staged as if this one were
+                                // stored: none of them may be answered 200.
+                                core.set_poison(failure.clone());
+                                failure
+                            }),
                         };
-                        if let Err(e) = &applied {
-                            // Later groups were staged as if this one were
-                            // stored: none of them may be answered 200.
-                            core.set_poison(format!("applying a write failed ({e})"));
-                        }
                         applied.map(|()| outcomes)
                     }
                 };
@@ -1160,7 +1160,7 @@ fn merge_when_wanted(core: &Core, wanted: &mpsc::Receiver<()>) {
 }
 
 /// Groups applied, with their answers once flushed.
-type Applied = Vec<(Vec<Reply>, Result<Outcomes, String>, bool)>;
+type Applied = Vec<(Vec<Reply>, Result<Outcomes, WriteFailure>, bool)>;
 
 /// The flusher (see [`run`]): one sled flush for every group applied
 /// since the last one, then the answers.
@@ -1171,7 +1171,10 @@ fn flush_and_answer(core: &Core, queue: &mpsc::Receiver<Applied>) {
         }
         let flushed = if answers.iter().any(|(_, o, _)| o.is_ok()) {
             core.counters.flushes.fetch_add(1, Ordering::Relaxed);
-            core.flush().map_err(|e| format!("flush failed: {e}"))
+            core.flush().map_err(|e| match e {
+                StoreError::Flush(failure) => failure,
+                other => WriteFailure::new(WriteStep::Flush, other),
+            })
         } else {
             Ok(())
         };
@@ -1187,7 +1190,7 @@ fn flush_and_answer(core: &Core, queue: &mpsc::Receiver<Applied>) {
 fn answer(
     core: &Core,
     replies: Vec<Reply>,
-    mut outcome: Result<Outcomes, String>,
+    mut outcome: Result<Outcomes, WriteFailure>,
     stores_something: bool,
 ) {
     let counters = &core.counters;
@@ -1200,7 +1203,7 @@ fn answer(
     if stores_something {
         // The group's failure, else the first delivery that failed alone.
         let error = match &outcome {
-            Err(e) => Some(e.clone()),
+            Err(e) => Some(e.to_string()),
             Ok(outcomes) => outcomes
                 .iter()
                 .find_map(|o| o.as_ref().err().map(|e| e.to_string())),
