@@ -86,7 +86,7 @@ use keys::{
     id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
     META_REBUILDING, QUARANTINE,
 };
-use recover::{Gate, Slot, Supervisor, Wake};
+use recover::{Slot, Supervisor, Wake};
 use runs::{RunKind, Runs};
 pub use writer::PreparedBatch;
 use writer::{Core, Counters, Counts, WriteState};
@@ -220,7 +220,7 @@ pub(crate) struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         drop(self.retention.take());
-        self.core.filter.stop();
+        self.core.filter().stop();
         // A poisoned store is closed as it is: the reopening reads what is
         // on disk.
         if self.core.poison().is_none() {
@@ -319,47 +319,34 @@ pub(crate) fn open_inner(
     let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
     let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
     damaged.extend(damaged_traces);
-    // What is there on open is on disk (the open flushes it below).
-    let next_id = state.next_id;
-    let core = Arc::new(Core {
-        durability: writer::Durability::open(dir)?,
+    let core = Arc::new(Core::new(
+        dir,
         db,
-        counters,
-        state: Mutex::new(state),
-        dedupe: Arc::new(dedupe),
-        traces,
-        log,
         tree,
-        filter: filter::DedupeFilter::new(),
-        write_error: Mutex::new(None),
-        poisoned: Mutex::new(None),
-        gate: Gate::new(),
+        state,
+        counters,
+        (dedupe, traces),
+        log,
         wake,
-        flush_lock: Mutex::new(()),
-        drained: std::sync::Condvar::new(),
-        applied: std::sync::atomic::AtomicU64::new(0),
-        applied_next_id: std::sync::atomic::AtomicU64::new(next_id),
-        durable_next_id: std::sync::atomic::AtomicU64::new(next_id),
-        writer_wants: std::sync::atomic::AtomicBool::new(false),
-    });
+    )?);
     {
         let state = core.lock();
-        core.counters
+        core.counters()
             .events
             .store(state.counts.events, Ordering::Relaxed);
-        core.counters
+        core.counters()
             .quarantine
             .store(state.counts.quarantine, Ordering::Relaxed);
-        core.counters
+        core.counters()
             .horizon
             .store(state.horizon, Ordering::Relaxed);
     }
     let open_report = verify_on_open(&core, options.verify_on_open, damaged)?;
     {
         let state = core.lock();
-        core.filter.start(
-            &core.tree,
-            &core.dedupe,
+        core.filter().start(
+            core.tree(),
+            core.dedupe(),
             state.horizon,
             state.counts.events,
             Vec::new(),
@@ -368,7 +355,7 @@ pub(crate) fn open_inner(
     let writer = match writer::spawn(core.clone()) {
         Ok(writer) => writer,
         Err(e) => {
-            core.filter.stop();
+            core.filter().stop();
             return Err(e);
         }
     };
@@ -376,7 +363,7 @@ pub(crate) fn open_inner(
         Some(days) => match spawn_retention(core.clone(), days, options.retention_interval) {
             Ok(retention) => Some(retention),
             Err(e) => {
-                core.filter.stop();
+                core.filter().stop();
                 return Err(e);
             }
         },
@@ -524,10 +511,10 @@ impl Store {
     /// One event by id.
     pub fn event(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
         let inner = self.inner()?;
-        if id >= inner.core.durable_next_id.load(Ordering::Acquire) {
+        if id >= inner.core.durable_next_id() {
             return Ok(None);
         }
-        let Some(value) = chunk::get(&inner.core.tree, &inner.core.log, id)? else {
+        let Some(value) = chunk::get(inner.core.tree(), inner.core.log(), id)? else {
             return Ok(None);
         };
         let d = codec::decode_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
@@ -547,9 +534,9 @@ impl Store {
         let (mut records, mut failed) = match self.inner() {
             Ok(inner) => (
                 Some((
-                    query::records_after(&inner.core.tree, QUARANTINE, after_id),
-                    inner.core.gate.clone(),
-                    inner.core.durable_next_id.load(Ordering::Acquire),
+                    query::records_after(inner.core.tree(), QUARANTINE, after_id),
+                    inner.core.gate().clone(),
+                    inner.core.durable_next_id(),
                 )),
                 None,
             ),
@@ -594,7 +581,7 @@ impl Store {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         let inner = self.inner()?;
-        Ok(inner.core.db.size_on_disk()? + inner.core.log.size_on_disk()?)
+        Ok(inner.core.db().size_on_disk()? + inner.core.log().size_on_disk()?)
     }
 
     /// Group-commit counters since open: (batches appended, flushes to disk).
@@ -632,12 +619,7 @@ impl Store {
     /// being reopened, the failure that closed it.
     pub fn last_write_error(&self) -> Option<String> {
         match self.inner() {
-            Ok(inner) => inner
-                .core
-                .write_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            Ok(inner) => inner.core.last_write_error(),
             Err(e) => Some(e.to_string()),
         }
     }
@@ -777,7 +759,7 @@ fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenRep
         problems: damaged,
         ..OpenReport::default()
     };
-    let interrupted = core.tree.get(META_REBUILDING)?.is_some();
+    let interrupted = core.tree().get(META_REBUILDING)?.is_some();
     if n > 0 && report.problems.is_empty() && !interrupted {
         let (checked, problems) = maintain::verify_tail(core, n)?;
         report.verified_events = checked;
@@ -798,7 +780,7 @@ fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenRep
 /// One retention run, counted.
 fn retention_run(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
     let summary = maintain::retention(core, cutoff_ms)?;
-    let c = &core.counters;
+    let c = &core.counters();
     c.retention_runs.fetch_add(1, Ordering::Relaxed);
     c.retention_events_removed
         .fetch_add(summary.events_removed, Ordering::Relaxed);
@@ -887,7 +869,7 @@ mod tests {
         let core = &inner.core;
         let id = {
             let mut state = core.lock();
-            let mut staging = writer::Staging::new(core, &state);
+            let mut staging = writer::Staging::new(&state);
             let id = staging
                 .add_event(writer::PreparedEvent::new(2, "s", &event(2)))
                 .unwrap()
@@ -897,7 +879,7 @@ mod tests {
                 keys::quarantine_key("s", raw),
                 codec::encode_quarantine(2, "s", &"no CEF header".into(), raw),
             );
-            staging.commit(&mut state, &core.counters).unwrap();
+            staging.commit(&mut state).unwrap();
             id
         };
         let listed = |store: &Store| store.events(None).count();

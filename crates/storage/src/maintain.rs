@@ -295,7 +295,7 @@ fn event_problems(
     postings: &mut PostingCache,
     out: &mut dyn FnMut(String),
 ) -> Result<(), StoreError> {
-    let tree = &core.tree;
+    let tree = &core.tree();
     let decoded = match decode_event(value) {
         Ok(d) => d,
         Err(e) => {
@@ -308,8 +308,8 @@ fn event_problems(
         }
     };
     let key = dedupe_key(&decoded.event);
-    if !core.dedupe.contains(tree, Entry { key, id })? {
-        match core.dedupe.first(tree, &key, horizon)? {
+    if !core.dedupe().contains(tree, Entry { key, id })? {
+        match core.dedupe().first(tree, &key, horizon)? {
             Some(other) => out(format!(
                 "event {}: its identity is recorded for {} (stored twice?)",
                 format_id(id),
@@ -319,7 +319,7 @@ fn event_problems(
         }
     }
     if let Some(key) = trace_key(&decoded.event) {
-        if !core.traces.contains(tree, Entry { key, id })? {
+        if !core.traces().contains(tree, Entry { key, id })? {
             out(format!(
                 "event {}: missing from the trace_id index",
                 format_id(id)
@@ -345,7 +345,7 @@ pub(crate) fn verify_tail(core: &Core, n: usize) -> Result<(u64, Vec<String>), S
     let mut problems = Vec::new();
     let mut checked = 0;
     let mut postings = PostingCache::default();
-    for item in Records::newest_first(&core.tree, &core.log).take(n) {
+    for item in Records::newest_first(core.tree(), core.log()).take(n) {
         let (id, value) = match item {
             Ok(record) => record,
             // Reported (the open rebuilds from what decodes), not fatal.
@@ -384,7 +384,7 @@ fn run_entry_hash(entry: &Entry) -> u64 {
 /// Verifies the whole store.
 pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
     let state = core.lock();
-    let tree = &core.tree;
+    let tree = &core.tree();
     let mut report = CheckReport::default();
 
     match tree.get(META_FORMAT)? {
@@ -409,7 +409,7 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
     let mut max_id = 0u64;
     for item in records_after(tree, EVENT, None) {
         let (key, value) = item?;
-        let chunk = match Chunk::read(&core.log, key.clone(), value) {
+        let chunk = match Chunk::read(core.log(), key.clone(), value) {
             Ok(chunk) => chunk,
             Err(e) => {
                 report.problem(format!("event chunk {}: {e}", hex(&key)));
@@ -500,13 +500,13 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
     // Dedupe and trace_id entries: the same multiset as the events give,
     // and no identity twice.
     let horizon = state.horizon;
-    for runs in [&*core.dedupe, &core.traces] {
+    for runs in [&**core.dedupe(), core.traces()] {
         for problem in runs.verify(tree)? {
             report.problem(problem);
         }
     }
-    let dedupe: &Runs = &core.dedupe;
-    for (runs, want) in [(dedupe, want_dedupe), (&core.traces, want_trace)] {
+    let dedupe: &Runs = core.dedupe();
+    for (runs, want) in [(dedupe, want_dedupe), (core.traces(), want_trace)] {
         let mut have: Tally = (0, 0);
         let mut previous: Option<Entry> = None;
         let list = runs.snapshot();
@@ -634,7 +634,7 @@ pub(crate) fn check(core: &Core) -> Result<CheckReport, StoreError> {
 
 /// The run key an event should have in `runs`.
 fn run_key(runs: &Runs, core: &Core, event: &Event) -> Option<Key> {
-    if std::ptr::eq(runs, &*core.dedupe) {
+    if std::ptr::eq(runs, &**core.dedupe()) {
         Some(dedupe_key(event))
     } else {
         trace_key(event)
@@ -648,7 +648,7 @@ fn run_details(
     horizon: u64,
     report: &mut CheckReport,
 ) -> Result<(), StoreError> {
-    let tree = &core.tree;
+    let tree = &core.tree();
     let name = runs.kind().as_str();
     let list = runs.snapshot();
     let mut events = EventReader::default();
@@ -717,7 +717,7 @@ impl EventReader {
                 return Ok(Some(chunk.record(i).1));
             }
         }
-        match chunk::chunk_for(&core.tree, &core.log, id) {
+        match chunk::chunk_for(core.tree(), core.log(), id) {
             Ok(chunk) => {
                 let record = chunk.as_ref().and_then(|c| Some(c.record(c.find(id)?).1));
                 self.last = chunk;
@@ -735,9 +735,9 @@ fn for_each_readable_event(
     core: &Core,
     visit: &mut dyn FnMut(u64, DecodedEvent) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    for item in records_after(&core.tree, EVENT, None) {
+    for item in records_after(core.tree(), EVENT, None) {
         let (key, value) = item?;
-        let Ok(chunk) = Chunk::read(&core.log, key, value) else {
+        let Ok(chunk) = Chunk::read(core.log(), key, value) else {
             continue;
         };
         for i in 0..chunk.records.len() {
@@ -752,7 +752,7 @@ fn for_each_readable_event(
 
 /// Pinpoints the dangling and missing entries of one index.
 fn index_details(core: &Core, kind: IndexKind, report: &mut CheckReport) -> Result<(), StoreError> {
-    let tree = &core.tree;
+    let tree = &core.tree();
     let prefix = [INDEX, kind.tag()];
     let mut entries = Vec::new();
     let mut events = EventReader::default();
@@ -821,9 +821,9 @@ fn refuse_if_poisoned(core: &Core) -> Result<(), StoreError> {
 pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     refuse_if_poisoned(core)?;
     let mut state = core.lock();
-    let tree = &core.tree;
+    let tree = &core.tree();
     let mut summary = RebuildSummary::default();
-    core.filter.disable();
+    core.filter().disable();
     tree.insert(META_REBUILDING, &[1u8])?;
     core.flush()?;
 
@@ -845,7 +845,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
             tree.apply_batch(batch)?;
         }
     }
-    summary.removed_entries += core.dedupe.clear(tree)? + core.traces.clear(tree)?;
+    summary.removed_entries += core.dedupe().clear(tree)? + core.traces().clear(tree)?;
 
     // Identities seen so far: a Bloom filter, and the runs written so far
     // when it says "maybe".
@@ -859,7 +859,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         while records.len() < CHUNK {
             let Some(item) = chunks.next() else { break };
             let (key, value) = item?;
-            match Chunk::read(&core.log, key, value) {
+            match Chunk::read(core.log(), key, value) {
                 Ok(chunk) => records.extend((0..chunk.records.len()).map(|i| chunk.record(i))),
                 // Its events are lost; they are counted as one.
                 Err(StoreError::Corrupt { .. }) => summary.corrupt_events += 1,
@@ -884,7 +884,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
             let key = dedupe_key(&decoded.event);
             if group.contains_key(&key)
                 || (seen.may_contain(&key)
-                    && core.dedupe.first(tree, &key, state.horizon)?.is_some())
+                    && core.dedupe().first(tree, &key, state.horizon)?.is_some())
             {
                 summary.duplicate_events += 1;
             } else {
@@ -900,16 +900,16 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         for (key, value) in postings.finish() {
             batch.insert(key, value);
         }
-        let mutations = (core.dedupe.mutation(), core.traces.mutation());
+        let mutations = (core.dedupe().mutation(), core.traces().mutation());
         let new_dedupe = core
-            .dedupe
-            .stage(&core.dedupe.snapshot(), dedupe, &mut batch);
+            .dedupe()
+            .stage(&core.dedupe().snapshot(), dedupe, &mut batch);
         let new_traces = core
-            .traces
-            .stage(&core.traces.snapshot(), traces, &mut batch);
+            .traces()
+            .stage(&core.traces().snapshot(), traces, &mut batch);
         tree.apply_batch(batch)?;
-        core.dedupe.install(new_dedupe);
-        core.traces.install(new_traces);
+        core.dedupe().install(new_dedupe);
+        core.traces().install(new_traces);
         drop(mutations);
         merge_runs(core, state.horizon, || false);
     }
@@ -934,10 +934,17 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     batch.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
     batch.remove(META_REBUILDING);
     tree.apply_batch(batch)?;
-    core.filter
-        .start(tree, &core.dedupe, state.horizon, counts.events, Vec::new());
-    core.counters.events.store(counts.events, Ordering::Relaxed);
-    core.counters
+    core.filter().start(
+        tree,
+        core.dedupe(),
+        state.horizon,
+        counts.events,
+        Vec::new(),
+    );
+    core.counters()
+        .events
+        .store(counts.events, Ordering::Relaxed);
+    core.counters()
         .quarantine
         .store(counts.quarantine, Ordering::Relaxed);
     core.flush()?;
@@ -978,10 +985,12 @@ fn commit_removals(
     counts: Counts,
 ) -> Result<(), StoreError> {
     batch.insert(META_COUNTS, &counts.encode());
-    core.tree.apply_batch(batch)?;
+    core.tree().apply_batch(batch)?;
     state.counts = counts;
-    core.counters.events.store(counts.events, Ordering::Relaxed);
-    core.counters
+    core.counters()
+        .events
+        .store(counts.events, Ordering::Relaxed);
+    core.counters()
         .quarantine
         .store(counts.quarantine, Ordering::Relaxed);
     Ok(())
@@ -994,7 +1003,7 @@ fn commit_removals(
 pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
     refuse_if_poisoned(core)?;
     let mut summary = RetentionSummary::default();
-    let tree = &core.tree;
+    let tree = &core.tree();
     loop {
         let mut state = core.lock();
         let mut batch = sled::Batch::default();
@@ -1008,7 +1017,7 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
         for item in records_after(tree, EVENT, None) {
             let (key, value) = item?;
             let first = key_id(&key).ok_or_else(|| corrupt(&key, "event chunk key"))?;
-            let records = match Chunk::read(&core.log, key.clone(), value) {
+            let records = match Chunk::read(core.log(), key.clone(), value) {
                 Ok(records) => records,
                 Err(StoreError::Corrupt { .. }) => {
                     damaged.push(key);
@@ -1040,7 +1049,7 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
                     let (_, body) = kept.finish();
                     if body.as_slice() != records.value.as_ref() {
                         // The rest, appended anew: on disk before it is pointed at.
-                        let pointers = core.log.append(&[body])?;
+                        let pointers = core.log().append(&[body])?;
                         core.sync_log()?;
                         batch.insert(key, &pointers[0].encode());
                     }
@@ -1075,7 +1084,7 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
         counts.events = counts.events.saturating_sub(chunk.len() as u64);
         commit_removals(core, &mut state, batch, counts)?;
         state.horizon = horizon;
-        core.counters.horizon.store(horizon, Ordering::Relaxed);
+        core.counters().horizon.store(horizon, Ordering::Relaxed);
         summary.events_removed += chunk.len() as u64;
         if done {
             break;
@@ -1128,16 +1137,16 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
 fn remove_unreferenced_segments(core: &Core) -> Result<u64, StoreError> {
     let bound = {
         let _state = core.lock();
-        core.log.active_segment()
+        core.log().active_segment()
     };
     let mut live = std::collections::BTreeSet::new();
-    for item in records_after(&core.tree, EVENT, None) {
+    for item in records_after(core.tree(), EVENT, None) {
         let (_, value) = item?;
         if let Some(pointer) = Pointer::decode(&value) {
             live.insert(pointer.segment);
         }
     }
-    core.log.delete_unreferenced(bound, &live)
+    core.log().delete_unreferenced(bound, &live)
 }
 
 /// How to read the quarantined lines of one source again: the grammar and,
@@ -1187,14 +1196,14 @@ pub(crate) fn reprocess(
     let mut after = None;
     loop {
         let mut state = core.lock();
-        let chunk: Vec<(sled::IVec, sled::IVec)> = records_after(&core.tree, QUARANTINE, after)
+        let chunk: Vec<(sled::IVec, sled::IVec)> = records_after(core.tree(), QUARANTINE, after)
             .take(CHUNK)
             .collect::<Result<_, _>>()?;
         let Some((last, _)) = chunk.last() else {
             break;
         };
         after = key_id(last);
-        let mut staging = Staging::new(core, &state);
+        let mut staging = Staging::new(&state);
         for (key, value) in &chunk {
             summary.examined += 1;
             let (Some(id), Ok(record)) = (key_id(key), decode_quarantine(value)) else {
@@ -1216,7 +1225,7 @@ pub(crate) fn reprocess(
             }
             staging.remove_quarantine(id, &quarantine_key(&record.source, &record.raw))?;
         }
-        staging.commit(&mut state, &core.counters)?;
+        staging.commit(&mut state)?;
         merge_runs(core, state.horizon, || false);
     }
     core.flush()?;

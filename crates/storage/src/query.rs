@@ -123,7 +123,7 @@ fn for_each_entry(
     term: Option<&[u8]>,
     mut each: impl FnMut(u64, i64) -> bool,
 ) -> Result<bool, StoreError> {
-    let tree = &core.tree;
+    let tree = &core.tree();
     let after = query.after.unwrap_or(0);
     let mut entries = Vec::new();
     let mut visit = |key: &[u8], value: &[u8]| -> Result<bool, StoreError> {
@@ -186,15 +186,15 @@ fn trace_candidates(
     ids: &mut Vec<u64>,
     cap: usize,
 ) -> Result<bool, StoreError> {
-    let tree = &core.tree;
+    let tree = &core.tree();
     let after = query.after.unwrap_or(0);
-    let horizon = core.counters.horizon.load(Ordering::Relaxed);
-    for id in core.traces.all(tree, &trace_term_key(term), horizon)? {
+    let horizon = core.counters().horizon.load(Ordering::Relaxed);
+    for id in core.traces().all(tree, &trace_term_key(term), horizon)? {
         if query.after.is_some() && id <= after {
             continue;
         }
         if query.time_bounded() {
-            let Some(value) = chunk::get(tree, &core.log, id)? else {
+            let Some(value) = chunk::get(tree, core.log(), id)? else {
                 continue;
             };
             let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
@@ -255,7 +255,7 @@ pub(crate) fn count_by_time(
     if timed_term.is_none() && !others.is_empty() {
         // `trace_id` alone: few events, whose times are read from them.
         for &id in &others[0] {
-            if let Some(value) = chunk::get(&core.tree, &core.log, id)? {
+            if let Some(value) = chunk::get(core.tree(), core.log(), id)? {
                 let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
                 timed.push((id, head.time));
             }
@@ -281,7 +281,7 @@ pub(crate) fn count_by_time(
 /// when it is empty.
 pub(crate) fn time_span(core: &Core) -> Result<Option<(i64, i64)>, StoreError> {
     let prefix = [crate::keys::INDEX, IndexKind::Time.tag(), 8];
-    let mut postings = core.tree.scan_prefix(prefix);
+    let mut postings = core.tree().scan_prefix(prefix);
     let times = |item: Option<sled::Result<(sled::IVec, sled::IVec)>>| {
         let Some(item) = item else {
             return Ok(None);
@@ -359,7 +359,7 @@ pub(crate) fn count(core: &Core, query: &Query, total: u64) -> Result<u64, Store
     let mut lists: Vec<Vec<u64>> = lists.into_iter().flatten().collect();
     lists.sort_by_key(Vec::len);
     let mut result = lists.first().cloned().unwrap_or_default();
-    let durable = core.durable_next_id.load(Ordering::Acquire);
+    let durable = core.durable_next_id();
     result.retain(|&id| id < durable);
     for other in &lists[1..] {
         result.retain(|id| other.binary_search(id).is_ok());
@@ -397,7 +397,7 @@ struct Reading {
 
 impl QueryIter {
     pub(crate) fn new(core: &Core, query: Query, plan: Plan) -> QueryIter {
-        let (tree, log) = (core.tree.clone(), core.log.clone());
+        let (tree, log) = (core.tree().clone(), core.log().clone());
         let source = match plan {
             Plan::Empty => Source::Done,
             Plan::Ids(ids) => Source::Ids(ids.into_iter(), None),
@@ -408,8 +408,8 @@ impl QueryIter {
                 log,
                 remaining: query.limit.unwrap_or(usize::MAX),
                 tree,
-                gate: core.gate.clone(),
-                durable_next_id: core.durable_next_id.load(Ordering::Acquire),
+                gate: core.gate().clone(),
+                durable_next_id: core.durable_next_id(),
                 query,
                 source,
             }),

@@ -282,7 +282,7 @@ fn close_poisoned(slot: &Slot) -> Option<(String, mpsc::Receiver<()>)> {
                 while Arc::strong_count(&core) > 1 {
                     thread::sleep(Duration::from_millis(10));
                 }
-                let next_id = core.state.lock().unwrap_or_else(|p| p.into_inner()).next_id;
+                let next_id = core.next_id();
                 handed_out.fetch_max(next_id, Ordering::AcqRel);
                 drop(core);
             }

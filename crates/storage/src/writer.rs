@@ -106,48 +106,176 @@ pub(crate) struct Counters {
     pub horizon: AtomicU64,
 }
 
-/// The open database and what writers share.
+/// The open database and what writers share. Its fields are its own: the
+/// write state is reached only through a [`WriteGuard`], which staging,
+/// commit and apply take as proof that the write lock is held.
 pub(crate) struct Core {
-    pub db: sled::Db,
-    pub tree: sled::Tree,
-    pub state: Mutex<WriteState>,
+    db: sled::Db,
+    tree: sled::Tree,
+    state: Mutex<WriteState>,
     /// Shared with the store's later openings (see [`crate::recover`]).
-    pub counters: Arc<Counters>,
-    pub durability: Durability,
-    pub filter: DedupeFilter,
-    pub dedupe: Arc<Runs>,
-    pub traces: Runs,
-    pub log: Arc<EventLog>,
+    counters: Arc<Counters>,
+    durability: Durability,
+    filter: DedupeFilter,
+    dedupe: Arc<Runs>,
+    traces: Runs,
+    log: Arc<EventLog>,
     /// Why the last group that had something to store failed, until one
     /// succeeds (an empty write, such as a readiness probe, proves little:
     /// it appends nothing to the event log).
-    pub write_error: Mutex<Option<String>>,
+    write_error: Mutex<Option<String>>,
     /// Set by a failed flush: everything after it is refused.
-    pub poisoned: Mutex<Option<WriteFailure>>,
+    poisoned: Mutex<Option<WriteFailure>>,
     /// Closed with the poisoning: readers stop.
-    pub gate: Arc<crate::recover::Gate>,
+    gate: Arc<crate::recover::Gate>,
     /// Told of the poisoning: the supervisor reopens the store.
-    pub wake: mpsc::Sender<crate::recover::Wake>,
+    wake: mpsc::Sender<crate::recover::Wake>,
     /// Flushes run one at a time (see [`Core::flush`]).
-    pub flush_lock: Mutex<()>,
+    flush_lock: Mutex<()>,
     /// Signalled as groups in flight are applied and as maintenance takes
     /// the write lock (see [`Core::lock`]).
-    pub drained: Condvar,
+    drained: Condvar,
     /// Sequence number of the last group the syncer applied, plus one.
-    pub applied: AtomicU64,
+    applied: AtomicU64,
     /// The next id of the writes applied to sled so far.
-    pub applied_next_id: AtomicU64,
+    applied_next_id: AtomicU64,
     /// Every id below it was flushed: readers see only these (a group
     /// applied but not yet flushed may still fail, and be gone after the
     /// reopening).
-    pub durable_next_id: AtomicU64,
+    durable_next_id: AtomicU64,
     /// The writer has a group to stage: said before it takes the write
     /// lock, because maintenance that takes it again at once, step after
     /// step, would otherwise always win it.
-    pub writer_wants: AtomicBool,
+    writer_wants: AtomicBool,
+}
+
+/// The write lock held on a [`Core`]: what staging ([`Staging::new`]),
+/// [`Staging::commit`] and applying a staged write take as proof. Derefs to
+/// the write state.
+pub(crate) struct WriteGuard<'a> {
+    core: &'a Core,
+    state: MutexGuard<'a, WriteState>,
+}
+
+impl<'a> WriteGuard<'a> {
+    /// The store it locks.
+    pub fn core(&self) -> &'a Core {
+        self.core
+    }
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = WriteState;
+    fn deref(&self) -> &WriteState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut WriteState {
+        &mut self.state
+    }
 }
 
 impl Core {
+    /// A store's shared state over its opened database, tree, runs and event
+    /// log, with the write state found on open.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: &std::path::Path,
+        db: sled::Db,
+        tree: sled::Tree,
+        state: WriteState,
+        counters: Arc<Counters>,
+        (dedupe, traces): (Runs, Runs),
+        log: Arc<EventLog>,
+        wake: mpsc::Sender<crate::recover::Wake>,
+    ) -> Result<Core, StoreError> {
+        // What is there on open is on disk (the open flushes it).
+        let next_id = state.next_id;
+        Ok(Core {
+            durability: Durability::open(dir)?,
+            db,
+            counters,
+            state: Mutex::new(state),
+            dedupe: Arc::new(dedupe),
+            traces,
+            log,
+            tree,
+            filter: DedupeFilter::new(),
+            write_error: Mutex::new(None),
+            poisoned: Mutex::new(None),
+            gate: crate::recover::Gate::new(),
+            wake,
+            flush_lock: Mutex::new(()),
+            drained: Condvar::new(),
+            applied: AtomicU64::new(0),
+            applied_next_id: AtomicU64::new(next_id),
+            durable_next_id: AtomicU64::new(next_id),
+            writer_wants: AtomicBool::new(false),
+        })
+    }
+
+    /// The sled database.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// The store's one sled tree.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Counters since the first opening.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// The Bloom filter in front of the dedupe runs.
+    pub fn filter(&self) -> &DedupeFilter {
+        &self.filter
+    }
+
+    /// The dedupe entries' runs.
+    pub fn dedupe(&self) -> &Arc<Runs> {
+        &self.dedupe
+    }
+
+    /// The `trace_id` entries' runs.
+    pub fn traces(&self) -> &Runs {
+        &self.traces
+    }
+
+    /// The event log.
+    pub fn log(&self) -> &Arc<EventLog> {
+        &self.log
+    }
+
+    /// Closed with the poisoning: readers stop.
+    pub fn gate(&self) -> &Arc<crate::recover::Gate> {
+        &self.gate
+    }
+
+    /// Every id below it was flushed: readers see only these.
+    pub fn durable_next_id(&self) -> u64 {
+        self.durable_next_id.load(Ordering::Acquire)
+    }
+
+    /// The next id to give, as it stands (for the closing of a store no
+    /// writer uses any more).
+    pub fn next_id(&self) -> u64 {
+        self.lock_now().next_id
+    }
+
+    /// Why the last append that had something to store failed, until one
+    /// succeeds.
+    pub fn last_write_error(&self) -> Option<String> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The write lock, for maintenance: once no group is in flight between
     /// the writer and the syncer and the merger is idle (see [`run`]), so
     /// that what it reads of sled, the runs and the event log is all there
@@ -157,8 +285,8 @@ impl Core {
     /// works in steps, each under the lock (retention, reprocessing), lets
     /// writes through between its steps instead of holding them up to its
     /// end.
-    pub fn lock(&self) -> MutexGuard<'_, WriteState> {
-        let mut state = self.lock_now();
+    pub fn lock(&self) -> WriteGuard<'_> {
+        let mut state = self.mutex_now();
         let turn = state.writer_turns;
         while self.writer_wants.load(Ordering::Acquire) && state.writer_turns == turn {
             state = self.drained.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -169,26 +297,34 @@ impl Core {
         }
         state.waiting -= 1;
         self.drained.notify_all();
-        state
+        self.guard(state)
     }
 
-    /// The write lock as it is (the syncer's: groups may be in flight).
-    fn lock_now(&self) -> MutexGuard<'_, WriteState> {
+    fn guard<'a>(&'a self, state: MutexGuard<'a, WriteState>) -> WriteGuard<'a> {
+        WriteGuard { core: self, state }
+    }
+
+    fn mutex_now(&self) -> MutexGuard<'_, WriteState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The write lock as it is (the syncer's: groups may be in flight).
+    fn lock_now(&self) -> WriteGuard<'_> {
+        self.guard(self.mutex_now())
+    }
+
     /// The write lock for the merger: after any maintenance waiting for it.
-    fn lock_for_staging(&self) -> MutexGuard<'_, WriteState> {
-        let mut state = self.lock_now();
+    fn lock_for_staging(&self) -> WriteGuard<'_> {
+        let mut state = self.mutex_now();
         while state.waiting > 0 {
             state = self.drained.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        state
+        self.guard(state)
     }
 
     /// The write lock for the writer's next group: after any maintenance
     /// waiting for it, before any that comes later (see [`Core::lock`]).
-    fn lock_for_writer(&self) -> MutexGuard<'_, WriteState> {
+    fn lock_for_writer(&self) -> WriteGuard<'_> {
         self.writer_wants.store(true, Ordering::Release);
         let mut state = self.lock_for_staging();
         self.writer_wants.store(false, Ordering::Release);
@@ -516,9 +652,11 @@ pub(crate) struct Staging<'a> {
 }
 
 impl<'a> Staging<'a> {
-    pub fn new(core: &'a Core, state: &WriteState) -> Staging<'a> {
+    /// A write to stage on the store the write lock `guard` holds.
+    pub fn new(guard: &WriteGuard<'a>) -> Staging<'a> {
+        let state: &WriteState = guard;
         Staging {
-            core,
+            core: guard.core(),
             batch: sled::Batch::default(),
             seen: KeySet::default(),
             pending: None,
@@ -666,16 +804,19 @@ impl<'a> Staging<'a> {
 
     /// Applies the staged write atomically and moves `state` forward
     /// (maintenance's way: the write lock held, nothing in flight).
-    pub fn commit(self, state: &mut WriteState, counters: &Counters) -> Result<(), StoreError> {
-        let core = self.core;
+    pub fn commit(self, guard: &mut WriteGuard<'_>) -> Result<(), StoreError> {
+        assert!(
+            std::ptr::eq(self.core, guard.core()),
+            "committed under another store's lock"
+        );
         let staged = self.stage()?;
         if staged.appended {
-            core.sync_log()?;
+            guard.core().sync_log()?;
         }
         let (next_id, counts) = (staged.next_id, staged.counts);
-        staged.apply(core, counters)?;
-        state.next_id = next_id;
-        state.counts = counts;
+        staged.apply(guard)?;
+        guard.next_id = next_id;
+        guard.counts = counts;
         Ok(())
     }
 
@@ -739,8 +880,10 @@ pub(crate) struct Staged {
 
 impl Staged {
     /// Applies it atomically (its chunks synced already; the write lock
-    /// held). The caller moves the write state forward.
-    fn apply(self, core: &Core, counters: &Counters) -> Result<(), StoreError> {
+    /// held, which `guard` proves). The caller moves the write state forward.
+    fn apply(self, guard: &WriteGuard<'_>) -> Result<(), StoreError> {
+        let core = guard.core();
+        let counters = &core.counters;
         let Staged {
             mut batch,
             dedupe,
@@ -870,7 +1013,7 @@ fn stage_group<'a>(
             pending.keys.iter().copied().collect(),
         );
     }
-    let mut staging = Staging::new(core, &state);
+    let mut staging = Staging::new(&state);
     staging.pending = Some(&pending.keys);
     let outcomes = group
         .into_iter()
@@ -1091,7 +1234,7 @@ fn sync_and_apply<'a>(
         // Taken out first: they are dropped without the lock.
         let tokens: Vec<InFlightToken> = groups.iter_mut().filter_map(|g| g.token.take()).collect();
         {
-            let _state = core.lock_now();
+            let state = core.lock_now();
             for group in groups {
                 last_seq = group.seq;
                 let outcome = match group.staged {
@@ -1099,7 +1242,7 @@ fn sync_and_apply<'a>(
                     Ok((staged, outcomes)) => {
                         let applied = match core.poison() {
                             Some(e) => Err(e),
-                            None => staged.apply(core, &core.counters).map_err(|e| {
+                            None => staged.apply(&state).map_err(|e| {
                                 let failure = WriteFailure::new(WriteStep::Apply, e);
                                 // Later groups were staged as if this one were
                                 // stored: none of them may be answered 200.
