@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod check;
 mod chunk;
 mod codec;
 mod dir_lock;
@@ -55,6 +56,7 @@ mod index;
 mod keys;
 mod log;
 mod maintain;
+mod posting_cache;
 mod query;
 mod record;
 mod recover;
@@ -64,10 +66,11 @@ mod varint;
 mod view;
 mod writer;
 
+pub use check::CheckReport;
 pub use error::{DatabaseError, StoreError, WriteFailure, WriteStep};
 pub use gaps::{FailedAnswers, Gaps, Run};
 pub use keys::{format_id, parse_id, IndexKind};
-pub use maintain::{CheckReport, RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
+pub use maintain::{RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
 pub use query::{Query, QueryIter};
 pub use record::{QuarantineReason, QuarantinedLine, StoredEvent, StoredQuarantine};
 pub use recover::StoreHealth;
@@ -634,7 +637,7 @@ impl Store {
     /// event that is missing or does not match, counters agree. Holds the
     /// write lock while it runs (appends wait).
     pub fn check(&self) -> Result<CheckReport, StoreError> {
-        maintain::check(&self.inner()?.core)
+        check::check(&self.inner()?.core)
     }
 
     /// Rebuilds the dedupe entries and indexes from the events. Holds the
