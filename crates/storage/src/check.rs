@@ -19,9 +19,10 @@ use serde::Serialize;
 use crate::chunk::{self, Chunk};
 use crate::codec::{decode_event, decode_posting, decode_quarantine, DecodedEvent};
 use crate::index::terms;
+use crate::index::trace_key;
 use crate::keys::{
-    dedupe_key, encode_term, hex, key_id, quarantine_key, split_posting_key, trace_key, IndexKind,
-    EVENT, FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_NEXT_ID, META_REBUILDING,
+    dedupe_key, encode_term, hex, key_id, quarantine_key, split_posting_key, IndexKind, EVENT,
+    FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_NEXT_ID, META_REBUILDING,
     QUARANTINE, QUARANTINE_DEDUPE,
 };
 use crate::posting_cache::PostingCache;

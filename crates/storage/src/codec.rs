@@ -834,8 +834,8 @@ mod tests {
             crate::keys::dedupe_key(&owned)
         );
         assert_eq!(
-            crate::keys::trace_key(&borrowed),
-            crate::keys::trace_key(&owned)
+            crate::index::trace_key(&borrowed),
+            crate::index::trace_key(&owned)
         );
         let time = event_time(&owned, 7);
         assert_eq!(event_time(&borrowed, 7), time);

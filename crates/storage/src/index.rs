@@ -19,8 +19,16 @@ use std::collections::BTreeMap;
 use std::borrow::Cow;
 
 use crate::codec::encode_posting;
-use crate::keys::{posting_key, time_term, IndexKind};
+use crate::keys::{posting_key, time_term, trace_term_key, IndexKind};
+use crate::runs::Key;
 use crate::view::EventView;
+
+/// The `trace_id` index key of an event, if it has a `trace_id` term:
+/// SHA-256 of the encoded term.
+pub(crate) fn trace_key(event: &impl EventView) -> Option<Key> {
+    let term = attribute_term(IndexKind::Trace, event)?;
+    Some(trace_term_key(term.as_bytes()))
+}
 
 /// The term an attribute index holds for this event, if any.
 pub(crate) fn attribute_term(kind: IndexKind, event: &impl EventView) -> Option<Cow<'_, str>> {

@@ -24,13 +24,13 @@ use auditsink_parser::SignatureStatus;
 use sha2::{Digest, Sha256};
 
 use crate::runs::Key;
+pub(crate) use crate::runs::META;
 use crate::view::EventView;
 
 pub(crate) const EVENT: u8 = b'e';
 pub(crate) const QUARANTINE: u8 = b'q';
 pub(crate) const QUARANTINE_DEDUPE: u8 = b'Q';
 pub(crate) const INDEX: u8 = b'i';
-pub(crate) const META: u8 = b'm';
 
 pub(crate) const META_FORMAT: &[u8] = b"mformat";
 pub(crate) const META_NEXT_ID: &[u8] = b"mnext_id";
@@ -98,13 +98,6 @@ pub(crate) fn quarantine_dedupe_entry(key: &Key) -> [u8; 17] {
     let mut out = [QUARANTINE_DEDUPE; 17];
     out[1..].copy_from_slice(key);
     out
-}
-
-/// The `trace_id` index key of an event, if it has a `trace_id` term:
-/// SHA-256 of the encoded term.
-pub(crate) fn trace_key(event: &impl EventView) -> Option<Key> {
-    let term = crate::index::attribute_term(IndexKind::Trace, event)?;
-    Some(trace_term_key(term.as_bytes()))
 }
 
 /// The `trace_id` index key of a term.

@@ -18,10 +18,11 @@ use serde::Serialize;
 use crate::chunk::{Chunk, ChunkBuilder, Records};
 use crate::codec::{decode_event, decode_quarantine, peek_event, peek_quarantine_received};
 use crate::filter::Bloom;
+use crate::index::trace_key;
 use crate::index::{terms, PostingBuilder};
 use crate::keys::hex;
 use crate::keys::{
-    dedupe_key, id_key, key_id, trace_key, EVENT, FORMAT_VERSION, INDEX, META_COUNTS, META_FORMAT,
+    dedupe_key, id_key, key_id, EVENT, FORMAT_VERSION, INDEX, META_COUNTS, META_FORMAT,
     META_HORIZON, META_NEXT_ID, META_REBUILDING, QUARANTINE, QUARANTINE_DEDUPE,
 };
 use crate::keys::{quarantine_dedupe_entry, quarantine_key};

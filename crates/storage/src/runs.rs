@@ -33,8 +33,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use crate::keys::META;
-
 mod policy;
 
 use crate::{corrupt, StoreError};
@@ -43,6 +41,9 @@ use policy::MergePlan;
 use policy::FANOUT;
 
 pub(crate) const RUN: u8 = b'R';
+/// Metadata keys: the runs' manifests and trash lists here, and the
+/// store's own (format, counters) beside them.
+pub(crate) const META: u8 = b'm';
 /// Entries per page: 6 KiB values, the size sled handles best (see
 /// [`crate::chunk`]).
 const PAGE_ENTRIES: usize = 256;

@@ -31,9 +31,10 @@ use crate::chunk::ChunkBuilder;
 use crate::codec::{encode_event, encode_event_into, encode_quarantine, event_time};
 use crate::error::{WriteFailure, WriteStep};
 use crate::filter::DedupeFilter;
+use crate::index::trace_key;
 use crate::index::{for_each_term, terms, PostingBuilder};
 use crate::keys::{
-    dedupe_key, id_key, quarantine_dedupe_entry, quarantine_key, trace_key, IndexKind, META_COUNTS,
+    dedupe_key, id_key, quarantine_dedupe_entry, quarantine_key, IndexKind, META_COUNTS,
     META_NEXT_ID, QUARANTINE,
 };
 use crate::log::EventLog;
