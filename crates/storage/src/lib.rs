@@ -42,29 +42,27 @@
 //!
 //! A failed write or fsync closes the store; it reopens by itself, as a
 //! restart would, once writes succeed again ([`Store::health`]).
+//!
+//! The stages, by folder: `engine/` knows nothing of audit events (the
+//! segment log, sorted runs and their merges, manifests and trash, the
+//! Bloom filter); `events/` is the event store on it (records, dedupe
+//! identity, postings, queries, quarantine, maintenance, `check`);
+//! `writer.rs` (staging and the group-commit pipeline) and `recover.rs`
+//! (poisoning and the reopening) join the two.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod check;
-mod chunk;
-mod codec;
-mod dir_lock;
+mod engine;
 mod error;
-mod filter;
-mod gaps;
-mod index;
-mod keys;
-mod log;
-mod maintain;
-mod posting_cache;
-mod query;
-mod record;
+mod events;
 mod recover;
-mod runs;
-mod timefmt;
-mod varint;
-mod view;
 mod writer;
+
+// The modules by their short paths (`crate::runs`, `crate::keys`, ...).
+use engine::{dir_lock, filter, log, runs, varint};
+use events::{
+    check, chunk, codec, gaps, index, keys, maintain, posting_cache, query, record, timefmt, view,
+};
 
 pub use check::CheckReport;
 pub use error::{DatabaseError, StoreError, WriteFailure, WriteStep};
