@@ -5,5 +5,6 @@
 pub(crate) mod dir_lock;
 pub(crate) mod filter;
 pub(crate) mod log;
+pub(crate) mod poison;
 pub(crate) mod runs;
 pub(crate) mod varint;

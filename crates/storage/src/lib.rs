@@ -58,11 +58,8 @@ mod events;
 mod recover;
 mod writer;
 
-// The modules by their short paths (`crate::runs`, `crate::keys`, ...).
-use engine::{dir_lock, filter, log, runs, varint};
-use events::{
-    check, chunk, codec, gaps, index, keys, maintain, posting_cache, query, record, timefmt, view,
-};
+use engine::{dir_lock, log, runs};
+use events::{check, chunk, codec, gaps, keys, maintain, query, record, timefmt};
 
 pub use check::CheckReport;
 pub use error::{DatabaseError, StoreError, WriteFailure, WriteStep};
@@ -83,11 +80,12 @@ use std::time::Duration;
 use auditsink_parser::Event;
 use serde::Serialize;
 
+use engine::poison::Wake;
 use keys::{
     id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
     META_REBUILDING, QUARANTINE,
 };
-use recover::{Slot, Supervisor, Wake};
+use recover::{Slot, Supervisor};
 use runs::{RunKind, Runs};
 pub use writer::PreparedBatch;
 use writer::{Core, Counters, Counts, WriteState};

@@ -24,21 +24,21 @@ use std::thread;
 
 use auditsink_parser::BorrowedEvent;
 
-use crate::view::EventView;
+use crate::events::view::EventView;
 use tokio::sync::oneshot;
 
-use crate::chunk::ChunkBuilder;
-use crate::codec::{encode_event, encode_event_into, encode_quarantine, event_time};
+use crate::engine::filter::DedupeFilter;
+use crate::engine::log::EventLog;
+use crate::engine::runs::{Entry, Key, RunList, Runs};
 use crate::error::{WriteFailure, WriteStep};
-use crate::filter::DedupeFilter;
-use crate::index::trace_key;
-use crate::index::{for_each_term, terms, PostingBuilder};
-use crate::keys::{
+use crate::events::chunk::ChunkBuilder;
+use crate::events::codec::{encode_event, encode_event_into, encode_quarantine, event_time};
+use crate::events::index::trace_key;
+use crate::events::index::{for_each_term, terms, PostingBuilder};
+use crate::events::keys::{
     dedupe_key, id_key, quarantine_dedupe_entry, quarantine_key, IndexKind, META_COUNTS,
     META_NEXT_ID, QUARANTINE,
 };
-use crate::log::EventLog;
-use crate::runs::{Entry, Key, RunList, Runs};
 use crate::{AppendSummary, Batch, QuarantineReason, StoreError};
 
 /// Upper bound on batches sharing one flush, so the first caller of a long
@@ -128,9 +128,9 @@ pub(crate) struct Core {
     /// Set by a failed flush: everything after it is refused.
     poisoned: Mutex<Option<WriteFailure>>,
     /// Closed with the poisoning: readers stop.
-    gate: Arc<crate::recover::Gate>,
+    gate: Arc<crate::engine::poison::Gate>,
     /// Told of the poisoning: the supervisor reopens the store.
-    wake: mpsc::Sender<crate::recover::Wake>,
+    wake: mpsc::Sender<crate::engine::poison::Wake>,
     /// Flushes run one at a time (see [`Core::flush`]).
     flush_lock: Mutex<()>,
     /// Signalled as groups in flight are applied and as maintenance takes
@@ -190,7 +190,7 @@ impl Core {
         counters: Arc<Counters>,
         (dedupe, traces): (Runs, Runs),
         log: Arc<EventLog>,
-        wake: mpsc::Sender<crate::recover::Wake>,
+        wake: mpsc::Sender<crate::engine::poison::Wake>,
     ) -> Result<Core, StoreError> {
         // What is there on open is on disk (the open flushes it).
         let next_id = state.next_id;
@@ -206,7 +206,7 @@ impl Core {
             filter: DedupeFilter::new(),
             write_error: Mutex::new(None),
             poisoned: Mutex::new(None),
-            gate: crate::recover::Gate::new(),
+            gate: crate::engine::poison::Gate::new(),
             wake,
             flush_lock: Mutex::new(()),
             drained: Condvar::new(),
@@ -253,7 +253,7 @@ impl Core {
     }
 
     /// Closed with the poisoning: readers stop.
-    pub fn gate(&self) -> &Arc<crate::recover::Gate> {
+    pub fn gate(&self) -> &Arc<crate::engine::poison::Gate> {
         &self.gate
     }
 
@@ -350,7 +350,7 @@ impl Core {
         if poisoned.is_none() {
             *poisoned = Some(why.clone());
             self.gate.close();
-            let _ = self.wake.send(crate::recover::Wake::Poisoned);
+            let _ = self.wake.send(crate::engine::poison::Wake::Poisoned);
         }
         StoreError::Flush(why)
     }

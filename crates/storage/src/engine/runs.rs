@@ -45,7 +45,7 @@ pub(crate) const RUN: u8 = b'R';
 /// store's own (format, counters) beside them.
 pub(crate) const META: u8 = b'm';
 /// Entries per page: 6 KiB values, the size sled handles best (see
-/// [`crate::chunk`]).
+/// [`crate::events::chunk`]).
 const PAGE_ENTRIES: usize = 256;
 const ENTRY_BYTES: usize = 24;
 const DIRECTORY: u32 = u32::MAX;

@@ -16,18 +16,18 @@ use std::hash::{Hash, Hasher};
 use auditsink_parser::Event;
 use serde::Serialize;
 
-use crate::chunk::{self, Chunk};
-use crate::codec::{decode_event, decode_posting, decode_quarantine, DecodedEvent};
-use crate::index::terms;
-use crate::index::trace_key;
-use crate::keys::{
+use crate::engine::runs::{Entry, Key, Runs, RUN};
+use crate::events::chunk::{self, Chunk};
+use crate::events::codec::{decode_event, decode_posting, decode_quarantine, DecodedEvent};
+use crate::events::index::terms;
+use crate::events::index::trace_key;
+use crate::events::keys::{
     dedupe_key, encode_term, hex, key_id, quarantine_key, split_posting_key, IndexKind, EVENT,
     FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_NEXT_ID, META_REBUILDING,
     QUARANTINE, QUARANTINE_DEDUPE,
 };
-use crate::posting_cache::PostingCache;
-use crate::query::records_after;
-use crate::runs::{Entry, Key, Runs, RUN};
+use crate::events::posting_cache::PostingCache;
+use crate::events::query::records_after;
 use crate::writer::{Core, Counts, WriteState};
 use crate::{format_id, StoreError};
 

@@ -1,6 +1,6 @@
 //! Event chunks: the event records of one write, packed some kilobytes at a
 //! time into one body instead of one key per event. The body is appended to
-//! the event log ([`crate::log`]) and sled holds a pointer to it under the
+//! the event log ([`crate::engine::log`]) and sled holds a pointer to it under the
 //! chunk's key.
 //!
 //! ```text
@@ -19,9 +19,9 @@
 use std::ops::{Bound, Range};
 use std::sync::Arc;
 
-use crate::keys::{id_key, key_id, EVENT};
-use crate::log::{EventLog, Pointer};
-use crate::varint;
+use crate::engine::log::{EventLog, Pointer};
+use crate::engine::varint;
+use crate::events::keys::{id_key, key_id, EVENT};
 use crate::{corrupt, StoreError};
 
 /// A chunk is closed once its records reach this many bytes.

@@ -30,10 +30,10 @@ use serde_json::{Map, Number, Value};
 
 use std::str::FromStr;
 
-use crate::record::QuarantineReason;
-use crate::timefmt::{format_ms, parse_canonical_ms, timestamp_ms};
-use crate::varint;
-use crate::view::{EventView, ValueRef};
+use crate::engine::varint;
+use crate::events::record::QuarantineReason;
+use crate::events::timefmt::{format_ms, parse_canonical_ms, timestamp_ms};
+use crate::events::view::{EventView, ValueRef};
 
 /// Version byte of the records this build writes.
 pub(crate) const RECORD_VERSION: u8 = 1;
@@ -830,18 +830,18 @@ mod tests {
         let encoded = encode_event(1_700_000_000_123, "src", &borrowed);
         assert_eq!(decode_event(&encoded).unwrap().event, owned);
         assert_eq!(
-            crate::keys::dedupe_key(&borrowed),
-            crate::keys::dedupe_key(&owned)
+            crate::events::keys::dedupe_key(&borrowed),
+            crate::events::keys::dedupe_key(&owned)
         );
         assert_eq!(
-            crate::index::trace_key(&borrowed),
-            crate::index::trace_key(&owned)
+            crate::events::index::trace_key(&borrowed),
+            crate::events::index::trace_key(&owned)
         );
         let time = event_time(&owned, 7);
         assert_eq!(event_time(&borrowed, 7), time);
         assert_eq!(
-            crate::index::terms(&borrowed, time),
-            crate::index::terms(&owned, time)
+            crate::events::index::terms(&borrowed, time),
+            crate::events::index::terms(&owned, time)
         );
     }
 

@@ -16,7 +16,7 @@
 
 use serde::Serialize;
 
-use crate::keys::hex;
+use crate::events::keys::hex;
 use crate::StoreError;
 
 const ANSWER: u8 = b'a';

@@ -4,10 +4,10 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `e` first id | chunk of event records ([`crate::chunk`], [`crate::codec`]) |
+//! | `e` first id | chunk of event records ([`crate::events::chunk`], [`crate::events::codec`]) |
 //! | `q` id | quarantined line record |
 //! | `Q` key | quarantine dedupe entry: the id of the newest `q` record with this identity |
-//! | `R` ... | dedupe and `trace_id` entries, in sorted runs ([`crate::runs`]) |
+//! | `R` ... | dedupe and `trace_id` entries, in sorted runs ([`crate::engine::runs`]) |
 //! | `i` kind len term first_id | posting: the (id, time) pairs of one write with this term |
 //! | `m` name | metadata: format version, next id, counts, retention horizon, run manifests and trash |
 //!
@@ -23,9 +23,9 @@
 use auditsink_parser::SignatureStatus;
 use sha2::{Digest, Sha256};
 
-use crate::runs::Key;
-pub(crate) use crate::runs::META;
-use crate::view::EventView;
+use crate::engine::runs::Key;
+pub(crate) use crate::engine::runs::META;
+use crate::events::view::EventView;
 
 pub(crate) const EVENT: u8 = b'e';
 pub(crate) const QUARANTINE: u8 = b'q';

@@ -1,5 +1,5 @@
 //! Maintenance: verification on open, index rebuild, retention and
-//! quarantine reprocessing (`auditsink check` is [`crate::check`]).
+//! quarantine reprocessing (`auditsink check` is [`crate::events::check`]).
 //!
 //! Events are the truth; dedupe entries, `trace_id` entries (both in sorted
 //! runs) and postings are derived from them and can always be rebuilt. Every change here goes through the write lock
@@ -15,21 +15,21 @@ use auditsink_parser::signature::KeySet;
 use auditsink_parser::{parse_line, Event, ParseOptions, SignatureStatus};
 use serde::Serialize;
 
-use crate::chunk::{Chunk, ChunkBuilder, Records};
-use crate::codec::{decode_event, decode_quarantine, peek_event, peek_quarantine_received};
-use crate::filter::Bloom;
-use crate::index::trace_key;
-use crate::index::{terms, PostingBuilder};
-use crate::keys::hex;
-use crate::keys::{
+use crate::engine::filter::Bloom;
+use crate::engine::log::Pointer;
+use crate::engine::runs::{Entry, Key};
+use crate::events::chunk::{Chunk, ChunkBuilder, Records};
+use crate::events::codec::{decode_event, decode_quarantine, peek_event, peek_quarantine_received};
+use crate::events::index::trace_key;
+use crate::events::index::{terms, PostingBuilder};
+use crate::events::keys::hex;
+use crate::events::keys::{
     dedupe_key, id_key, key_id, EVENT, FORMAT_VERSION, INDEX, META_COUNTS, META_FORMAT,
     META_HORIZON, META_NEXT_ID, META_REBUILDING, QUARANTINE, QUARANTINE_DEDUPE,
 };
-use crate::keys::{quarantine_dedupe_entry, quarantine_key};
-use crate::log::Pointer;
-use crate::posting_cache::PostingCache;
-use crate::query::records_after;
-use crate::runs::{Entry, Key};
+use crate::events::keys::{quarantine_dedupe_entry, quarantine_key};
+use crate::events::posting_cache::PostingCache;
+use crate::events::query::records_after;
 use crate::writer::{
     merge_runs, remove_quarantine_entry, Core, Counts, PreparedEvent, Staging, WriteState,
 };

@@ -12,16 +12,16 @@
 
 use std::ops::Bound;
 
-use crate::chunk::{self, Chunk, Records};
-use crate::codec::{decode_event, decode_posting, peek_event};
-use crate::index::attribute_term;
-use crate::keys::{
+use crate::engine::log::EventLog;
+use crate::engine::poison::Gate;
+use crate::events::chunk::{self, Chunk, Records};
+use crate::events::codec::{decode_event, decode_posting, peek_event};
+use crate::events::index::attribute_term;
+use crate::events::keys::{
     id_key, posting_prefix, prefix_end, split_posting_key, time_term, trace_term_key, IndexKind,
     EVENT,
 };
-use crate::log::EventLog;
-use crate::record::StoredEvent;
-use crate::recover::Gate;
+use crate::events::record::StoredEvent;
 use crate::writer::Core;
 use crate::{corrupt, StoreError};
 use std::sync::atomic::Ordering;
@@ -139,7 +139,7 @@ fn for_each_entry(
     };
     match (kind, term) {
         (IndexKind::Time, _) => {
-            let mut prefix = vec![crate::keys::INDEX, IndexKind::Time.tag(), 8];
+            let mut prefix = vec![crate::events::keys::INDEX, IndexKind::Time.tag(), 8];
             let start = {
                 let mut k = prefix.clone();
                 k.extend_from_slice(&time_term(query.since_ms.unwrap_or(i64::MIN)));
@@ -280,7 +280,7 @@ pub(crate) fn count_by_time(
 /// minute), from the first and last postings of the time index; `None`
 /// when it is empty.
 pub(crate) fn time_span(core: &Core) -> Result<Option<(i64, i64)>, StoreError> {
-    let prefix = [crate::keys::INDEX, IndexKind::Time.tag(), 8];
+    let prefix = [crate::events::keys::INDEX, IndexKind::Time.tag(), 8];
     let mut postings = core.tree().scan_prefix(prefix);
     let times = |item: Option<sled::Result<(sled::IVec, sled::IVec)>>| {
         let Some(item) = item else {

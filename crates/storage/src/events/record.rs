@@ -1,11 +1,11 @@
 //! What the store hands out, and its JSON rendering. The encoding on disk
-//! is in [`crate::codec`].
+//! is in [`crate::events::codec`].
 
 use auditsink_parser::Event;
 use serde_json::{Map, Value};
 
-use crate::keys::format_id;
-use crate::timefmt::format_ms;
+use crate::events::keys::format_id;
+use crate::events::timefmt::format_ms;
 
 /// A line that could not be read as an event, as handed to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
