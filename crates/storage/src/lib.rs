@@ -49,6 +49,10 @@
 //! identity, postings, queries, quarantine, maintenance, `check`);
 //! `writer.rs` (staging and the group-commit pipeline) and `recover.rs`
 //! (poisoning and the reopening) join the two.
+//!
+//! Why one piece (about 840 lines without its tests): the public `Store`,
+//! whose methods each hand over to `events/` or `writer.rs` in a few lines,
+//! the open sequence and the retention thread.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -16,6 +16,13 @@
 //! group is in flight, and lets a waiting writer stage one group first, so
 //! that maintenance working in steps (retention) does not hold writes up
 //! to its end.
+//!
+//! Why one piece (about 1,400 lines): the write lock's rules (`Core::lock`
+//! and the writer's, the syncer's and the merger's ways to take it, the
+//! in-flight count, `WriteGuard`) and the threads that keep them are read
+//! together. It holds four jobs that could stand apart (the shared `Core`,
+//! `Durability`, the prepared batch, the pipeline's threads); splitting them
+//! into files is left to a later change.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

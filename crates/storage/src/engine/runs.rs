@@ -28,6 +28,12 @@
 //! readers (the writer's dedupe look-ups among them) work on a snapshot
 //! and start over on a newer one if a merge removed a page under them (a
 //! merge installs the new list before it removes the old pages).
+//!
+//! Why one piece (about 950 lines without its tests): the page layout, the
+//! manifest, the trash and a merge's write-ahead, swap and discard keep one
+//! crash-safety rule between them (nothing a manifest names is ever
+//! removed; nothing unnamed outlives a reopening). When to merge is apart,
+//! in [`policy`].
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

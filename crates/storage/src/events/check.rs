@@ -8,6 +8,9 @@
 //! dangling ones), and, in one more pass over the event log shared by every
 //! concern that is off, its events looked up in it (the missing ones). A
 //! sound store costs one read of the log; a damaged one two.
+//!
+//! Why one piece (about 640 lines): every concern's tally and its
+//! pinpointing share the one read of the event log.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};

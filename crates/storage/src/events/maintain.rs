@@ -5,6 +5,10 @@
 //! runs) and postings are derived from them and can always be rebuilt. Every change here goes through the write lock
 //! and atomic sled batches, in chunks, so appends keep flowing between
 //! chunks and a crash midway leaves a consistent store.
+//!
+//! Why one piece (about 590 lines): rebuild, retention and reprocessing are
+//! the maintenance writes that take the write lock step by step; they share
+//! its chunking and the updates of postings and runs.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
