@@ -334,12 +334,7 @@ pub(crate) fn open_inner(
     )?);
     {
         let state = core.lock();
-        core.counters()
-            .events
-            .store(state.counts.events, Ordering::Relaxed);
-        core.counters()
-            .quarantine
-            .store(state.counts.quarantine, Ordering::Relaxed);
+        core.counters().mirror(state.counts);
         core.counters()
             .horizon
             .store(state.horizon, Ordering::Relaxed);

@@ -114,6 +114,14 @@ pub(crate) struct Counters {
     pub horizon: AtomicU64,
 }
 
+impl Counters {
+    /// Mirrors `counts` for lock-free reads.
+    pub fn mirror(&self, counts: Counts) {
+        self.events.store(counts.events, Ordering::Relaxed);
+        self.quarantine.store(counts.quarantine, Ordering::Relaxed);
+    }
+}
+
 /// The open database and what writers share. Its fields are its own: the
 /// write state is reached only through a [`WriteGuard`], which staging,
 /// commit and apply take as proof that the write lock is held.

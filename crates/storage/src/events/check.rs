@@ -15,6 +15,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use auditsink_parser::Event;
 use serde::Serialize;
@@ -513,15 +514,23 @@ fn dangling_run_entries(
 }
 
 /// Reports the postings' entries of one index whose event is missing or
-/// does not have that value; returns how many.
+/// does not have that value; returns how many. Entries come term by term,
+/// their events from all over the log: they are looked up in id order, a
+/// million at a time, so that consecutive entries share a chunk of the
+/// event log (and an event's terms are found once).
 fn dangling_postings(
     core: &Core,
     kind: IndexKind,
     report: &mut CheckReport,
 ) -> Result<u64, StoreError> {
     let mut entries = Vec::new();
-    let mut events = EventReader::default();
-    let mut found = 0;
+    let mut pending: Vec<(u64, i64, Arc<[u8]>)> = Vec::new();
+    let mut lookup = PostingLookup {
+        kind,
+        events: EventReader::default(),
+        last: None,
+        found: 0,
+    };
     for item in core.tree().scan_prefix([INDEX, kind.tag()]) {
         let (key, value) = item?;
         let Some((_, term, first)) = split_posting_key(&key) else {
@@ -531,25 +540,70 @@ fn dangling_postings(
         if decode_posting(first, &value, &mut entries).is_err() {
             continue;
         }
-        for &(id, time) in &entries {
-            let event = events.read(core, id)?;
-            let ok = event.and_then(|v| decode_event(&v).ok()).is_some_and(|d| {
-                d.time == time
-                    && terms(&d.event, d.time)
+        let term: Arc<[u8]> = Arc::from(term);
+        pending.extend(entries.iter().map(|&(id, time)| (id, time, term.clone())));
+        if pending.len() >= 1 << 20 {
+            lookup.check(core, &mut pending, report)?;
+        }
+    }
+    lookup.check(core, &mut pending, report)?;
+    Ok(lookup.found)
+}
+
+/// An event's time and its encoded terms of one index.
+type EventTerms = (i64, Vec<Vec<u8>>);
+
+/// The look-ups of [`dangling_postings`].
+struct PostingLookup {
+    kind: IndexKind,
+    events: EventReader,
+    /// The last event looked up: its id, and its time and encoded terms of
+    /// this index if it reads.
+    last: Option<(u64, Option<EventTerms>)>,
+    found: u64,
+}
+
+impl PostingLookup {
+    /// Looks the `pending` entries up in id order, and empties it.
+    fn check(
+        &mut self,
+        core: &Core,
+        pending: &mut Vec<(u64, i64, Arc<[u8]>)>,
+        report: &mut CheckReport,
+    ) -> Result<(), StoreError> {
+        pending.sort_unstable_by_key(|(id, _, _)| *id);
+        for (id, time, term) in pending.drain(..) {
+            if self.last.as_ref().map(|(last, _)| *last) != Some(id) {
+                let kind = self.kind;
+                let event = self.events.read(core, id)?;
+                let found = event.and_then(|v| decode_event(&v).ok()).map(|d| {
+                    let terms = terms(&d.event, d.time)
                         .iter()
-                        .any(|(k, t)| *k == kind && encoded(t) == term)
-            });
+                        .filter(|(k, _)| *k == kind)
+                        .map(|(_, t)| encoded(t))
+                        .collect();
+                    (d.time, terms)
+                });
+                self.last = Some((id, found));
+            }
+            let ok = self
+                .last
+                .as_ref()
+                .and_then(|(_, f)| f.as_ref())
+                .is_some_and(|(event_time, event_terms)| {
+                    *event_time == time && event_terms.iter().any(|t| t[..] == term[..])
+                });
             if !ok {
-                found += 1;
+                self.found += 1;
                 report.problem(format!(
                     "dangling {} index entry for event {} (the event is missing or does not have that value)",
-                    kind.as_str(),
+                    self.kind.as_str(),
                     format_id(id)
                 ));
             }
         }
+        Ok(())
     }
-    Ok(found)
 }
 
 /// Reads events by id for the look-ups of dangling entries, keeping the

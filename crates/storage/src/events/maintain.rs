@@ -300,12 +300,7 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
         counts.events,
         Vec::new(),
     );
-    core.counters()
-        .events
-        .store(counts.events, Ordering::Relaxed);
-    core.counters()
-        .quarantine
-        .store(counts.quarantine, Ordering::Relaxed);
+    core.counters().mirror(counts);
     core.flush()?;
     Ok(summary)
 }
@@ -346,12 +341,7 @@ fn commit_removals(
     batch.insert(META_COUNTS, &counts.encode());
     core.tree().apply_batch(batch)?;
     state.counts = counts;
-    core.counters()
-        .events
-        .store(counts.events, Ordering::Relaxed);
-    core.counters()
-        .quarantine
-        .store(counts.quarantine, Ordering::Relaxed);
+    core.counters().mirror(counts);
     Ok(())
 }
 
