@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use auditsink_storage::AppendSummary;
+use auditsink_storage::{AppendSummary, QuarantineReason};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -385,10 +385,10 @@ async fn unreadable(
             );
             batch.add_quarantine(
                 &received,
-                &format!(
+                &QuarantineReason::Body(format!(
                     "{message} (the {} bytes received before it, as sent)",
                     received.len()
-                ),
+                )),
             );
             match commit(state, batch).await {
                 Ok(_) => Rejection::new(

@@ -17,7 +17,7 @@ use auditsink_parser::signature::KeySet;
 use auditsink_parser::{
     lines, parse_borrowed, BorrowedEvent, FieldValue, Format, ParseOptions, SignatureStatus,
 };
-use auditsink_storage::{parse_time_bound, PreparedBatch};
+use auditsink_storage::{parse_time_bound, PreparedBatch, QuarantineReason};
 use hyper::body::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
@@ -134,7 +134,7 @@ impl Pending {
     }
 
     /// Adds a line kept in quarantine, with why.
-    pub fn add_quarantine(&mut self, raw: &[u8], reason: &str) {
+    pub fn add_quarantine(&mut self, raw: &[u8], reason: &QuarantineReason) {
         match self {
             Pending::Store(batch) => batch.add_quarantine(raw, reason),
             Pending::Cluster(outbox) => outbox.add_quarantine(raw, reason),
@@ -236,7 +236,10 @@ impl Prepare {
             Err(e @ DecodeError::TooLarge { .. }) => return Ok(Prepared::TooLarge(e.to_string())),
             Err(e @ DecodeError::Corrupt { .. }) => {
                 let message = e.to_string();
-                batch.add_quarantine(&body, &format!("undecodable request body: {message}"));
+                batch.add_quarantine(
+                    &body,
+                    &QuarantineReason::Body(format!("undecodable request body: {message}")),
+                );
                 return Ok(Prepared::Corrupt { batch, message });
             }
         };
@@ -273,7 +276,7 @@ impl Prepare {
             for line in &chunk {
                 match parse_borrowed(line, &options) {
                     Ok(event) => events.push(event),
-                    Err(e) => batch.add_quarantine(line, &e.to_string()),
+                    Err(e) => batch.add_quarantine(line, &QuarantineReason::Line(e.to_string())),
                 }
             }
             let parsed: u64 = events.iter().map(event_memory).sum();
@@ -372,7 +375,7 @@ fn check_signatures(
             failures.push(time.and_then(Result::ok).unwrap_or(now));
         }
         if policy == SignaturePolicy::Enforce && !reason.is_empty() {
-            batch.add_quarantine(event.raw.as_bytes(), reason);
+            batch.add_quarantine(event.raw.as_bytes(), &QuarantineReason::Line(reason.into()));
             false
         } else {
             true

@@ -1,17 +1,19 @@
 //! Store errors.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Anything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
-    /// Another process holds the store open (sled allows one per directory).
+    /// Another process holds the store open (one per directory).
     #[error("the store at {path} is in use by another process (a running `auditsink serve`?)")]
     Locked {
         /// The store directory.
         path: PathBuf,
     },
-    /// Filesystem error outside sled.
+    /// Filesystem error outside the database.
     #[error("{path}: {source}")]
     Io {
         /// Path involved.
@@ -19,9 +21,9 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// sled reported an error (I/O, corruption).
+    /// The database under the store reported an error (I/O, corruption).
     #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Database(#[source] DatabaseError),
     /// A stored record could not be decoded.
     #[error("corrupt record {key}: {reason}")]
     Corrupt {
@@ -33,7 +35,7 @@ pub enum StoreError {
     /// Writing or flushing a group commit failed: nothing of it was
     /// acknowledged, and what was written may not be durable.
     #[error("storage error: {0}")]
-    Flush(String),
+    Flush(WriteFailure),
     /// The store was written in a layout this build does not read.
     #[error("the store at {path} {reason}")]
     Format {
@@ -52,7 +54,7 @@ pub enum StoreError {
          once writes succeed again (free disk space)"
     )]
     Recovering {
-        /// The failure.
+        /// The failure, or where its recovery stands.
         reason: String,
     },
     /// The writer thread stopped (after a panic or a fatal error).
@@ -60,20 +62,68 @@ pub enum StoreError {
     WriterGone,
 }
 
-impl StoreError {
-    pub(crate) fn from_open(dir: &std::path::Path, e: sled::Error) -> StoreError {
-        match e {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) =>
-            {
-                StoreError::Locked {
-                    path: dir.to_path_buf(),
-                }
-            }
-            sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
-                path: dir.to_path_buf(),
-            },
-            other => StoreError::Sled(other),
+/// An error of the database under the store (sled), kept opaque so that
+/// the store's public types do not depend on the database's.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DatabaseError(sled::Error);
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        StoreError::Database(DatabaseError(e))
+    }
+}
+
+/// The step of a group commit that failed (see [`WriteFailure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteStep {
+    /// Staging the group: ids, dedupe look-ups, appending to the event log.
+    Stage,
+    /// Syncing the event log (`fdatasync`).
+    SyncLog,
+    /// Applying the group's atomic batch to the database.
+    Apply,
+    /// Flushing the database (`fsync`) before the answers.
+    Flush,
+}
+
+impl std::fmt::Display for WriteStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteStep::Stage => "a write",
+            WriteStep::SyncLog => "syncing the event log",
+            WriteStep::Apply => "applying a write",
+            WriteStep::Flush => "a flush",
+        })
+    }
+}
+
+/// Why a group commit failed: the step and its error, shared by every
+/// caller of the group (and, once it poisoned the store, by every later
+/// write).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{step} failed ({cause})")]
+pub struct WriteFailure {
+    step: WriteStep,
+    cause: Arc<StoreError>,
+}
+
+impl WriteFailure {
+    pub(crate) fn new(step: WriteStep, cause: StoreError) -> WriteFailure {
+        WriteFailure {
+            step,
+            cause: Arc::new(cause),
         }
+    }
+
+    /// The step that failed.
+    pub fn step(&self) -> WriteStep {
+        self.step
+    }
+
+    /// The error it failed with.
+    pub fn cause(&self) -> &StoreError {
+        &self.cause
     }
 }

@@ -42,32 +42,36 @@
 //!
 //! A failed write or fsync closes the store; it reopens by itself, as a
 //! restart would, once writes succeed again ([`Store::health`]).
+//!
+//! The stages, by folder: `engine/` knows nothing of audit events (the
+//! segment log, sorted runs and their merges, manifests and trash, the
+//! Bloom filter); `events/` is the event store on it (records, dedupe
+//! identity, postings, queries, quarantine, maintenance, `check`);
+//! `writer.rs` (staging and the group-commit pipeline) and `recover.rs`
+//! (poisoning and the reopening) join the two.
+//!
+//! Why one piece (about 840 lines without its tests): the public `Store`,
+//! whose methods each hand over to `events/` or `writer.rs` in a few lines,
+//! the open sequence and the retention thread.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod chunk;
-mod codec;
+mod engine;
 mod error;
-mod filter;
-mod gaps;
-mod index;
-mod keys;
-mod log;
-mod maintain;
-mod query;
-mod record;
+mod events;
 mod recover;
-mod runs;
-mod timefmt;
-mod view;
 mod writer;
 
-pub use error::StoreError;
+use engine::{dir_lock, log, runs};
+use events::{check, chunk, codec, gaps, keys, maintain, query, record, timefmt};
+
+pub use check::CheckReport;
+pub use error::{DatabaseError, StoreError, WriteFailure, WriteStep};
 pub use gaps::{FailedAnswers, Gaps, Run, SignatureFailures};
 pub use keys::{format_id, parse_id, IndexKind};
-pub use maintain::{CheckReport, RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
+pub use maintain::{RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
 pub use query::{bar_index, Query, QueryIter};
-pub use record::{QuarantinedLine, StoredEvent, StoredQuarantine};
+pub use record::{QuarantineReason, QuarantinedLine, StoredEvent, StoredQuarantine};
 pub use recover::StoreHealth;
 pub use timefmt::{format_ms, parse_time_bound};
 
@@ -80,11 +84,12 @@ use std::time::Duration;
 use auditsink_parser::Event;
 use serde::Serialize;
 
+use engine::poison::Wake;
 use keys::{
     id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
-    META_QUARANTINE_DEDUPE, META_REBUILDING, QUARANTINE, UPGRADABLE_FORMATS,
+    META_REBUILDING, QUARANTINE,
 };
-use recover::{Gate, Slot, Supervisor, Wake};
+use recover::{Slot, Supervisor};
 use runs::{RunKind, Runs};
 pub use writer::PreparedBatch;
 use writer::{Core, Counters, Counts, WriteState};
@@ -232,7 +237,7 @@ pub(crate) struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         drop(self.retention.take());
-        self.core.filter.stop();
+        self.core.filter().stop();
         // A poisoned store is closed as it is: the reopening reads what is
         // on disk.
         if self.core.poison().is_none() {
@@ -305,34 +310,12 @@ pub(crate) fn open_inner(
         source,
     })?;
     let db = open_db(dir, options.cache_capacity_bytes)?;
-    if db
-        .tree_names()
-        .iter()
-        .any(|name| name.as_ref() == b"events")
-        && !db.open_tree("events")?.is_empty()
-    {
-        return Err(StoreError::Format {
-            path: dir.to_path_buf(),
-            reason: "was written by an earlier development build (JSON records in an \
-                     `events` tree); this version cannot read it"
-                .into(),
-        });
-    }
     let tree = db.open_tree("store")?;
-    let mut upgrade = false;
     match tree.get(META_FORMAT)? {
         None => {
             tree.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
         }
         Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
-        // Same events, other dedupe and trace entries: rebuilt below.
-        Some(v)
-            if UPGRADABLE_FORMATS
-                .iter()
-                .any(|f| v.as_ref() == f.to_be_bytes()) =>
-        {
-            upgrade = true
-        }
         Some(v) => {
             let found = <[u8; 4]>::try_from(v.as_ref())
                 .map(|b| u32::from_be_bytes(b).to_string())
@@ -340,16 +323,11 @@ pub(crate) fn open_inner(
             return Err(StoreError::Format {
                 path: dir.to_path_buf(),
                 reason: format!(
-                    "has format version {found}; this version reads only formats \
-                     {UPGRADABLE_FORMATS:?} (upgraded on open) and {FORMAT_VERSION} \
-                     (open it with the build that wrote it)"
+                    "has format version {found}; this version reads only format \
+                     {FORMAT_VERSION} (open it with the build that wrote it)"
                 ),
             });
         }
-    }
-    if tree.get(META_QUARANTINE_DEDUPE)?.is_none() {
-        let replaced = maintain::build_quarantine_dedupe(&tree)?;
-        tracing::debug!(replaced, "quarantine dedupe entries built");
     }
     let gaps = Gaps::open(&db)?;
     let log = Arc::new(log::EventLog::open(dir)?);
@@ -358,60 +336,29 @@ pub(crate) fn open_inner(
     let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
     let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
     damaged.extend(damaged_traces);
-    // What is there on open is on disk (the open flushes it below).
-    let next_id = state.next_id;
-    let core = Arc::new(Core {
-        durability: writer::Durability::open(dir)?,
+    let core = Arc::new(Core::new(
+        dir,
         db,
-        counters,
-        state: Mutex::new(state),
-        dedupe: Arc::new(dedupe),
-        traces,
-        log,
         tree,
-        filter: filter::DedupeFilter::new(),
-        write_error: Mutex::new(None),
-        poisoned: Mutex::new(None),
-        gate: Gate::new(),
+        state,
+        counters,
+        (dedupe, traces),
+        log,
         wake,
-        flush_lock: Mutex::new(()),
-        drained: std::sync::Condvar::new(),
-        applied: std::sync::atomic::AtomicU64::new(0),
-        applied_next_id: std::sync::atomic::AtomicU64::new(next_id),
-        durable_next_id: std::sync::atomic::AtomicU64::new(next_id),
-        writer_wants: std::sync::atomic::AtomicBool::new(false),
-    });
+    )?);
     {
         let state = core.lock();
-        core.counters
-            .events
-            .store(state.counts.events, Ordering::Relaxed);
-        core.counters
-            .quarantine
-            .store(state.counts.quarantine, Ordering::Relaxed);
-        core.counters
+        core.counters().mirror(state.counts);
+        core.counters()
             .horizon
             .store(state.horizon, Ordering::Relaxed);
     }
-    let open_report = if upgrade {
-        tracing::info!(
-            "store of an earlier format: rebuilding its dedupe entries and indexes \
-             for format {FORMAT_VERSION}"
-        );
-        let summary = maintain::rebuild(&core)?;
-        tracing::info!(events = summary.events, "indexes rebuilt");
-        OpenReport {
-            rebuilt: true,
-            ..OpenReport::default()
-        }
-    } else {
-        verify_on_open(&core, options.verify_on_open, damaged)?
-    };
+    let open_report = verify_on_open(&core, options.verify_on_open, damaged)?;
     {
         let state = core.lock();
-        core.filter.start(
-            &core.tree,
-            &core.dedupe,
+        core.filter().start(
+            core.tree(),
+            core.dedupe(),
             state.horizon,
             state.counts.events,
             Vec::new(),
@@ -420,7 +367,7 @@ pub(crate) fn open_inner(
     let writer = match writer::spawn(core.clone()) {
         Ok(writer) => writer,
         Err(e) => {
-            core.filter.stop();
+            core.filter().stop();
             return Err(e);
         }
     };
@@ -428,7 +375,7 @@ pub(crate) fn open_inner(
         Some(days) => match spawn_retention(core.clone(), days, options.retention_interval) {
             Ok(retention) => Some(retention),
             Err(e) => {
-                core.filter.stop();
+                core.filter().stop();
                 return Err(e);
             }
         },
@@ -576,10 +523,10 @@ impl Store {
     /// One event by id.
     pub fn event(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
         let inner = self.inner()?;
-        if id >= inner.core.durable_next_id.load(Ordering::Acquire) {
+        if id >= inner.core.durable_next_id() {
             return Ok(None);
         }
-        let Some(value) = chunk::get(&inner.core.tree, &inner.core.log, id)? else {
+        let Some(value) = chunk::get(inner.core.tree(), inner.core.log(), id)? else {
             return Ok(None);
         };
         let d = codec::decode_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
@@ -599,9 +546,9 @@ impl Store {
         let (mut records, mut failed) = match self.inner() {
             Ok(inner) => (
                 Some((
-                    query::records_after(&inner.core.tree, QUARANTINE, after_id),
-                    inner.core.gate.clone(),
-                    inner.core.durable_next_id.load(Ordering::Acquire),
+                    query::records_after(inner.core.tree(), QUARANTINE, after_id),
+                    inner.core.gate().clone(),
+                    inner.core.durable_next_id(),
                 )),
                 None,
             ),
@@ -646,7 +593,7 @@ impl Store {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         let inner = self.inner()?;
-        Ok(inner.core.db.size_on_disk()? + inner.core.log.size_on_disk()?)
+        Ok(inner.core.db().size_on_disk()? + inner.core.log().size_on_disk()?)
     }
 
     /// Group-commit counters since open: (batches appended, flushes to disk).
@@ -684,12 +631,7 @@ impl Store {
     /// being reopened, the failure that closed it.
     pub fn last_write_error(&self) -> Option<String> {
         match self.inner() {
-            Ok(inner) => inner
-                .core
-                .write_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            Ok(inner) => inner.core.last_write_error(),
             Err(e) => Some(e.to_string()),
         }
     }
@@ -704,7 +646,7 @@ impl Store {
     /// event that is missing or does not match, counters agree. Holds the
     /// write lock while it runs (appends wait).
     pub fn check(&self) -> Result<CheckReport, StoreError> {
-        maintain::check(&self.inner()?.core)
+        check::check(&self.inner()?.core)
     }
 
     /// Rebuilds the dedupe entries and indexes from the events. Holds the
@@ -757,14 +699,19 @@ fn open_db(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError
             // commit; the background flusher only bounds the work left for it.
             .flush_every_ms(Some(1000))
             .cache_capacity(cache_capacity_bytes)
-            .open()
-            .map_err(|e| StoreError::from_open(dir, e));
+            .open();
         match opened {
-            Err(StoreError::Locked { .. }) if attempts < 10 => {
+            Ok(db) => return Ok(db),
+            Err(_) if dir_lock::is_held(dir) && attempts < 10 => {
                 attempts += 1;
                 thread::sleep(Duration::from_millis(25));
             }
-            other => return other,
+            Err(_) if dir_lock::is_held(dir) => {
+                return Err(StoreError::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -824,7 +771,7 @@ fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenRep
         problems: damaged,
         ..OpenReport::default()
     };
-    let interrupted = core.tree.get(META_REBUILDING)?.is_some();
+    let interrupted = core.tree().get(META_REBUILDING)?.is_some();
     if n > 0 && report.problems.is_empty() && !interrupted {
         let (checked, problems) = maintain::verify_tail(core, n)?;
         report.verified_events = checked;
@@ -845,7 +792,7 @@ fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenRep
 /// One retention run, counted.
 fn retention_run(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
     let summary = maintain::retention(core, cutoff_ms)?;
-    let c = &core.counters;
+    let c = &core.counters();
     c.retention_runs.fetch_add(1, Ordering::Relaxed);
     c.retention_events_removed
         .fetch_add(summary.events_removed, Ordering::Relaxed);
@@ -934,7 +881,7 @@ mod tests {
         let core = &inner.core;
         let id = {
             let mut state = core.lock();
-            let mut staging = writer::Staging::new(core, &state);
+            let mut staging = writer::Staging::new(&state);
             let id = staging
                 .add_event(writer::PreparedEvent::new(2, "s", &event(2)))
                 .unwrap()
@@ -942,9 +889,9 @@ mod tests {
             let raw = b"not an event";
             staging.add_quarantine(
                 keys::quarantine_key("s", raw),
-                codec::encode_quarantine(2, "s", "no CEF header", raw),
+                codec::encode_quarantine(2, "s", &"no CEF header".into(), raw),
             );
-            staging.commit(&mut state, &core.counters).unwrap();
+            staging.commit(&mut state).unwrap();
             id
         };
         let listed = |store: &Store| store.events(None).count();

@@ -29,13 +29,14 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::engine::poison::Wake;
 use crate::writer::Counters;
 use crate::{now_ms, Inner, OpenReport, StoreError, StoreOptions};
 
@@ -51,14 +52,6 @@ const SETTLED: Duration = Duration::from_secs(60);
 const STUCK: Duration = Duration::from_secs(30);
 /// The probe's file, in the store's directory (removed after each probe).
 const PROBE_FILE: &str = "reopen-probe.tmp";
-
-/// What wakes the supervisor.
-pub(crate) enum Wake {
-    /// The open store was poisoned.
-    Poisoned,
-    /// The store is being closed.
-    Stop,
-}
 
 /// Whether the store takes writes, and its recoveries from failed writes.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -81,31 +74,6 @@ pub struct StoreHealth {
     pub last_recovery_ms: Option<i64>,
     /// How long the last outage lasted, from the failure to the reopening.
     pub last_outage_ms: Option<u64>,
-}
-
-/// Whether reads and writes may still use a store: cleared when it is
-/// poisoned, so that readers holding its handles stop.
-#[derive(Debug)]
-pub(crate) struct Gate(AtomicBool);
-
-impl Gate {
-    pub fn new() -> Arc<Gate> {
-        Arc::new(Gate(AtomicBool::new(true)))
-    }
-
-    pub fn close(&self) {
-        self.0.store(false, Ordering::Release);
-    }
-
-    /// `Ok` while open, else the error a reader ends with.
-    pub fn check(&self) -> Result<(), StoreError> {
-        match self.0.load(Ordering::Acquire) {
-            true => Ok(()),
-            false => Err(StoreError::Recovering {
-                reason: "a write failed while this read was in progress".into(),
-            }),
-        }
-    }
 }
 
 /// What the [`crate::Store`] handles and the supervisor share.
@@ -138,7 +106,9 @@ impl Slot {
         match &*current {
             Some(inner) => match inner.core.poison() {
                 None => Ok(inner.clone()),
-                Some(reason) => Err(StoreError::Recovering { reason }),
+                Some(failure) => Err(StoreError::Recovering {
+                    reason: failure.to_string(),
+                }),
             },
             None => Err(StoreError::Recovering {
                 reason: self
@@ -251,7 +221,7 @@ fn supervise(slot: &Slot, woken: &mpsc::Receiver<Wake>) {
 /// is not poisoned.
 fn close_poisoned(slot: &Slot) -> Option<(String, mpsc::Receiver<()>)> {
     let mut current = slot.current.write().unwrap_or_else(|p| p.into_inner());
-    let reason = current.as_ref()?.core.poison()?;
+    let reason = current.as_ref()?.core.poison()?.to_string();
     {
         let mut health = slot.health();
         health.recovering = true;
@@ -280,7 +250,7 @@ fn close_poisoned(slot: &Slot) -> Option<(String, mpsc::Receiver<()>)> {
                 while Arc::strong_count(&core) > 1 {
                     thread::sleep(Duration::from_millis(10));
                 }
-                let next_id = core.state.lock().unwrap_or_else(|p| p.into_inner()).next_id;
+                let next_id = core.next_id();
                 handed_out.fetch_max(next_id, Ordering::AcqRel);
                 drop(core);
             }

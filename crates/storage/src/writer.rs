@@ -16,6 +16,13 @@
 //! group is in flight, and lets a waiting writer stage one group first, so
 //! that maintenance working in steps (retention) does not hold writes up
 //! to its end.
+//!
+//! Why one piece (about 1,400 lines): the write lock's rules (`Core::lock`
+//! and the writer's, the syncer's and the merger's ways to take it, the
+//! in-flight count, `WriteGuard`) and the threads that keep them are read
+//! together. It holds four jobs that could stand apart (the shared `Core`,
+//! `Durability`, the prepared batch, the pipeline's threads); splitting them
+//! into files is left to a later change.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,20 +31,22 @@ use std::thread;
 
 use auditsink_parser::BorrowedEvent;
 
-use crate::view::EventView;
+use crate::events::view::EventView;
 use tokio::sync::oneshot;
 
-use crate::chunk::ChunkBuilder;
-use crate::codec::{encode_event, encode_event_into, encode_quarantine, event_time};
-use crate::filter::DedupeFilter;
-use crate::index::{for_each_term, terms, PostingBuilder};
-use crate::keys::{
-    dedupe_key, id_key, quarantine_dedupe_entry, quarantine_key, trace_key, IndexKind, META_COUNTS,
+use crate::engine::filter::DedupeFilter;
+use crate::engine::log::EventLog;
+use crate::engine::runs::{Entry, Key, RunList, Runs};
+use crate::error::{WriteFailure, WriteStep};
+use crate::events::chunk::ChunkBuilder;
+use crate::events::codec::{encode_event, encode_event_into, encode_quarantine, event_time};
+use crate::events::index::trace_key;
+use crate::events::index::{for_each_term, terms, PostingBuilder};
+use crate::events::keys::{
+    dedupe_key, id_key, quarantine_dedupe_entry, quarantine_key, IndexKind, META_COUNTS,
     META_NEXT_ID, QUARANTINE,
 };
-use crate::log::EventLog;
-use crate::runs::{Entry, Key, RunList, Runs};
-use crate::{AppendSummary, Batch, StoreError};
+use crate::{AppendSummary, Batch, QuarantineReason, StoreError};
 
 /// Upper bound on batches sharing one flush, so the first caller of a long
 /// queue is not kept waiting behind an unbounded group.
@@ -105,48 +114,184 @@ pub(crate) struct Counters {
     pub horizon: AtomicU64,
 }
 
-/// The open database and what writers share.
+impl Counters {
+    /// Mirrors `counts` for lock-free reads.
+    pub fn mirror(&self, counts: Counts) {
+        self.events.store(counts.events, Ordering::Relaxed);
+        self.quarantine.store(counts.quarantine, Ordering::Relaxed);
+    }
+}
+
+/// The open database and what writers share. Its fields are its own: the
+/// write state is reached only through a [`WriteGuard`], which staging,
+/// commit and apply take as proof that the write lock is held.
 pub(crate) struct Core {
-    pub db: sled::Db,
-    pub tree: sled::Tree,
-    pub state: Mutex<WriteState>,
+    db: sled::Db,
+    tree: sled::Tree,
+    state: Mutex<WriteState>,
     /// Shared with the store's later openings (see [`crate::recover`]).
-    pub counters: Arc<Counters>,
-    pub durability: Durability,
-    pub filter: DedupeFilter,
-    pub dedupe: Arc<Runs>,
-    pub traces: Runs,
-    pub log: Arc<EventLog>,
+    counters: Arc<Counters>,
+    durability: Durability,
+    filter: DedupeFilter,
+    dedupe: Arc<Runs>,
+    traces: Runs,
+    log: Arc<EventLog>,
     /// Why the last group that had something to store failed, until one
     /// succeeds (an empty write, such as a readiness probe, proves little:
     /// it appends nothing to the event log).
-    pub write_error: Mutex<Option<String>>,
+    write_error: Mutex<Option<String>>,
     /// Set by a failed flush: everything after it is refused.
-    pub poisoned: Mutex<Option<String>>,
+    poisoned: Mutex<Option<WriteFailure>>,
     /// Closed with the poisoning: readers stop.
-    pub gate: Arc<crate::recover::Gate>,
+    gate: Arc<crate::engine::poison::Gate>,
     /// Told of the poisoning: the supervisor reopens the store.
-    pub wake: mpsc::Sender<crate::recover::Wake>,
+    wake: mpsc::Sender<crate::engine::poison::Wake>,
     /// Flushes run one at a time (see [`Core::flush`]).
-    pub flush_lock: Mutex<()>,
+    flush_lock: Mutex<()>,
     /// Signalled as groups in flight are applied and as maintenance takes
     /// the write lock (see [`Core::lock`]).
-    pub drained: Condvar,
+    drained: Condvar,
     /// Sequence number of the last group the syncer applied, plus one.
-    pub applied: AtomicU64,
+    applied: AtomicU64,
     /// The next id of the writes applied to sled so far.
-    pub applied_next_id: AtomicU64,
+    applied_next_id: AtomicU64,
     /// Every id below it was flushed: readers see only these (a group
     /// applied but not yet flushed may still fail, and be gone after the
     /// reopening).
-    pub durable_next_id: AtomicU64,
+    durable_next_id: AtomicU64,
     /// The writer has a group to stage: said before it takes the write
     /// lock, because maintenance that takes it again at once, step after
     /// step, would otherwise always win it.
-    pub writer_wants: AtomicBool,
+    writer_wants: AtomicBool,
+}
+
+/// The write lock held on a [`Core`]: what staging ([`Staging::new`]),
+/// [`Staging::commit`] and applying a staged write take as proof. Derefs to
+/// the write state.
+pub(crate) struct WriteGuard<'a> {
+    core: &'a Core,
+    state: MutexGuard<'a, WriteState>,
+}
+
+impl<'a> WriteGuard<'a> {
+    /// The store it locks.
+    pub fn core(&self) -> &'a Core {
+        self.core
+    }
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = WriteState;
+    fn deref(&self) -> &WriteState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut WriteState {
+        &mut self.state
+    }
 }
 
 impl Core {
+    /// A store's shared state over its opened database, tree, runs and event
+    /// log, with the write state found on open.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: &std::path::Path,
+        db: sled::Db,
+        tree: sled::Tree,
+        state: WriteState,
+        counters: Arc<Counters>,
+        (dedupe, traces): (Runs, Runs),
+        log: Arc<EventLog>,
+        wake: mpsc::Sender<crate::engine::poison::Wake>,
+    ) -> Result<Core, StoreError> {
+        // What is there on open is on disk (the open flushes it).
+        let next_id = state.next_id;
+        Ok(Core {
+            durability: Durability::open(dir)?,
+            db,
+            counters,
+            state: Mutex::new(state),
+            dedupe: Arc::new(dedupe),
+            traces,
+            log,
+            tree,
+            filter: DedupeFilter::new(),
+            write_error: Mutex::new(None),
+            poisoned: Mutex::new(None),
+            gate: crate::engine::poison::Gate::new(),
+            wake,
+            flush_lock: Mutex::new(()),
+            drained: Condvar::new(),
+            applied: AtomicU64::new(0),
+            applied_next_id: AtomicU64::new(next_id),
+            durable_next_id: AtomicU64::new(next_id),
+            writer_wants: AtomicBool::new(false),
+        })
+    }
+
+    /// The sled database.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// The store's one sled tree.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Counters since the first opening.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// The Bloom filter in front of the dedupe runs.
+    pub fn filter(&self) -> &DedupeFilter {
+        &self.filter
+    }
+
+    /// The dedupe entries' runs.
+    pub fn dedupe(&self) -> &Arc<Runs> {
+        &self.dedupe
+    }
+
+    /// The `trace_id` entries' runs.
+    pub fn traces(&self) -> &Runs {
+        &self.traces
+    }
+
+    /// The event log.
+    pub fn log(&self) -> &Arc<EventLog> {
+        &self.log
+    }
+
+    /// Closed with the poisoning: readers stop.
+    pub fn gate(&self) -> &Arc<crate::engine::poison::Gate> {
+        &self.gate
+    }
+
+    /// Every id below it was flushed: readers see only these.
+    pub fn durable_next_id(&self) -> u64 {
+        self.durable_next_id.load(Ordering::Acquire)
+    }
+
+    /// The next id to give, as it stands (for the closing of a store no
+    /// writer uses any more).
+    pub fn next_id(&self) -> u64 {
+        self.lock_now().next_id
+    }
+
+    /// Why the last append that had something to store failed, until one
+    /// succeeds.
+    pub fn last_write_error(&self) -> Option<String> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The write lock, for maintenance: once no group is in flight between
     /// the writer and the syncer and the merger is idle (see [`run`]), so
     /// that what it reads of sled, the runs and the event log is all there
@@ -156,8 +301,8 @@ impl Core {
     /// works in steps, each under the lock (retention, reprocessing), lets
     /// writes through between its steps instead of holding them up to its
     /// end.
-    pub fn lock(&self) -> MutexGuard<'_, WriteState> {
-        let mut state = self.lock_now();
+    pub fn lock(&self) -> WriteGuard<'_> {
+        let mut state = self.mutex_now();
         let turn = state.writer_turns;
         while self.writer_wants.load(Ordering::Acquire) && state.writer_turns == turn {
             state = self.drained.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -168,26 +313,34 @@ impl Core {
         }
         state.waiting -= 1;
         self.drained.notify_all();
-        state
+        self.guard(state)
     }
 
-    /// The write lock as it is (the syncer's: groups may be in flight).
-    fn lock_now(&self) -> MutexGuard<'_, WriteState> {
+    fn guard<'a>(&'a self, state: MutexGuard<'a, WriteState>) -> WriteGuard<'a> {
+        WriteGuard { core: self, state }
+    }
+
+    fn mutex_now(&self) -> MutexGuard<'_, WriteState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The write lock as it is (the syncer's: groups may be in flight).
+    fn lock_now(&self) -> WriteGuard<'_> {
+        self.guard(self.mutex_now())
+    }
+
     /// The write lock for the merger: after any maintenance waiting for it.
-    fn lock_for_staging(&self) -> MutexGuard<'_, WriteState> {
-        let mut state = self.lock_now();
+    fn lock_for_staging(&self) -> WriteGuard<'_> {
+        let mut state = self.mutex_now();
         while state.waiting > 0 {
             state = self.drained.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        state
+        self.guard(state)
     }
 
     /// The write lock for the writer's next group: after any maintenance
     /// waiting for it, before any that comes later (see [`Core::lock`]).
-    fn lock_for_writer(&self) -> MutexGuard<'_, WriteState> {
+    fn lock_for_writer(&self) -> WriteGuard<'_> {
         self.writer_wants.store(true, Ordering::Release);
         let mut state = self.lock_for_staging();
         self.writer_wants.store(false, Ordering::Release);
@@ -199,22 +352,22 @@ impl Core {
     /// Syncs the event log; a failure poisons the store (Linux reports a
     /// write-back error to one fsync only).
     pub fn sync_log(&self) -> Result<(), StoreError> {
-        let synced = self.log.sync();
-        if let Err(e) = &synced {
-            self.set_poison(format!("syncing the event log failed ({e})"));
-        }
-        synced
+        self.log
+            .sync()
+            .map_err(|e| self.set_poison(WriteFailure::new(WriteStep::SyncLog, e)))
     }
 
     /// Refuses every later write and read, for `why`, and has the store
     /// reopened (see [`crate::recover`]).
-    fn set_poison(&self, why: String) {
+    /// Returns the failure as the error of the step that failed.
+    fn set_poison(&self, why: WriteFailure) -> StoreError {
         let mut poisoned = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
         if poisoned.is_none() {
-            *poisoned = Some(why);
+            *poisoned = Some(why.clone());
             self.gate.close();
-            let _ = self.wake.send(crate::recover::Wake::Poisoned);
+            let _ = self.wake.send(crate::engine::poison::Wake::Poisoned);
         }
+        StoreError::Flush(why)
     }
 
     /// Makes everything written so far durable: sled's flush, then what it
@@ -232,22 +385,22 @@ impl Core {
         }
         // Everything applied before the flush starts is covered by it.
         let covered = self.applied_next_id.load(Ordering::Acquire);
-        let flushed = self
+        match self
             .db
             .flush()
             .map_err(StoreError::from)
-            .and_then(|_| self.durability.sync());
-        match &flushed {
+            .and_then(|_| self.durability.sync())
+        {
             Ok(()) => {
                 self.durable_next_id.fetch_max(covered, Ordering::AcqRel);
+                Ok(())
             }
-            Err(e) => self.set_poison(format!("a flush failed ({e})")),
+            Err(e) => Err(self.set_poison(WriteFailure::new(WriteStep::Flush, e))),
         }
-        flushed
     }
 
-    /// Why the store takes no more writes, if a flush failed.
-    pub fn poison(&self) -> Option<String> {
+    /// Why the store takes no more writes, if a write or flush failed.
+    pub fn poison(&self) -> Option<WriteFailure> {
         self.poisoned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -439,8 +592,8 @@ impl PreparedBatch {
         });
     }
 
-    /// Adds a line kept in quarantine, with why.
-    pub fn add_quarantine(&mut self, raw: &[u8], reason: &str) {
+    /// Adds a line (or a whole body) kept in quarantine, with why.
+    pub fn add_quarantine(&mut self, raw: &[u8], reason: &QuarantineReason) {
         self.quarantine.push((
             quarantine_key(&self.source, raw),
             encode_quarantine(self.received_at_ms, &self.source, reason, raw),
@@ -515,9 +668,11 @@ pub(crate) struct Staging<'a> {
 }
 
 impl<'a> Staging<'a> {
-    pub fn new(core: &'a Core, state: &WriteState) -> Staging<'a> {
+    /// A write to stage on the store the write lock `guard` holds.
+    pub fn new(guard: &WriteGuard<'a>) -> Staging<'a> {
+        let state: &WriteState = guard;
         Staging {
-            core,
+            core: guard.core(),
             batch: sled::Batch::default(),
             seen: KeySet::default(),
             pending: None,
@@ -665,16 +820,19 @@ impl<'a> Staging<'a> {
 
     /// Applies the staged write atomically and moves `state` forward
     /// (maintenance's way: the write lock held, nothing in flight).
-    pub fn commit(self, state: &mut WriteState, counters: &Counters) -> Result<(), StoreError> {
-        let core = self.core;
+    pub fn commit(self, guard: &mut WriteGuard<'_>) -> Result<(), StoreError> {
+        assert!(
+            std::ptr::eq(self.core, guard.core()),
+            "committed under another store's lock"
+        );
         let staged = self.stage()?;
         if staged.appended {
-            core.sync_log()?;
+            guard.core().sync_log()?;
         }
         let (next_id, counts) = (staged.next_id, staged.counts);
-        staged.apply(core, counters)?;
-        state.next_id = next_id;
-        state.counts = counts;
+        staged.apply(guard)?;
+        guard.next_id = next_id;
+        guard.counts = counts;
         Ok(())
     }
 
@@ -738,8 +896,10 @@ pub(crate) struct Staged {
 
 impl Staged {
     /// Applies it atomically (its chunks synced already; the write lock
-    /// held). The caller moves the write state forward.
-    fn apply(self, core: &Core, counters: &Counters) -> Result<(), StoreError> {
+    /// held, which `guard` proves). The caller moves the write state forward.
+    fn apply(self, guard: &WriteGuard<'_>) -> Result<(), StoreError> {
+        let core = guard.core();
+        let counters = &core.counters;
         let Staged {
             mut batch,
             dedupe,
@@ -869,7 +1029,7 @@ fn stage_group<'a>(
             pending.keys.iter().copied().collect(),
         );
     }
-    let mut staging = Staging::new(core, &state);
+    let mut staging = Staging::new(&state);
     staging.pending = Some(&pending.keys);
     let outcomes = group
         .into_iter()
@@ -966,7 +1126,7 @@ struct InFlight<'a> {
     replies: Vec<Reply>,
     /// The staged write and each delivery's summary, or why the whole
     /// group failed.
-    staged: Result<(Staged, Outcomes), String>,
+    staged: Result<(Staged, Outcomes), WriteFailure>,
     /// Counts a staged group in flight while it exists.
     token: Option<InFlightToken<'a>>,
     stores_something: bool,
@@ -1048,7 +1208,7 @@ fn run(core: &Core, queue: &mpsc::Receiver<Job>) {
                 Some(e) => (Err(e), None),
                 None => match stage_group(core, batches, &mut pending, seq) {
                     Ok((staged, outcomes, token)) => (Ok((staged, outcomes)), Some(token)),
-                    Err(e) => (Err(format!("write failed: {e}")), None),
+                    Err(e) => (Err(WriteFailure::new(WriteStep::Stage, e)), None),
                 },
             };
             let group = InFlight {
@@ -1090,7 +1250,7 @@ fn sync_and_apply<'a>(
         // Taken out first: they are dropped without the lock.
         let tokens: Vec<InFlightToken> = groups.iter_mut().filter_map(|g| g.token.take()).collect();
         {
-            let _state = core.lock_now();
+            let state = core.lock_now();
             for group in groups {
                 last_seq = group.seq;
                 let outcome = match group.staged {
@@ -1098,15 +1258,14 @@ fn sync_and_apply<'a>(
                     Ok((staged, outcomes)) => {
                         let applied = match core.poison() {
                             Some(e) => Err(e),
-                            None => staged
-                                .apply(core, &core.counters)
-                                .map_err(|e| format!("write failed: {e}")),
+                            None => staged.apply(&state).map_err(|e| {
+                                let failure = WriteFailure::new(WriteStep::Apply, e);
+                                // Later groups were staged as if this one were
+                                // stored: none of them may be answered 200.
+                                core.set_poison(failure.clone());
+                                failure
+                            }),
                         };
-                        if let Err(e) = &applied {
-                            // Later groups were staged as if this one were
-                            // stored: none of them may be answered 200.
-                            core.set_poison(format!("applying a write failed ({e})"));
-                        }
                         applied.map(|()| outcomes)
                     }
                 };
@@ -1160,7 +1319,7 @@ fn merge_when_wanted(core: &Core, wanted: &mpsc::Receiver<()>) {
 }
 
 /// Groups applied, with their answers once flushed.
-type Applied = Vec<(Vec<Reply>, Result<Outcomes, String>, bool)>;
+type Applied = Vec<(Vec<Reply>, Result<Outcomes, WriteFailure>, bool)>;
 
 /// The flusher (see [`run`]): one sled flush for every group applied
 /// since the last one, then the answers.
@@ -1171,7 +1330,10 @@ fn flush_and_answer(core: &Core, queue: &mpsc::Receiver<Applied>) {
         }
         let flushed = if answers.iter().any(|(_, o, _)| o.is_ok()) {
             core.counters.flushes.fetch_add(1, Ordering::Relaxed);
-            core.flush().map_err(|e| format!("flush failed: {e}"))
+            core.flush().map_err(|e| match e {
+                StoreError::Flush(failure) => failure,
+                other => WriteFailure::new(WriteStep::Flush, other),
+            })
         } else {
             Ok(())
         };
@@ -1187,7 +1349,7 @@ fn flush_and_answer(core: &Core, queue: &mpsc::Receiver<Applied>) {
 fn answer(
     core: &Core,
     replies: Vec<Reply>,
-    mut outcome: Result<Outcomes, String>,
+    mut outcome: Result<Outcomes, WriteFailure>,
     stores_something: bool,
 ) {
     let counters = &core.counters;
@@ -1200,7 +1362,7 @@ fn answer(
     if stores_something {
         // The group's failure, else the first delivery that failed alone.
         let error = match &outcome {
-            Err(e) => Some(e.clone()),
+            Err(e) => Some(e.to_string()),
             Ok(outcomes) => outcomes
                 .iter()
                 .find_map(|o| o.as_ref().err().map(|e| e.to_string())),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use auditsink_parser::{parse_borrowed, ParseOptions};
-use auditsink_storage::{AppendSummary, PreparedBatch, Store};
+use auditsink_storage::{AppendSummary, PreparedBatch, QuarantineReason, Store};
 use futures_util::{FutureExt, StreamExt};
 
 use super::config::ClusterConfig;
@@ -173,19 +173,32 @@ pub fn prepare(payloads: &[impl AsRef<[u8]>]) -> Vec<PreparedBatch> {
                     }
                     // The receiver parsed it: only a different parser
                     // version gets here. Kept, with why.
-                    Err(e) => batch.add_quarantine(raw, &e.to_string()),
+                    Err(e) => batch.add_quarantine(raw, &e.to_string().into()),
                 }
             }
-            Ok(Message::Quarantine { head, reason, raw }) => {
+            Ok(Message::Quarantine {
+                head,
+                reason,
+                body,
+                raw,
+            }) => {
+                let reason = if body {
+                    QuarantineReason::Body(reason.to_owned())
+                } else {
+                    QuarantineReason::Line(reason.to_owned())
+                };
                 batches
                     .for_delivery(head.source, head.received_at_ms)
-                    .add_quarantine(raw, reason);
+                    .add_quarantine(raw, &reason);
             }
             Err(e) => {
                 tracing::error!(error = %e, "indexer: a message it cannot read; kept in quarantine whole");
                 batches
                     .for_delivery(UNREADABLE_SOURCE, crate::state::now_ms())
-                    .add_quarantine(payload, &format!("unreadable cluster message: {e}"));
+                    .add_quarantine(
+                        payload,
+                        &QuarantineReason::Body(format!("unreadable cluster message: {e}")),
+                    );
             }
         }
     }

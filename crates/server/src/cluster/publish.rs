@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::Subject;
 use auditsink_parser::{BorrowedEvent, Format};
-use auditsink_storage::{event_identity, quarantine_identity, AppendSummary};
+use auditsink_storage::{event_identity, quarantine_identity, AppendSummary, QuarantineReason};
 use futures_util::{StreamExt, TryStreamExt};
 use hyper::body::Bytes;
 
@@ -76,7 +76,7 @@ impl Outbox {
     }
 
     /// Adds a line kept in quarantine, with why.
-    pub fn add_quarantine(&mut self, raw: &[u8], reason: &str) {
+    pub fn add_quarantine(&mut self, raw: &[u8], reason: &QuarantineReason) {
         let payload = wire::encode_quarantine(self.head(), reason, raw);
         self.push(quarantine_identity(&self.source, raw), true, payload);
     }

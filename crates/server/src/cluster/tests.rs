@@ -2,7 +2,7 @@
 //! would have stored it.
 
 use auditsink_parser::{parse_borrowed, Format, ParseOptions, SignatureStatus};
-use auditsink_storage::{PreparedBatch, Store, StoredEvent};
+use auditsink_storage::{PreparedBatch, QuarantineReason, Store, StoredEvent};
 
 use super::indexer;
 use super::wire::{self, Head};
@@ -60,12 +60,16 @@ fn the_indexer_stores_what_a_single_process_would() {
             line.as_bytes(),
         ));
     }
-    direct.add_quarantine(b"not an event \xff", "no CEF header");
+    direct.add_quarantine(b"not an event \xff", &"no CEF header".into());
     payloads.push(wire::encode_quarantine(
         head,
-        "no CEF header",
+        &"no CEF header".into(),
         b"not an event \xff",
     ));
+    // A whole body stays a body through the stream.
+    let body = QuarantineReason::Body("undecodable request body: bad gzip".into());
+    direct.add_quarantine(b"\x1f\x8b not gzip", &body);
+    payloads.push(wire::encode_quarantine(head, &body, b"\x1f\x8b not gzip"));
     // A payload no version reads is kept too, whole.
     payloads.push(vec![9, b'e']);
 

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! byte 0      version (1)
-//! byte 1      kind: b'e' (an event) or b'q' (a quarantined line)
+//! byte 1      kind: b'e' (an event), b'q' (a quarantined line) or b'b'
+//!             (a quarantined whole body, which reprocessing keeps as it is)
 //! bytes 2..10 received_at, ms since the Unix epoch (i64)
 //! bytes 10..12 length of the source name (u16), then the name (UTF-8)
 //! event:      format (u8: 0 auto, 1 cef, 2 json), signature status (u8:
@@ -22,11 +23,13 @@
 //! identical event, record and identity.
 
 use auditsink_parser::{Format, SignatureStatus};
+use auditsink_storage::QuarantineReason;
 
 /// The encoding's version; an indexer refuses others (it quarantines them).
 pub const VERSION: u8 = 1;
 const EVENT: u8 = b'e';
 const QUARANTINE: u8 = b'q';
+const QUARANTINE_BODY: u8 = b'b';
 
 /// One message, decoded (borrowing the payload).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +53,8 @@ pub enum Message<'a> {
         head: Head<'a>,
         /// Why.
         reason: &'a str,
+        /// A whole body rather than a line.
+        body: bool,
         /// The bytes as received.
         raw: &'a [u8],
     },
@@ -112,9 +117,15 @@ pub fn encode_event(
 }
 
 /// Encodes a quarantine message.
-pub fn encode_quarantine(head_fields: Head<'_>, reason: &str, raw: &[u8]) -> Vec<u8> {
+pub fn encode_quarantine(head_fields: Head<'_>, reason: &QuarantineReason, raw: &[u8]) -> Vec<u8> {
+    let kind = if reason.is_body() {
+        QUARANTINE_BODY
+    } else {
+        QUARANTINE
+    };
+    let reason = reason.text();
     let mut out = Vec::with_capacity(20 + head_fields.source.len() + reason.len() + raw.len());
-    head(&mut out, QUARANTINE, head_fields);
+    head(&mut out, kind, head_fields);
     let reason = &reason.as_bytes()[..reason.len().min(u32::MAX as usize)];
     out.extend_from_slice(&(reason.len() as u32).to_be_bytes());
     out.extend_from_slice(reason);
@@ -185,12 +196,13 @@ pub fn decode(payload: &[u8]) -> Result<Message<'_>, WireError> {
                 raw: reader.0,
             })
         }
-        QUARANTINE => {
+        QUARANTINE | QUARANTINE_BODY => {
             let reason_len = u32::from_be_bytes(reader.array("reason length")?) as usize;
             let reason = reader.text(reason_len, "reason")?;
             Ok(Message::Quarantine {
                 head,
                 reason,
+                body: kind == QUARANTINE_BODY,
                 raw: reader.0,
             })
         }
@@ -221,13 +233,24 @@ mod tests {
                 raw,
             }
         );
-        let quarantined = encode_quarantine(HEAD, "no CEF header", b"");
+        let quarantined = encode_quarantine(HEAD, &"no CEF header".into(), b"");
         assert_eq!(
             decode(&quarantined).unwrap(),
             Message::Quarantine {
                 head: HEAD,
                 reason: "no CEF header",
+                body: false,
                 raw: b"",
+            }
+        );
+        let body = QuarantineReason::Body("undecodable request body: bad gzip".into());
+        assert_eq!(
+            decode(&encode_quarantine(HEAD, &body, b"\x1f")).unwrap(),
+            Message::Quarantine {
+                head: HEAD,
+                reason: "undecodable request body: bad gzip",
+                body: true,
+                raw: b"\x1f",
             }
         );
     }

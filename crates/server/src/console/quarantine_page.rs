@@ -134,7 +134,7 @@ pub(super) async fn render(state: Arc<AppState>, query: &str) -> Response<Full<B
                 row.id,
                 esc(&format_ms(row.received_at_ms)),
                 esc(&row.source),
-                esc(&row.reason),
+                esc(row.reason.text()),
                 esc(&String::from_utf8_lossy(&row.raw)),
             );
         }

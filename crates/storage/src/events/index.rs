@@ -12,15 +12,23 @@
 //! booleans as their JSON text; empty strings, null, arrays and objects are
 //! not indexed) and `name`. `fields.trace_id` (the same way) is nearly
 //! unique per event, so a posting per term would be a sled key per event:
-//! it is kept in sorted runs instead ([`crate::runs`]).
+//! it is kept in sorted runs instead ([`crate::engine::runs`]).
 
 use std::collections::BTreeMap;
 
 use std::borrow::Cow;
 
-use crate::codec::encode_posting;
-use crate::keys::{posting_key, time_term, IndexKind};
-use crate::view::EventView;
+use crate::engine::runs::Key;
+use crate::events::codec::encode_posting;
+use crate::events::keys::{posting_key, time_term, trace_term_key, IndexKind};
+use crate::events::view::EventView;
+
+/// The `trace_id` index key of an event, if it has a `trace_id` term:
+/// SHA-256 of the encoded term.
+pub(crate) fn trace_key(event: &impl EventView) -> Option<Key> {
+    let term = attribute_term(IndexKind::Trace, event)?;
+    Some(trace_term_key(term.as_bytes()))
+}
 
 /// The term an attribute index holds for this event, if any.
 pub(crate) fn attribute_term(kind: IndexKind, event: &impl EventView) -> Option<Cow<'_, str>> {

@@ -21,7 +21,7 @@ use std::thread;
 
 use crate::StoreError;
 
-use crate::runs::{Key, Runs};
+use crate::engine::runs::{Key, Runs};
 
 /// Bits per key the filter is sized for (8 bits are set per key; about
 /// 0.1% false positives when full: a false positive reads a page of every

@@ -1,11 +1,11 @@
 //! What the store hands out, and its JSON rendering. The encoding on disk
-//! is in [`crate::codec`].
+//! is in [`crate::events::codec`].
 
 use auditsink_parser::Event;
 use serde_json::{Map, Value};
 
-use crate::keys::format_id;
-use crate::timefmt::format_ms;
+use crate::events::keys::format_id;
+use crate::events::timefmt::format_ms;
 
 /// A line that could not be read as an event, as handed to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +13,66 @@ pub struct QuarantinedLine {
     /// The bytes exactly as received (a line, or a whole undecodable body).
     pub raw: Vec<u8>,
     /// Why it is not an event.
-    pub reason: String,
+    pub reason: QuarantineReason,
+}
+
+/// Why something is in quarantine. What it is (a line, or a whole body)
+/// decides what reprocessing does with it; the text says why, for a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QuarantineReason {
+    /// A line that is not an event: it did not parse, or its signature
+    /// did not verify. Reprocessing reads it again.
+    Line(String),
+    /// A whole request body that could not be read into lines (it did not
+    /// decode, or its framing broke off). Reprocessing keeps it as it is.
+    Body(String),
+}
+
+impl QuarantineReason {
+    /// Why, as text.
+    pub fn text(&self) -> &str {
+        match self {
+            QuarantineReason::Line(text) | QuarantineReason::Body(text) => text,
+        }
+    }
+
+    /// Whether it is a whole body rather than a line.
+    pub fn is_body(&self) -> bool {
+        matches!(self, QuarantineReason::Body(_))
+    }
+}
+
+impl std::fmt::Display for QuarantineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+/// A line's reason.
+impl From<String> for QuarantineReason {
+    fn from(text: String) -> QuarantineReason {
+        QuarantineReason::Line(text)
+    }
+}
+
+/// A line's reason.
+impl From<&str> for QuarantineReason {
+    fn from(text: &str) -> QuarantineReason {
+        QuarantineReason::Line(text.to_owned())
+    }
+}
+
+impl PartialEq<&str> for QuarantineReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.text() == *other
+    }
+}
+
+impl PartialEq<str> for QuarantineReason {
+    fn eq(&self, other: &str) -> bool {
+        self.text() == other
+    }
 }
 
 /// An event as stored: the normalized event plus the store's keys.
@@ -39,7 +98,7 @@ pub struct StoredQuarantine {
     /// Name of the source that received it.
     pub source: String,
     /// Why it is not an event.
-    pub reason: String,
+    pub reason: QuarantineReason,
     /// The bytes exactly as received.
     pub raw: Vec<u8>,
 }
@@ -73,7 +132,10 @@ impl StoredQuarantine {
             Value::String(format_ms(self.received_at_ms)),
         );
         out.insert("source".into(), Value::String(self.source.clone()));
-        out.insert("reason".into(), Value::String(self.reason.clone()));
+        out.insert(
+            "reason".into(),
+            Value::String(self.reason.text().to_owned()),
+        );
         out.insert(
             "raw".into(),
             Value::String(String::from_utf8_lossy(&self.raw).into_owned()),

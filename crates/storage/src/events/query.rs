@@ -9,19 +9,22 @@
 //! make a query faster, never change its answer. Without any filter, or when
 //! a time range alone covers most of the store, it scans the events in order
 //! and filters on the time stored at the head of each record.
+//!
+//! Why one piece (about 530 lines): the posting walk that candidates,
+//! counts and the time histogram share.
 
 use std::ops::Bound;
 
-use crate::chunk::{self, Chunk, Records};
-use crate::codec::{decode_event, decode_posting, peek_event};
-use crate::index::attribute_term;
-use crate::keys::{
+use crate::engine::log::EventLog;
+use crate::engine::poison::Gate;
+use crate::events::chunk::{self, Chunk, Records};
+use crate::events::codec::{decode_event, decode_posting, peek_event};
+use crate::events::index::attribute_term;
+use crate::events::keys::{
     id_key, posting_prefix, prefix_end, split_posting_key, time_term, trace_term_key, IndexKind,
     EVENT,
 };
-use crate::log::EventLog;
-use crate::record::StoredEvent;
-use crate::recover::Gate;
+use crate::events::record::StoredEvent;
 use crate::writer::Core;
 use crate::{corrupt, StoreError};
 use std::sync::atomic::Ordering;
@@ -123,7 +126,7 @@ fn for_each_entry(
     term: Option<&[u8]>,
     mut each: impl FnMut(u64, i64) -> bool,
 ) -> Result<bool, StoreError> {
-    let tree = &core.tree;
+    let tree = &core.tree();
     let after = query.after.unwrap_or(0);
     let mut entries = Vec::new();
     let mut visit = |key: &[u8], value: &[u8]| -> Result<bool, StoreError> {
@@ -139,7 +142,7 @@ fn for_each_entry(
     };
     match (kind, term) {
         (IndexKind::Time, _) => {
-            let mut prefix = vec![crate::keys::INDEX, IndexKind::Time.tag(), 8];
+            let mut prefix = vec![crate::events::keys::INDEX, IndexKind::Time.tag(), 8];
             let start = {
                 let mut k = prefix.clone();
                 k.extend_from_slice(&time_term(query.since_ms.unwrap_or(i64::MIN)));
@@ -186,15 +189,15 @@ fn trace_candidates(
     ids: &mut Vec<u64>,
     cap: usize,
 ) -> Result<bool, StoreError> {
-    let tree = &core.tree;
+    let tree = &core.tree();
     let after = query.after.unwrap_or(0);
-    let horizon = core.counters.horizon.load(Ordering::Relaxed);
-    for id in core.traces.all(tree, &trace_term_key(term), horizon)? {
+    let horizon = core.counters().horizon.load(Ordering::Relaxed);
+    for id in core.traces().all(tree, &trace_term_key(term), horizon)? {
         if query.after.is_some() && id <= after {
             continue;
         }
         if query.time_bounded() {
-            let Some(value) = chunk::get(tree, &core.log, id)? else {
+            let Some(value) = chunk::get(tree, core.log(), id)? else {
                 continue;
             };
             let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
@@ -255,7 +258,7 @@ pub(crate) fn count_by_time(
     if timed_term.is_none() && !others.is_empty() {
         // `trace_id` alone: few events, whose times are read from them.
         for &id in &others[0] {
-            if let Some(value) = chunk::get(&core.tree, &core.log, id)? {
+            if let Some(value) = chunk::get(core.tree(), core.log(), id)? {
                 let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
                 timed.push((id, head.time));
             }
@@ -295,8 +298,8 @@ pub fn bar_index(time: i64, start_ms: i64, bar_ms: i64) -> Option<usize> {
 /// minute), from the first and last postings of the time index; `None`
 /// when it is empty.
 pub(crate) fn time_span(core: &Core) -> Result<Option<(i64, i64)>, StoreError> {
-    let prefix = [crate::keys::INDEX, IndexKind::Time.tag(), 8];
-    let mut postings = core.tree.scan_prefix(prefix);
+    let prefix = [crate::events::keys::INDEX, IndexKind::Time.tag(), 8];
+    let mut postings = core.tree().scan_prefix(prefix);
     let times = |item: Option<sled::Result<(sled::IVec, sled::IVec)>>| {
         let Some(item) = item else {
             return Ok(None);
@@ -374,7 +377,7 @@ pub(crate) fn count(core: &Core, query: &Query, total: u64) -> Result<u64, Store
     let mut lists: Vec<Vec<u64>> = lists.into_iter().flatten().collect();
     lists.sort_by_key(Vec::len);
     let mut result = lists.first().cloned().unwrap_or_default();
-    let durable = core.durable_next_id.load(Ordering::Acquire);
+    let durable = core.durable_next_id();
     result.retain(|&id| id < durable);
     for other in &lists[1..] {
         result.retain(|id| other.binary_search(id).is_ok());
@@ -412,7 +415,7 @@ struct Reading {
 
 impl QueryIter {
     pub(crate) fn new(core: &Core, query: Query, plan: Plan) -> QueryIter {
-        let (tree, log) = (core.tree.clone(), core.log.clone());
+        let (tree, log) = (core.tree().clone(), core.log().clone());
         let source = match plan {
             Plan::Empty => Source::Done,
             Plan::Ids(ids) => Source::Ids(ids.into_iter(), None),
@@ -423,8 +426,8 @@ impl QueryIter {
                 log,
                 remaining: query.limit.unwrap_or(usize::MAX),
                 tree,
-                gate: core.gate.clone(),
-                durable_next_id: core.durable_next_id.load(Ordering::Acquire),
+                gate: core.gate().clone(),
+                durable_next_id: core.durable_next_id(),
                 query,
                 source,
             }),

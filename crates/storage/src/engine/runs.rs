@@ -21,51 +21,44 @@
 //! old runs' pages: so the store's syncer, which adds runs, never waits for
 //! a large merge. Pages that no manifest names are listed in the trash
 //! (`m` `trsh` kind: run ids) before they are written or unlinked, and
-//! opening the store removes what a crash left of them. Runs are merged by
-//! size (size-tiered): once
-//! [`FANOUT`] runs of one size class (entries, in powers of `FANOUT`)
-//! exist, the oldest `FANOUT` become one run, as long as it stays under
-//! [`MAX_MERGED`] entries; a lookup reads about `FANOUT - 1` runs per class
-//! plus the runs that reached the cap, one page each. A run whose ids are
-//! all below the retention horizon is dropped whole. Changes to the list
+//! opening the store removes what a crash left of them. When runs merge
+//! is [`policy`]'s to say (size-tiered). Changes to the list
 //! take its mutation lock ([`Runs::mutation`]); merges run on one thread at
 //! a time (the store's merger, or maintenance, which waits for it);
 //! readers (the writer's dedupe look-ups among them) work on a snapshot
 //! and start over on a newer one if a merge removed a page under them (a
 //! merge installs the new list before it removes the old pages).
+//!
+//! Why one piece (about 950 lines without its tests): the page layout, the
+//! manifest, the trash and a merge's write-ahead, swap and discard keep one
+//! crash-safety rule between them (nothing a manifest names is ever
+//! removed; nothing unnamed outlives a reopening). When to merge is apart,
+//! in [`policy`].
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use crate::keys::META;
+mod policy;
+
 use crate::{corrupt, StoreError};
+use policy::MergePlan;
+#[cfg(test)]
+use policy::FANOUT;
 
 pub(crate) const RUN: u8 = b'R';
+/// Metadata keys: the runs' manifests and trash lists here, and the
+/// store's own (format, counters) beside them.
+pub(crate) const META: u8 = b'm';
 /// Entries per page: 6 KiB values, the size sled handles best (see
-/// [`crate::chunk`]).
+/// [`crate::events::chunk`]).
 const PAGE_ENTRIES: usize = 256;
 const ENTRY_BYTES: usize = 24;
 const DIRECTORY: u32 = u32::MAX;
 const FORMAT: u8 = 1;
-/// Runs of one size class merged at a time.
-pub(crate) const FANOUT: usize = 16;
-/// No merge writes a run larger than this (48 MiB).
-pub(crate) const MAX_MERGED: u64 = 2 << 20;
 /// Pages a merge writes or removes per sled batch (1.5 MiB written): small
 /// enough that the syncer's batches are not held up behind one.
 const PAGES_PER_BATCH: usize = 256;
-
-/// Size class of a run: floor(log_FANOUT(entries)).
-fn class(len: u64) -> u32 {
-    let mut class = 0;
-    let mut n = len;
-    while n >= FANOUT as u64 {
-        n /= FANOUT as u64;
-        class += 1;
-    }
-    class
-}
 
 /// The 16-byte key of an entry (a SHA-256 prefix: uniformly spread).
 pub(crate) type Key = [u8; 16];
@@ -573,63 +566,46 @@ impl Runs {
         merged
     }
 
-    /// One step of upkeep: drops the runs whose ids are all below `min_id`
-    /// (removed by retention), else merges the oldest [`FANOUT`] runs of the
-    /// smallest size class that has that many (dropping entries below
-    /// `min_id`). One merge at a time: from the store's merger, or from
+    /// One step of upkeep, the one [`policy::next_step`] says: drops runs
+    /// whose ids are all below `min_id` (removed by retention), or merges
+    /// runs (dropping entries below `min_id`). One merge at a time: from the store's merger, or from
     /// maintenance, which keeps the merger out (see the module doc).
     /// Returns whether it changed anything.
     pub fn merge_step(&self, tree: &sled::Tree, min_id: u64) -> Result<bool, StoreError> {
-        let base = self.snapshot();
-        let expired: Vec<Arc<Run>> = base
-            .runs
-            .iter()
-            .filter(|r| r.max_id < min_id)
-            .cloned()
-            .collect();
-        if !expired.is_empty() {
-            self.replace(tree, &expired, &[])?;
-            return Ok(true);
+        match policy::next_step(&self.snapshot(), min_id) {
+            None => Ok(false),
+            Some(MergePlan::Drop(expired)) => {
+                self.replace(tree, &expired, &[])?;
+                Ok(true)
+            }
+            Some(MergePlan::Merge(inputs)) => {
+                self.merge(tree, inputs, min_id)?;
+                Ok(true)
+            }
         }
-        let mut classes: Vec<u32> = base.runs.iter().map(|r| class(r.len)).collect();
-        classes.sort_unstable();
-        classes.dedup();
-        for c in classes {
-            if base.runs.iter().filter(|r| class(r.len) == c).count() < FANOUT {
-                continue;
+    }
+
+    /// Merges `inputs` into one run, without their entries below `min_id`.
+    fn merge(
+        &self,
+        tree: &sled::Tree,
+        inputs: Vec<Arc<Run>>,
+        min_id: u64,
+    ) -> Result<(), StoreError> {
+        let input_list = RunList {
+            next_run_id: 0,
+            runs: inputs,
+        };
+        let total: u64 = input_list.runs.iter().map(|r| r.len).sum();
+        let mut entries = Vec::with_capacity(total as usize);
+        for entry in self.merged(tree, &input_list) {
+            let entry = entry?;
+            if entry.id >= min_id {
+                entries.push(entry);
             }
-            // The oldest of the class, as many as fit under the cap (a run
-            // too large to join stays; younger ones still merge).
-            let mut inputs: Vec<Arc<Run>> = Vec::with_capacity(FANOUT);
-            let mut total = 0;
-            for run in base.runs.iter().rev().filter(|r| class(r.len) == c) {
-                if inputs.len() == FANOUT {
-                    break;
-                }
-                if total + run.len <= MAX_MERGED {
-                    total += run.len;
-                    inputs.push(run.clone());
-                }
-            }
-            if inputs.len() < 2 {
-                continue;
-            }
-            let input_list = RunList {
-                next_run_id: 0,
-                runs: inputs.clone(),
-            };
-            let mut entries = Vec::with_capacity(inputs.iter().map(|r| r.len as usize).sum());
-            for entry in self.merged(tree, &input_list) {
-                let entry = entry?;
-                if entry.id >= min_id {
-                    entries.push(entry);
-                }
-            }
-            entries.dedup();
-            self.replace(tree, &inputs, &entries)?;
-            return Ok(true);
         }
-        Ok(false)
+        entries.dedup();
+        self.replace(tree, &input_list.runs, &entries)
     }
 
     /// Replaces the runs `old` by one run of `sorted` entries (none if

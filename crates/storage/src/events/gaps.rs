@@ -20,6 +20,7 @@
 
 use serde::Serialize;
 
+use crate::events::keys::hex;
 use crate::StoreError;
 
 const ANSWER: u8 = b'a';
@@ -309,10 +310,6 @@ impl Gaps {
         self.tree.apply_batch(batch)?;
         Ok(old.len())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::StoreError;
 
-/// Chunk value version of a pointer into the log (1: the chunk inline).
-pub(crate) const POINTER_VERSION: u8 = 2;
+/// Version byte of a pointer into the log.
+const POINTER_VERSION: u8 = 2;
 const POINTER_LEN: usize = 1 + 8 + 8 + 4 + 4;
 /// A new segment is started past this size.
 const SEGMENT_BYTES: u64 = 64 << 20;

@@ -4,10 +4,10 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `e` first id | chunk of event records ([`crate::chunk`], [`crate::codec`]) |
+//! | `e` first id | chunk of event records ([`crate::events::chunk`], [`crate::events::codec`]) |
 //! | `q` id | quarantined line record |
 //! | `Q` key | quarantine dedupe entry: the id of the newest `q` record with this identity |
-//! | `R` ... | dedupe and `trace_id` entries, in sorted runs ([`crate::runs`]) |
+//! | `R` ... | dedupe and `trace_id` entries, in sorted runs ([`crate::engine::runs`]) |
 //! | `i` kind len term first_id | posting: the (id, time) pairs of one write with this term |
 //! | `m` name | metadata: format version, next id, counts, retention horizon, run manifests and trash |
 //!
@@ -18,25 +18,19 @@
 //! the raw line; its dedupe key is the first 16 bytes of the SHA-256 of the
 //! identity (128 bits make a collision negligible). A quarantined line's
 //! identity is `q:` + its source + its raw bytes: the same line resent by
-//! the same source is counted as a duplicate, not kept again. Format 3 kept dedupe
-//! entries (`d` ...) and `trace_id` postings as one sled key per event and
-//! event chunks inline; format 4 (a development step) had runs of another
-//! directory layout and inline chunks. Opening either rebuilds the indexes
-//! as runs; their chunks still read, new ones go to the event log.
+//! the same source is counted as a duplicate, not kept again.
 
 use auditsink_parser::SignatureStatus;
 use sha2::{Digest, Sha256};
 
-use crate::runs::Key;
-use crate::view::EventView;
+use crate::engine::runs::Key;
+pub(crate) use crate::engine::runs::META;
+use crate::events::view::EventView;
 
 pub(crate) const EVENT: u8 = b'e';
 pub(crate) const QUARANTINE: u8 = b'q';
 pub(crate) const QUARANTINE_DEDUPE: u8 = b'Q';
-/// Dedupe entries of format 3 (removed by the upgrade rebuild).
-pub(crate) const DEDUPE: u8 = b'd';
 pub(crate) const INDEX: u8 = b'i';
-pub(crate) const META: u8 = b'm';
 
 pub(crate) const META_FORMAT: &[u8] = b"mformat";
 pub(crate) const META_NEXT_ID: &[u8] = b"mnext_id";
@@ -44,15 +38,10 @@ pub(crate) const META_COUNTS: &[u8] = b"mcounts";
 pub(crate) const META_REBUILDING: &[u8] = b"mrebuilding";
 /// Every event id below it was removed by retention.
 pub(crate) const META_HORIZON: &[u8] = b"mhorizon";
-/// Present once the quarantine dedupe entries are built (stores written
-/// before them get them on open).
-pub(crate) const META_QUARANTINE_DEDUPE: &[u8] = b"mquarantine_dedupe";
 
-/// Version of the key layout and record encoding this build writes.
-pub(crate) const FORMAT_VERSION: u32 = 5;
-/// Formats that [`crate::Store::open`] upgrades by rebuilding the indexes
-/// (their event chunks, inline in sled, still read).
-pub(crate) const UPGRADABLE_FORMATS: [u32; 2] = [3, 4];
+/// Version of the key layout and record encoding this build writes, the
+/// only one it reads (no format before it was released).
+pub(crate) const FORMAT_VERSION: u32 = 6;
 
 /// An id-keyed record key: `prefix` + id big-endian.
 pub(crate) fn id_key(prefix: u8, id: u64) -> [u8; 9] {
@@ -109,13 +98,6 @@ pub(crate) fn quarantine_dedupe_entry(key: &Key) -> [u8; 17] {
     let mut out = [QUARANTINE_DEDUPE; 17];
     out[1..].copy_from_slice(key);
     out
-}
-
-/// The `trace_id` index key of an event, if it has a `trace_id` term:
-/// SHA-256 of the encoded term.
-pub(crate) fn trace_key(event: &impl EventView) -> Option<Key> {
-    let term = crate::index::attribute_term(IndexKind::Trace, event)?;
-    Some(trace_term_key(term.as_bytes()))
 }
 
 /// The `trace_id` index key of a term.
@@ -267,6 +249,11 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Hex of a key, for reports and logs.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

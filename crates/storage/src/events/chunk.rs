@@ -1,12 +1,12 @@
 //! Event chunks: the event records of one write, packed some kilobytes at a
 //! time into one body instead of one key per event. The body is appended to
-//! the event log ([`crate::log`]) and sled holds a pointer to it under the
-//! chunk's key; stores of format 3 hold bodies inline, which still read.
+//! the event log ([`crate::engine::log`]) and sled holds a pointer to it under the
+//! chunk's key.
 //!
 //! ```text
 //! key   = `e` first_id:u64be          (no id in the chunk is below it)
 //! body  = version:u8=1 varint(n) (varint(id - first_id) varint(len) record)*
-//! value = a pointer into the log (version 2), or the body itself
+//! value = a pointer into the log
 //! ```
 //!
 //! Ids inside a chunk increase, and every id of a chunk is below the key of
@@ -19,8 +19,9 @@
 use std::ops::{Bound, Range};
 use std::sync::Arc;
 
-use crate::keys::{id_key, key_id, EVENT};
-use crate::log::{EventLog, Pointer, POINTER_VERSION};
+use crate::engine::log::{EventLog, Pointer};
+use crate::engine::varint;
+use crate::events::keys::{id_key, key_id, EVENT};
 use crate::{corrupt, StoreError};
 
 /// A chunk is closed once its records reach this many bytes.
@@ -32,14 +33,6 @@ pub(crate) struct ChunkBuilder {
     first: u64,
     n: u64,
     body: Vec<u8>,
-}
-
-fn varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
 }
 
 impl ChunkBuilder {
@@ -62,8 +55,8 @@ impl ChunkBuilder {
     /// Adds a record; ids must increase and not be below the first id.
     pub fn push(&mut self, id: u64, record: &[u8]) {
         debug_assert!(id >= self.first);
-        varint(&mut self.body, id - self.first);
-        varint(&mut self.body, record.len() as u64);
+        varint::put(&mut self.body, id - self.first);
+        varint::put(&mut self.body, record.len() as u64);
         self.body.extend_from_slice(record);
         self.n += 1;
     }
@@ -72,23 +65,10 @@ impl ChunkBuilder {
     pub fn finish(self) -> ([u8; 9], Vec<u8>) {
         let mut value = Vec::with_capacity(self.body.len() + 11);
         value.push(CHUNK_VERSION);
-        varint(&mut value, self.n);
+        varint::put(&mut value, self.n);
         value.extend_from_slice(&self.body);
         (id_key(EVENT, self.first), value)
     }
-}
-
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        n |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(n);
-        }
-    }
-    None
 }
 
 /// The (id, byte range) of every record of a chunk, in id order.
@@ -99,12 +79,12 @@ pub(crate) fn split(key: &[u8], value: &[u8]) -> Result<Vec<(u64, Range<usize>)>
         return Err(bad("unknown version"));
     }
     let mut pos = 1;
-    let n = read_varint(value, &mut pos).ok_or_else(|| bad("truncated"))?;
+    let n = varint::get(value, &mut pos).ok_or_else(|| bad("truncated"))?;
     let mut out = Vec::with_capacity(n.min(4096) as usize);
     let mut previous = None;
     for _ in 0..n {
-        let delta = read_varint(value, &mut pos).ok_or_else(|| bad("truncated"))?;
-        let len = read_varint(value, &mut pos).ok_or_else(|| bad("truncated"))?;
+        let delta = varint::get(value, &mut pos).ok_or_else(|| bad("truncated"))?;
+        let len = varint::get(value, &mut pos).ok_or_else(|| bad("truncated"))?;
         let id = first.checked_add(delta).ok_or_else(|| bad("id overflow"))?;
         if previous.is_some_and(|p| id <= p) {
             return Err(bad("ids out of order"));
@@ -147,19 +127,14 @@ pub(crate) struct Chunk {
 
 impl Chunk {
     /// The chunk under `key`, whose sled value is `value` (a pointer into
-    /// the log, or the body inline).
+    /// the log).
     pub fn read(log: &EventLog, key: sled::IVec, value: sled::IVec) -> Result<Chunk, StoreError> {
-        let value = match value.first() {
-            Some(&POINTER_VERSION) => {
-                let pointer =
-                    Pointer::decode(&value).ok_or_else(|| corrupt(&key, "event chunk pointer"))?;
-                sled::IVec::from(log.read(&pointer).map_err(|e| match e {
-                    Ok(why) => corrupt(&key, why),
-                    Err(io) => io,
-                })?)
-            }
-            _ => value,
-        };
+        let pointer =
+            Pointer::decode(&value).ok_or_else(|| corrupt(&key, "event chunk pointer"))?;
+        let value = sled::IVec::from(log.read(&pointer).map_err(|e| match e {
+            Ok(why) => corrupt(&key, why),
+            Err(io) => io,
+        })?);
         let records = split(&key, &value)?;
         Ok(Chunk { value, records })
     }
