@@ -39,6 +39,9 @@ pub struct Config {
     /// Webhook endpoints. Empty means the embedded default source.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    /// Destinations events are forwarded to.
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<crate::sinks::SinkConfig>,
 }
 
 /// `[server]`
@@ -348,6 +351,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             limits: Limits::default(),
             sources: Vec::new(),
+            sinks: Vec::new(),
             retention_days: None,
             store_cache_mb: default_store_cache_mb(),
         }
@@ -456,6 +460,15 @@ impl Config {
             return invalid(format!(
                 "[admin]: authorization_sha256 {bad:?} is not 64 hex digits"
             ));
+        }
+        let mut sink_names = std::collections::HashSet::new();
+        for sink in &self.sinks {
+            if let Some(problem) = sink.problem() {
+                return invalid(problem);
+            }
+            if !sink_names.insert(sink.name.as_str()) {
+                return invalid(format!("two sinks are named {:?}", sink.name));
+            }
         }
         let mut paths = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();

@@ -29,6 +29,7 @@ mod metrics;
 mod prepare;
 mod request_body;
 mod response;
+pub mod sinks;
 mod state;
 pub mod status;
 pub mod tls;
@@ -77,6 +78,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] auditsink_storage::StoreError),
+    /// A forwarding sink could not be set up.
+    #[error(transparent)]
+    Sink(#[from] sinks::SinkSetupError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} (`{key}`): {cause}{}", bind_hint(cause))]
     Bind {
@@ -157,6 +161,7 @@ impl Server {
                 ..Default::default()
             },
         )?;
+        let sinks = Arc::new(sinks::SinkSet::new(&config.sinks, &store)?);
         let bind = |addr: SocketAddr, key: &'static str| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -171,7 +176,8 @@ impl Server {
                 RuntimeLimits::from(&config.limits),
                 Duration::from_secs(config.admin.inactive_after_secs),
             )
-            .with_admin_guard(console::AdminGuard::new(admin_authorizer(&config.admin)?)),
+            .with_admin_guard(console::AdminGuard::new(admin_authorizer(&config.admin)?))
+            .with_sinks(sinks),
         );
         if let Ok(addr) = https.local_addr() {
             state.set_webhook_addr(addr);
@@ -217,6 +223,7 @@ impl Server {
         }
         tokio::spawn(reload_certificates(self.certs.clone(), stopped.clone()));
         let run_record = tokio::spawn(gaps::keep_run(self.state.clone(), stopped.clone()));
+        let sink_runners = self.state.sinks.spawn(stopped.clone());
         let https = tokio::spawn(listener::serve_https(
             self.https,
             self.tls,
@@ -236,6 +243,9 @@ impl Server {
         let _ = https.await;
         let _ = admin.await;
         let _ = run_record.await;
+        for runner in sink_runners {
+            let _ = runner.await;
+        }
         self.state.store.flush()?;
         let _ = std::fs::remove_file(&admin_file);
         tracing::info!("store flushed; bye");

@@ -89,6 +89,8 @@ pub struct AppState {
     /// Who may use the admin listener, and the console's form token.
     pub admin_guard: crate::console::AdminGuard,
     webhook_addr: OnceLock<SocketAddr>,
+    /// The forwarding sinks.
+    pub sinks: Arc<crate::sinks::SinkSet>,
 }
 
 /// Work admitted past backpressure; releases its share when dropped.
@@ -155,12 +157,19 @@ impl AppState {
             listening: AtomicBool::new(false),
             admin_guard: crate::console::AdminGuard::default(),
             webhook_addr: OnceLock::new(),
+            sinks: Arc::default(),
         }
     }
 
     /// Sets who may use the admin listener.
     pub fn with_admin_guard(mut self, guard: crate::console::AdminGuard) -> AppState {
         self.admin_guard = guard;
+        self
+    }
+
+    /// Sets the forwarding sinks.
+    pub fn with_sinks(mut self, sinks: Arc<crate::sinks::SinkSet>) -> AppState {
+        self.sinks = sinks;
         self
     }
 
