@@ -116,6 +116,18 @@ impl Syslog {
                 SendFailure::refused(format!("connecting: no answer within {:?}", self.timeout))
             })?
             .map_err(SendFailure::refused)?;
+            let mut stream = stream;
+            // A TLS 1.3 collector sends its session tickets right after the
+            // handshake. Read them now: bytes left unread in our receive
+            // buffer would make the kernel reset the connection instead of
+            // closing it if this process dies, and a reset throws away
+            // what the collector has not read yet.
+            let mut tickets = [0u8; 512];
+            if let Ok(read) =
+                tokio::time::timeout(Duration::from_millis(50), stream.read(&mut tickets)).await
+            {
+                tracing::debug!(?read, "syslog collector sent data after the handshake");
+            }
             self.stream = Some(stream);
         }
         Ok(self.stream.as_mut().expect("set above"))
