@@ -277,6 +277,15 @@ fn a_destination_down_for_a_while_loses_nothing_and_is_retried_with_backoff() {
     );
     assert_eq!(status["lag_events"], 500, "{status}");
     assert_eq!(status["cursor"], 0);
+    // The console's status page shows the sink and its state.
+    let answer = common::http_request(server.admin, "GET", "/", &[], b"");
+    assert_eq!(answer.status, 200);
+    let page = String::from_utf8(answer.body).unwrap();
+    assert!(page.contains("data-sink=\"es\""), "{page}");
+    assert!(page.contains(&format!(
+        "data-badge=\"{}\"",
+        status["state"].as_str().unwrap()
+    )));
     let attempts = es.http.requests.lock().unwrap().clone();
     let gaps: Vec<f64> = attempts
         .windows(2)
