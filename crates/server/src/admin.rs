@@ -2,8 +2,9 @@
 //! (`/`, see [`crate::console`]), `/healthz`, `/readyz`, `/metrics`,
 //! `/status`, and access to the store for CLI
 //! commands while the server holds it: `/api/events` (filtered, streamed
-//! NDJSON), `/api/events/count`, `/api/quarantine`, `/api/gaps` and
-//! `POST /api/quarantine/reprocess`.
+//! NDJSON), `/api/events/count`, `/api/quarantine`, `/api/gaps`,
+//! `POST /api/quarantine/reprocess`, and the sinks' `/api/sinks...`
+//! (see [`crate::sinks::admin`]).
 
 use std::convert::Infallible;
 use std::pin::Pin;

@@ -53,6 +53,10 @@ pub struct SinkState {
     /// sink: retention may remove them undelivered.
     #[serde(default)]
     pub max_lag_days: Option<u64>,
+    /// `sink retry` marked parked events to be sent again (the sink looks
+    /// at its parked events only then).
+    #[serde(default)]
+    pub retry_pending: bool,
 }
 
 /// An event a destination rejected for good, kept with why.
@@ -288,6 +292,9 @@ impl Sinks {
         }
         self.tree.apply_batch(batch)?;
         self.flush()?;
+        if n > 0 {
+            self.update(name, |state| state.retry_pending = true)?;
+        }
         Ok(n)
     }
 

@@ -171,16 +171,21 @@ impl Runner {
         })
     }
 
-    fn publish(&self, state: &SinkState) {
-        let parked = self.store.sink_parked_count(&self.name).unwrap_or(0);
+    /// Shows `state`; counts the parked events again when they changed.
+    fn publish(&self, state: &SinkState, parked_changed: bool) {
+        let parked = if parked_changed {
+            self.store.sink_parked_count(&self.name).unwrap_or(0)
+        } else {
+            self.health.snapshot().parked
+        };
         self.health.set_state(state, parked);
     }
 
     /// One batch: parked events asked to be retried first, then new ones.
     async fn step(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Step, Stopped> {
         let state = self.state()?;
-        self.publish(&state);
-        if self.retry_parked(&state, stop).await? {
+        self.publish(&state, false);
+        if state.retry_pending && self.retry_parked(&state, stop).await? {
             return Ok(Step::Progress);
         }
         let read = self.read(state.cursor).await?;
@@ -207,8 +212,8 @@ impl Runner {
             in_flight: state.in_flight.max(end),
             ..state.clone()
         };
-        if marked != state {
-            self.commit(&state, &marked, &[], &[])?;
+        if marked != state && !self.commit(&state, &marked, &[], &[])? {
+            return Ok(Step::Progress);
         }
         let outcomes = match self.send_all(&read.events, stop).await {
             Ok(outcomes) => outcomes,
@@ -236,26 +241,26 @@ impl Runner {
         Ok(Step::Progress)
     }
 
-    /// Commits a state change; a change made meanwhile (a rewind, a
-    /// retry) wins, and the step is redone from it.
+    /// Commits a state change; whether it applied: a change made
+    /// meanwhile (a rewind, a retry) wins, and the step is redone from it.
     fn commit(
         &self,
         expected: &SinkState,
         new: &SinkState,
         parked: &[ParkedEvent],
         unparked: &[u64],
-    ) -> Result<(), Stopped> {
+    ) -> Result<bool, Stopped> {
         match self
             .store
             .sink_commit(&self.name, expected, new, parked, unparked)
         {
             Ok(()) => {
-                self.publish(new);
-                Ok(())
+                self.publish(new, !parked.is_empty() || !unparked.is_empty());
+                Ok(true)
             }
             Err(SinkUpdateError::Changed) => {
                 tracing::info!(sink = %self.name, "sink state changed meanwhile (rewind or retry); going on from it");
-                Ok(())
+                Ok(false)
             }
             Err(SinkUpdateError::Store(e)) => Err(e.into()),
         }
@@ -401,7 +406,14 @@ impl Runner {
             .take(self.batch_max_events)
             .collect();
         if marked.is_empty() {
-            return Ok(false);
+            // Every marked one went out: the request is done.
+            let done = SinkState {
+                retry_pending: false,
+                ..state.clone()
+            };
+            self.commit(state, &done, &[], &[])?;
+            // Read the state again before going on.
+            return Ok(true);
         }
         let mut events = Vec::new();
         let mut unparked = Vec::new();
