@@ -227,7 +227,11 @@ impl FakeEs {
 
 /// The Splunk HEC subset: `/services/collector/event` (token checked,
 /// channel required), `/services/collector/ack` (an ackId is acknowledged
-/// from the second poll on). Events are kept with how often each arrived.
+/// from the third poll on, or `ack_after_polls`). Events are counted as
+/// received at once, and as indexed only once their ackId was reported
+/// true: a request whose sender stops polling (killed) stays unindexed, as
+/// with an indexer that failed, which is what waiting for the ack guards
+/// against.
 pub struct FakeHec {
     pub http: FakeHttp,
     pub state: Arc<Mutex<HecState>>,
@@ -238,9 +242,14 @@ pub struct HecState {
     pub mode: Option<Mode>,
     /// raw line → copies received.
     pub copies: HashMap<String, u32>,
+    /// raw line → copies indexed (acknowledged).
+    pub indexed: HashMap<String, u32>,
     pub objects: Vec<Value>,
     pub next_ack: u64,
     pub polls: HashMap<u64, u32>,
+    pub pending: HashMap<u64, Vec<String>>,
+    /// The poll from which an ackId is reported indexed.
+    pub ack_after_polls: u32,
     pub delay: Duration,
 }
 
@@ -250,6 +259,7 @@ impl FakeHec {
     pub fn start() -> FakeHec {
         let state = Arc::new(Mutex::new(HecState {
             mode: Some(Mode::Up),
+            ack_after_polls: 3,
             ..Default::default()
         }));
         let handler_state = state.clone();
@@ -277,16 +287,19 @@ impl FakeHec {
             }
             match seen.path.as_str() {
                 "/services/collector/event" => {
+                    let mut raws = Vec::new();
                     for object in
                         serde_json::Deserializer::from_slice(&seen.body).into_iter::<Value>()
                     {
                         let object = object.unwrap();
                         let raw = object["event"]["raw"].as_str().unwrap().to_owned();
-                        *s.copies.entry(raw).or_default() += 1;
+                        *s.copies.entry(raw.clone()).or_default() += 1;
+                        raws.push(raw);
                         s.objects.push(object);
                     }
                     let ack = s.next_ack;
                     s.next_ack += 1;
+                    s.pending.insert(ack, raws);
                     (
                         200,
                         json!({"text": "Success", "code": 0, "ackId": ack}).to_string(),
@@ -295,11 +308,18 @@ impl FakeHec {
                 "/services/collector/ack" => {
                     let asked: Value = serde_json::from_slice(&seen.body).unwrap();
                     let mut acks = serde_json::Map::new();
+                    let ack_after = s.ack_after_polls;
                     for id in asked["acks"].as_array().unwrap() {
                         let id = id.as_u64().unwrap();
                         let polls = s.polls.entry(id).or_default();
                         *polls += 1;
-                        acks.insert(id.to_string(), Value::Bool(*polls >= 2));
+                        let indexed = *polls >= ack_after;
+                        acks.insert(id.to_string(), Value::Bool(indexed));
+                        if indexed {
+                            for raw in s.pending.remove(&id).unwrap_or_default() {
+                                *s.indexed.entry(raw).or_default() += 1;
+                            }
+                        }
                     }
                     (200, json!({ "acks": acks }).to_string())
                 }

@@ -91,6 +91,10 @@ pub enum SinkUpdateError {
 #[derive(Clone)]
 pub(crate) struct Sinks {
     tree: sled::Tree,
+    /// The store's core, whose flush makes a change durable also against a
+    /// power cut (sled's own flush alone does not: see
+    /// [`crate::writer::Durability`]); `None` for reading only.
+    core: Option<std::sync::Arc<crate::writer::Core>>,
 }
 
 fn state_key(name: &str) -> Vec<u8> {
@@ -136,15 +140,32 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, S
 }
 
 impl Sinks {
+    /// For reading (retention's hold).
     pub(crate) fn open(db: &sled::Db) -> Result<Sinks, StoreError> {
         Ok(Sinks {
             tree: db.open_tree("sinks")?,
+            core: None,
+        })
+    }
+
+    /// For reading and writing.
+    pub(crate) fn open_writable(
+        core: &std::sync::Arc<crate::writer::Core>,
+    ) -> Result<Sinks, StoreError> {
+        Ok(Sinks {
+            tree: core.db.open_tree("sinks")?,
+            core: Some(core.clone()),
         })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.tree.flush()?;
-        Ok(())
+        match &self.core {
+            Some(core) => core.flush(),
+            None => {
+                self.tree.flush()?;
+                Ok(())
+            }
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<Option<SinkState>, StoreError> {
@@ -382,7 +403,7 @@ pub struct SinkLag {
 
 impl crate::Store {
     fn sinks(&self) -> Result<Sinks, StoreError> {
-        Sinks::open(&self.inner()?.core.db)
+        Sinks::open_writable(&self.inner()?.core)
     }
 
     /// The newest id the store has handed out and flushed (events and

@@ -207,9 +207,12 @@ impl Runner {
             .iter()
             .filter(|e| e.id <= state.in_flight)
             .count() as u64;
-        // Before sending: a restart must know these may have arrived.
+        // Before sending: a restart must know these may have arrived; and
+        // the resends are counted now, as a crash during this send would
+        // leave copies at the destination too.
         let marked = SinkState {
             in_flight: state.in_flight.max(end),
+            resent: state.resent + resent,
             ..state.clone()
         };
         if marked != state && !self.commit(&state, &marked, &[], &[])? {
@@ -229,7 +232,6 @@ impl Runner {
             cursor: end,
             in_flight: marked.in_flight,
             delivered: marked.delivered + delivered,
-            resent: marked.resent + resent,
             parked_total: marked.parked_total + parked.len() as u64,
             ..marked.clone()
         };
