@@ -131,7 +131,10 @@ fn parked(args: &Named) -> anyhow::Result<ExitCode> {
     let (config, data_dir) = resolve(&args.location)?;
     match access(&data_dir, &config)? {
         Access::Direct(store) => {
-            let parked = store.sink_parked(&args.name)?;
+            let parked = store.sink_parked(
+                &args.name,
+                auditsink_server::sinks::admin::MAX_PARKED_LISTED,
+            )?;
             let rows: Vec<Value> = parked
                 .iter()
                 .map(auditsink_server::sinks::admin::parked_json)

@@ -282,9 +282,9 @@ impl Sinks {
         }
     }
 
-    pub(crate) fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+    pub(crate) fn parked(&self, name: &str, limit: usize) -> Result<Vec<ParkedEvent>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(parked_prefix(name)) {
+        for item in self.tree.scan_prefix(parked_prefix(name)).take(limit) {
             let (key, value) = item?;
             out.push(decode(&key, &value)?);
         }
@@ -475,9 +475,9 @@ impl crate::Store {
         })
     }
 
-    /// The events sink `name` parked, in id order.
-    pub fn sink_parked(&self, name: &str) -> Result<Vec<ParkedEvent>, StoreError> {
-        self.sinks()?.parked(name)
+    /// The first `limit` events sink `name` parked, in id order.
+    pub fn sink_parked(&self, name: &str, limit: usize) -> Result<Vec<ParkedEvent>, StoreError> {
+        self.sinks()?.parked(name, limit)
     }
 
     /// How many events sink `name` has parked now.

@@ -128,11 +128,11 @@ fn cursors_parked_events_and_rewinds_survive_a_reopen() {
     drop(store);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.sink_state("siem").unwrap(), Some(next.clone()));
-    let listed = store.sink_parked("siem").unwrap();
+    let listed = store.sink_parked("siem", 100).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].answer.len(), auditsink_storage::MAX_PARKED_TEXT);
     assert_eq!(store.sink_retry("siem").unwrap(), 1);
-    assert!(store.sink_parked("siem").unwrap()[0].retry);
+    assert!(store.sink_parked("siem", 100).unwrap()[0].retry);
     // Rewind: back only, and what is sent again counts as resent.
     let rewound = store.sink_rewind("siem", 0).unwrap().unwrap();
     assert_eq!((rewound.cursor, rewound.in_flight), (0, all[2]));
@@ -144,7 +144,7 @@ fn cursors_parked_events_and_rewinds_survive_a_reopen() {
     assert!(lag.capped && lag.events == 3);
     store.sink_forget("siem").unwrap();
     assert_eq!(store.sink_state("siem").unwrap(), None);
-    assert!(store.sink_parked("siem").unwrap().is_empty());
+    assert!(store.sink_parked("siem", 100).unwrap().is_empty());
     // Identities are those of the dedupe: equal for the same line.
     let first = store.events(None).next().unwrap().unwrap();
     assert_eq!(first.identity().len(), 32);

@@ -3,7 +3,8 @@
 //! the admin authorization when one is set, and is refused cross-site):
 //!
 //! - `GET /api/sinks`: every sink's status (as in `/status`);
-//! - `GET /api/sinks/parked?name=N`: its parked events;
+//! - `GET /api/sinks/parked?name=N`: its parked events (the first
+//!   [`MAX_PARKED_LISTED`]);
 //! - `POST /api/sinks/retry?name=N`: marks them to be sent again;
 //! - `POST /api/sinks/rewind?name=N&since=T`: sends again every event
 //!   whose time is `T` or later.
@@ -18,6 +19,9 @@ use serde_json::{json, Value};
 
 use crate::response::{error_response, json_response};
 use crate::state::{now_ms, AppState};
+
+/// Most parked events one listing returns (each keeps up to 4 KiB of answer).
+pub const MAX_PARKED_LISTED: usize = 10_000;
 
 /// Whether `path` is one of these endpoints.
 pub fn is_sink_path(path: &str) -> bool {
@@ -74,7 +78,7 @@ pub async fn answer(
     let path = path.to_owned();
     let result = tokio::task::spawn_blocking(move || match path.as_str() {
         "/api/sinks/parked" => store
-            .sink_parked(&name)
+            .sink_parked(&name, MAX_PARKED_LISTED)
             .map(|parked| Value::Array(parked.iter().map(parked_json).collect()))
             .map_err(|e| e.to_string()),
         "/api/sinks/retry" => store

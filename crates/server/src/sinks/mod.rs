@@ -96,6 +96,7 @@ impl SinkSet {
                 batch_max_bytes: config.batch_max_bytes,
                 retry_max: Duration::from_secs(config.retry_max_secs),
                 health: health.clone(),
+                prefetched: None,
             });
             sinks.push(Sink {
                 name: config.name.clone(),

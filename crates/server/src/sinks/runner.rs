@@ -53,6 +53,8 @@ pub struct Runner {
     pub retry_max: Duration,
     /// Its live status.
     pub health: Arc<SinkHealth>,
+    /// The next batch, already read and marked in flight.
+    pub(super) prefetched: Option<Prefetched>,
 }
 
 /// Exponential backoff with jitter.
@@ -102,6 +104,23 @@ impl From<auditsink_storage::StoreError> for Stopped {
     fn from(e: auditsink_storage::StoreError) -> Stopped {
         Stopped::Failed(SendFailure::refused(format!("store: {e}")))
     }
+}
+
+/// How many of `events` may have reached the destination already (their
+/// ids are not above the in-flight mark).
+fn resends(events: &[StoredEvent], in_flight: u64) -> u64 {
+    events.iter().filter(|e| e.id <= in_flight).count() as u64
+}
+
+/// The next batch, read and marked in flight with the last batch's cursor.
+pub(super) struct Prefetched {
+    /// The cursor it follows.
+    after: u64,
+    read: Read,
+    /// The in-flight mark before it was marked.
+    prior_in_flight: u64,
+    /// Resends counted when it was marked.
+    counted_resent: u64,
 }
 
 /// What reading a batch found.
@@ -188,7 +207,15 @@ impl Runner {
         if state.retry_pending && self.retry_parked(&state, stop).await? {
             return Ok(Step::Progress);
         }
-        let read = self.read(state.cursor).await?;
+        let (read, premarked) = match self.prefetched.take() {
+            Some(next)
+                if next.after == state.cursor
+                    && next.read.end.is_some_and(|end| end <= state.in_flight) =>
+            {
+                (next.read, Some((next.prior_in_flight, next.counted_resent)))
+            }
+            _ => (self.read(state.cursor).await?, None),
+        };
         let Some(end) = read.end else {
             return Ok(Step::Idle);
         };
@@ -202,40 +229,68 @@ impl Runner {
             self.commit(&state, &new, &[], &[])?;
             return Ok(Step::Progress);
         }
-        let resent = read
-            .events
-            .iter()
-            .filter(|e| e.id <= state.in_flight)
-            .count() as u64;
         // Before sending: a restart must know these may have arrived; and
         // the resends are counted now, as a crash during this send would
-        // leave copies at the destination too.
-        let marked = SinkState {
-            in_flight: state.in_flight.max(end),
-            resent: state.resent + resent,
-            ..state.clone()
+        // leave copies at the destination too. (A batch read ahead was
+        // marked with the last batch's cursor, in the same write.)
+        let marked = match premarked {
+            Some(_) => state.clone(),
+            None => SinkState {
+                in_flight: state.in_flight.max(end),
+                resent: state.resent + resends(&read.events, state.in_flight),
+                ..state.clone()
+            },
         };
         if marked != state && !self.commit(&state, &marked, &[], &[])? {
             return Ok(Step::Progress);
         }
         let outcomes = match self.send_all(&read.events, stop).await {
             Ok(outcomes) => outcomes,
-            Err(Stopped::Failed(failure)) if !failure.maybe_delivered && marked != state => {
+            Err(Stopped::Failed(failure)) if !failure.maybe_delivered => {
                 // Nothing arrived: sent again, they are not resends.
-                let _ = self.commit(&marked, &state, &[], &[]);
+                let undo = match premarked {
+                    Some((prior_in_flight, counted)) => SinkState {
+                        in_flight: prior_in_flight,
+                        resent: marked.resent.saturating_sub(counted),
+                        ..marked.clone()
+                    },
+                    None => state.clone(),
+                };
+                if undo != marked {
+                    let _ = self.commit(&marked, &undo, &[], &[]);
+                }
                 return Err(Stopped::Failed(failure));
             }
             Err(e) => return Err(e),
         };
         let (delivered, parked) = tally(&read.events, outcomes);
+        // Read the next batch now and mark it in flight in the same write
+        // as this batch's cursor: one durable write per batch.
+        let next = match self.read(end).await {
+            Ok(next) if next.end.is_some() && !next.events.is_empty() => Some(next),
+            _ => None,
+        };
+        let next_resent = next
+            .as_ref()
+            .map_or(0, |next| resends(&next.events, marked.in_flight));
         let new = SinkState {
             cursor: end,
-            in_flight: marked.in_flight,
+            in_flight: marked
+                .in_flight
+                .max(next.as_ref().and_then(|n| n.end).unwrap_or(end)),
             delivered: marked.delivered + delivered,
+            resent: marked.resent + next_resent,
             parked_total: marked.parked_total + parked.len() as u64,
             ..marked.clone()
         };
-        self.commit(&marked, &new, &parked, &[])?;
+        if self.commit(&marked, &new, &parked, &[])? {
+            self.prefetched = next.map(|read| Prefetched {
+                after: end,
+                read,
+                prior_in_flight: marked.in_flight,
+                counted_resent: next_resent,
+            });
+        }
         self.health.succeeded(now_ms());
         if !parked.is_empty() {
             tracing::warn!(sink = %self.name, parked = parked.len(), reason = %parked[0].reason, "destination refused events for good; parked");
@@ -402,7 +457,7 @@ impl Runner {
     ) -> Result<bool, Stopped> {
         let marked: Vec<ParkedEvent> = self
             .store
-            .sink_parked(&self.name)?
+            .sink_parked(&self.name, usize::MAX)?
             .into_iter()
             .filter(|p| p.retry)
             .take(self.batch_max_events)
