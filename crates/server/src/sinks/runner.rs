@@ -123,6 +123,10 @@ pub(super) struct Prefetched {
     counted_resent: u64,
 }
 
+/// A read in progress.
+type Reading =
+    tokio::task::JoinHandle<Result<(Vec<StoredEvent>, Option<u64>), auditsink_storage::StoreError>>;
+
 /// What reading a batch found.
 struct Read {
     events: Vec<StoredEvent>,
@@ -244,6 +248,8 @@ impl Runner {
         if marked != state && !self.commit(&state, &marked, &[], &[])? {
             return Ok(Step::Progress);
         }
+        // The next batch is read while this one is sent.
+        let reading_next = self.start_read(end);
         let outcomes = match self.send_all(&read.events, stop).await {
             Ok(outcomes) => outcomes,
             Err(Stopped::Failed(failure)) if !failure.maybe_delivered => {
@@ -266,7 +272,7 @@ impl Runner {
         let (delivered, parked) = tally(&read.events, outcomes);
         // Read the next batch now and mark it in flight in the same write
         // as this batch's cursor: one durable write per batch.
-        let next = match self.read(end).await {
+        let next = match self.finish_read(reading_next).await {
             Ok(next) if next.end.is_some() && !next.events.is_empty() => Some(next),
             _ => None,
         };
@@ -326,11 +332,18 @@ impl Runner {
     /// The events after `cursor` of the forwarded sources, within the
     /// batch limits.
     async fn read(&mut self, cursor: u64) -> Result<Read, Stopped> {
+        let reading = self.start_read(cursor);
+        self.finish_read(reading).await
+    }
+
+    /// Starts reading the events after `cursor` on a blocking thread (so
+    /// that the next batch is read while this one is sent).
+    fn start_read(&self, cursor: u64) -> Reading {
         let store = self.store.clone();
         let sources = self.sources.clone();
         let max_events = self.batch_max_events;
         let scan_max = max_events.saturating_mul(8).max(1000);
-        let (events, mut end) = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut events = Vec::new();
             let mut end = None;
             for (scanned, event) in store.events(Some(cursor)).enumerate() {
@@ -345,8 +358,13 @@ impl Runner {
             }
             Ok::<_, auditsink_storage::StoreError>((events, end))
         })
-        .await
-        .map_err(|e| Stopped::Failed(SendFailure::refused(format!("reading: {e}"))))??;
+    }
+
+    /// The batch a [`Runner::start_read`] read, within `batch_max_bytes`.
+    async fn finish_read(&mut self, reading: Reading) -> Result<Read, Stopped> {
+        let (events, mut end) = reading
+            .await
+            .map_err(|e| Stopped::Failed(SendFailure::refused(format!("reading: {e}"))))??;
         let mut bytes = 0;
         let mut kept = events.len();
         for (i, event) in events.iter().enumerate() {
