@@ -188,3 +188,61 @@ impl Destination for Syslog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditsink_parser::{parse_line, Format, ParseOptions};
+
+    fn sink(payload: &str) -> Syslog {
+        let config: crate::Config = crate::Config::from_toml(&format!(
+            "[[sink]]\nname = \"s\"\ntype = \"syslog\"\naddress = \"127.0.0.1:601\"\n\
+             transport = \"tcp\"\nhost = \"recv 1\"\npayload = \"{payload}\"\n"
+        ))
+        .unwrap();
+        Syslog::new(&config.sinks[0]).unwrap()
+    }
+
+    fn stored(line: &str) -> StoredEvent {
+        StoredEvent {
+            id: 7,
+            received_at_ms: 1_800_000_000_000,
+            source: "konnect".into(),
+            event: parse_line(line.as_bytes(), &ParseOptions::new(Format::Auto)).unwrap(),
+        }
+    }
+
+    #[test]
+    fn frames_are_octet_counted_rfc5424_with_the_raw_line() {
+        let line = "CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1764100000123 n=é";
+        let mut out = Vec::new();
+        sink("raw").frame(&stored(line), &mut out);
+        let message = format!("<110>1 2025-11-25T19:46:40.123Z recv1 auditsink - cef - {line}");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{} {message}", message.len())
+        );
+        // No event time: the receive time.
+        let mut out = Vec::new();
+        sink("raw").frame(&stored("CEF:0|V|P|1|c|n|1|x=y"), &mut out);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains(" 2027-01-15T08:00:00.000Z "));
+    }
+
+    #[test]
+    fn json_payload_is_the_normalized_event() {
+        let mut out = Vec::new();
+        sink("json").frame(
+            &stored(r#"{"rt":1764100000123,"name":"Authz.usage"}"#),
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        let (len, message) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), message.len());
+        let json = message.split_once(" json - ").unwrap().1;
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(value["name"], "Authz.usage");
+        assert_eq!(value["source"], "konnect");
+    }
+}
