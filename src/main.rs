@@ -20,6 +20,7 @@ mod replay;
 mod send;
 mod serve;
 mod simulate;
+mod sink;
 mod verify;
 mod webhook;
 
@@ -49,6 +50,9 @@ enum Command {
     /// List or reprocess the lines that could not be read as events.
     #[command(subcommand)]
     Quarantine(quarantine::Command),
+    /// Forwarding sinks: list, parked events, retry, rewind.
+    #[command(subcommand)]
+    Sink(sink::Command),
     /// Verify the store (server stopped); --repair rebuilds its indexes.
     Check(check::Args),
     /// Verify Konnect ED25519 signatures of lines, or of stored events.
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Query(args) => query::run(args),
         Command::Export(args) => export::run(args),
         Command::Quarantine(command) => quarantine::run(command),
+        Command::Sink(command) => sink::run(command),
         Command::Check(args) => check::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),

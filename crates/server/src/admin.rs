@@ -2,8 +2,9 @@
 //! (`/`, see [`crate::console`]), `/healthz`, `/readyz`, `/metrics`,
 //! `/status`, and access to the store for CLI
 //! commands while the server holds it: `/api/events` (filtered, streamed
-//! NDJSON), `/api/events/count`, `/api/quarantine`, `/api/gaps` and
-//! `POST /api/quarantine/reprocess`.
+//! NDJSON), `/api/events/count`, `/api/quarantine`, `/api/gaps`,
+//! `POST /api/quarantine/reprocess`, and the sinks' `/api/sinks...`
+//! (see [`crate::sinks::admin`]).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -62,6 +63,10 @@ async fn route_request(
         return whole(crate::console::serve(state, started, request).await);
     }
     let query = request.uri().query().unwrap_or("").to_owned();
+    if crate::sinks::admin::is_sink_path(request.uri().path()) {
+        let path = request.uri().path().to_owned();
+        return whole(crate::sinks::admin::answer(state, request.method(), &path, &query).await);
+    }
     if request.uri().path() == "/api/quarantine/reprocess" {
         if request.method() != Method::POST {
             return whole(error_response(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
@@ -140,7 +145,7 @@ async fn route(state: &Arc<AppState>, started: Instant, path: &str) -> Response<
         "/metrics" => response(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.metrics.render(&state.store),
+            with_sink_metrics(state.metrics.render(&state.store), state),
         ),
         "/status" => json_response(StatusCode::OK, &status(state, started)),
         _ => error_response(StatusCode::NOT_FOUND, "unknown admin path"),
@@ -231,7 +236,18 @@ fn status(state: &AppState, started: Instant) -> Value {
         "store": store,
         "sources": sources,
         "cluster": state.cluster.as_ref().map(|c| c.status()),
+        "sinks": state.sinks.status(now),
     })
+}
+
+/// The metrics text with the sinks' series before its `# EOF`.
+fn with_sink_metrics(mut text: String, state: &AppState) -> String {
+    let sinks = state.sinks.metrics(now_ms());
+    if !sinks.is_empty() {
+        let at = text.rfind("# EOF").unwrap_or(text.len());
+        text.insert_str(at, &sinks);
+    }
+    text
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

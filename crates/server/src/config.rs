@@ -43,6 +43,9 @@ pub struct Config {
     /// --role`); absent: the embedded store alone.
     #[serde(default)]
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Destinations events are forwarded to.
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<crate::sinks::SinkConfig>,
 }
 
 /// `[server]`
@@ -352,6 +355,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             limits: Limits::default(),
             sources: Vec::new(),
+            sinks: Vec::new(),
             retention_days: None,
             store_cache_mb: default_store_cache_mb(),
             cluster: None,
@@ -464,6 +468,15 @@ impl Config {
             return invalid(format!(
                 "[admin]: authorization_sha256 {bad:?} is not 64 hex digits"
             ));
+        }
+        let mut sink_names = std::collections::HashSet::new();
+        for sink in &self.sinks {
+            if let Some(problem) = sink.problem() {
+                return invalid(problem);
+            }
+            if !sink_names.insert(sink.name.as_str()) {
+                return invalid(format!("two sinks are named {:?}", sink.name));
+            }
         }
         let mut paths = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
@@ -612,6 +625,7 @@ mod tests {
         );
         // As shipped, it runs the default source (the examples are comments).
         assert!(config.sources.is_empty());
+        assert!(config.sinks.is_empty());
     }
 
     /// The commented-out `[[source]]` examples of the example file are
@@ -620,8 +634,9 @@ mod tests {
     fn documented_source_examples_parse() {
         let text = include_str!("../../../config/auditsink.toml");
         let start = text.find("\n# [[source]]").unwrap();
+        let end = text.find("\n# Forwarding to a SIEM").unwrap_or(text.len());
         let mut uncommented = text[..start].to_owned();
-        for line in text[start..].lines() {
+        for line in text[start..end].lines() {
             let setting = line.strip_prefix("# ").filter(|rest| {
                 rest.starts_with("[[source]]")
                     || rest.split_once(" = ").is_some_and(|(key, _)| {
@@ -640,6 +655,37 @@ mod tests {
             SignaturePolicy::Enforce
         );
         assert_eq!(config.sources[1].format, Format::Json);
+    }
+
+    /// The commented-out `[[sink]]` examples are valid once uncommented.
+    #[test]
+    fn documented_sink_examples_parse() {
+        let text = include_str!("../../../config/auditsink.toml");
+        let start = text.find("\n# [[sink]]").unwrap();
+        let mut uncommented = text[..start].to_owned();
+        for line in text[start..].lines() {
+            let setting = line.strip_prefix("# ").filter(|rest| {
+                rest.starts_with("[[sink]]")
+                    || rest.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+            });
+            uncommented.push_str(setting.unwrap_or(line));
+            uncommented.push('\n');
+        }
+        let config = Config::from_toml(&uncommented).unwrap();
+        let kinds: Vec<_> = config.sinks.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds, ["syslog", "splunk_hec", "elasticsearch"]);
+        assert_eq!(config.sinks[0].batch_max_events, 500);
+        assert!(config.sinks[1].indexer_ack);
+        assert_eq!(
+            config.sinks[2].index.as_deref(),
+            Some("konnect-audit-%Y.%m.%d")
+        );
+        assert!(Config::from_toml(
+            "[[sink]]\nname = \"x\"\ntype = \"splunk_hec\"\nurl = \"https://h\"\n"
+        )
+        .is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod metrics;
 mod prepare;
 mod request_body;
 mod response;
+pub mod sinks;
 mod state;
 pub mod status;
 pub mod tls;
@@ -81,6 +82,9 @@ pub enum StartError {
     /// The NATS JetStream cluster could not be joined.
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
+    /// A forwarding sink could not be set up.
+    #[error(transparent)]
+    Sink(#[from] sinks::SinkSetupError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} (`{key}`): {cause}{}", bind_hint(cause))]
     Bind {
@@ -182,6 +186,9 @@ impl Server {
                 ..Default::default()
             },
         )?;
+        // A cluster's receiver keeps no events: sinks run where they are indexed.
+        let forwarded = if role.indexes() { &config.sinks[..] } else { &[] };
+        let sinks = Arc::new(sinks::SinkSet::new(forwarded, &store)?);
         let bind = |addr: SocketAddr, key: &'static str| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -198,7 +205,8 @@ impl Server {
             RuntimeLimits::from(&config.limits),
             Duration::from_secs(config.admin.inactive_after_secs),
         )
-        .with_admin_guard(console::AdminGuard::new(admin_authorizer(&config.admin)?));
+        .with_admin_guard(console::AdminGuard::new(admin_authorizer(&config.admin)?))
+        .with_sinks(sinks);
         let joined = match &config.cluster {
             Some(settings) => Some(Arc::new(
                 cluster::Cluster::join(settings.clone(), role, state.metrics.registry_mut())
@@ -263,6 +271,7 @@ impl Server {
                 stopped.clone(),
             ))
         });
+        let sink_runners = self.state.sinks.spawn(stopped.clone());
         let mut cluster_tasks = Vec::new();
         if let Some(cluster) = &self.state.cluster {
             let indexes = cluster.role.indexes();
@@ -305,6 +314,9 @@ impl Server {
             let _ = cluster.client.flush().await;
         }
         let _ = run_record.await;
+        for runner in sink_runners {
+            let _ = runner.await;
+        }
         self.state.store.flush()?;
         let _ = std::fs::remove_file(&admin_file);
         tracing::info!("store flushed; bye");

@@ -91,6 +91,8 @@ pub struct AppState {
     webhook_addr: OnceLock<SocketAddr>,
     /// The NATS JetStream cluster, with `[cluster]`.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The forwarding sinks.
+    pub sinks: Arc<crate::sinks::SinkSet>,
 }
 
 /// Work admitted past backpressure; releases its share when dropped.
@@ -158,6 +160,7 @@ impl AppState {
             admin_guard: crate::console::AdminGuard::default(),
             webhook_addr: OnceLock::new(),
             cluster: None,
+            sinks: Arc::default(),
         }
     }
 
@@ -170,6 +173,12 @@ impl AppState {
     /// Sets who may use the admin listener.
     pub fn with_admin_guard(mut self, guard: crate::console::AdminGuard) -> AppState {
         self.admin_guard = guard;
+        self
+    }
+
+    /// Sets the forwarding sinks.
+    pub fn with_sinks(mut self, sinks: Arc<crate::sinks::SinkSet>) -> AppState {
+        self.sinks = sinks;
         self
     }
 

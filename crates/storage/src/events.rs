@@ -1,6 +1,7 @@
 //! The event store on the engine: event records and chunks, dedupe
-//! identity, index postings, queries, quarantine, the gaps record, and
-//! maintenance (verification, rebuild, retention, reprocessing, `check`).
+//! identity, index postings, queries, quarantine, the gaps record, the
+//! forwarding sinks' cursors and parked events, and maintenance
+//! (verification, rebuild, retention, reprocessing, `check`).
 
 pub(crate) mod check;
 pub(crate) mod chunk;
@@ -12,5 +13,6 @@ pub(crate) mod maintain;
 pub(crate) mod posting_cache;
 pub(crate) mod query;
 pub(crate) mod record;
+pub(crate) mod sinks;
 pub(crate) mod timefmt;
 pub(crate) mod view;

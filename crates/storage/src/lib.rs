@@ -63,7 +63,7 @@ mod recover;
 mod writer;
 
 use engine::{dir_lock, log, runs};
-use events::{check, chunk, codec, gaps, keys, maintain, query, record, timefmt};
+use events::{check, chunk, codec, gaps, keys, maintain, query, record, sinks, timefmt};
 
 pub use check::CheckReport;
 pub use error::{DatabaseError, StoreError, WriteFailure, WriteStep};
@@ -73,6 +73,7 @@ pub use maintain::{RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
 pub use query::{bar_index, Query, QueryIter};
 pub use record::{QuarantineReason, QuarantinedLine, StoredEvent, StoredQuarantine};
 pub use recover::StoreHealth;
+pub use sinks::{ParkedEvent, SinkLag, SinkStart, SinkState, SinkUpdateError, MAX_PARKED_TEXT};
 pub use timefmt::{format_ms, parse_time_bound};
 
 use std::path::Path;
@@ -206,6 +207,9 @@ pub struct StoreStats {
     pub retention_quarantine_removed: u64,
     /// When the last retention run finished (ms since the epoch).
     pub retention_last_run_ms: Option<i64>,
+    /// Expired events the last retention run kept because a forwarding
+    /// sink has not delivered them yet.
+    pub retention_events_held: u64,
 }
 
 /// An open store. Cheap to clone; all clones share one writer.
@@ -622,6 +626,7 @@ impl Store {
             retention_events_removed: c.retention_events_removed.load(Ordering::Relaxed),
             retention_quarantine_removed: c.retention_quarantine_removed.load(Ordering::Relaxed),
             retention_last_run_ms: (last > 0).then_some(last as i64),
+            retention_events_held: c.retention_events_held.load(Ordering::Relaxed),
         }
     }
 
@@ -791,13 +796,16 @@ fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenRep
 
 /// One retention run, counted.
 fn retention_run(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
-    let summary = maintain::retention(core, cutoff_ms)?;
+    let hold = sinks::Sinks::open(core.db())?.hold(now_ms())?;
+    let summary = maintain::retention(core, cutoff_ms, &hold)?;
     let c = &core.counters();
     c.retention_runs.fetch_add(1, Ordering::Relaxed);
     c.retention_events_removed
         .fetch_add(summary.events_removed, Ordering::Relaxed);
     c.retention_quarantine_removed
         .fetch_add(summary.quarantine_removed, Ordering::Relaxed);
+    c.retention_events_held
+        .store(summary.events_held, Ordering::Relaxed);
     c.retention_last_ms
         .store(now_ms().max(1) as u64, Ordering::Relaxed);
     Ok(summary)

@@ -105,6 +105,8 @@ pub(crate) struct Counters {
     pub retention_runs: AtomicU64,
     pub retention_events_removed: AtomicU64,
     pub retention_quarantine_removed: AtomicU64,
+    /// Expired events the last retention run kept for a sink.
+    pub retention_events_held: AtomicU64,
     /// ms since the epoch of the last finished retention run (0: none).
     pub retention_last_ms: AtomicU64,
     /// Counts mirrored for lock-free reads.

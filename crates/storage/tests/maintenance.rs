@@ -427,6 +427,7 @@ fn retention_removes_old_events_with_their_entries() {
             // The new events' chunk is in the same log segment.
             log_segments_removed: 0,
             damaged_chunks_removed: 0,
+            events_held: 0,
         }
     );
     assert_eq!(store.event_count(), 3);

@@ -48,8 +48,52 @@ fn body(state: &AppState, started: Instant) -> String {
         source_card(&mut out, state, source, now);
     }
     out.push_str("</section>");
+    sinks_card(&mut out, state, now);
     store_card(&mut out, state);
     out
+}
+
+/// The forwarding sinks, when any is configured: state, cursor, lag,
+/// counters and the last error.
+fn sinks_card(out: &mut String, state: &AppState, now: i64) {
+    let sinks = state.sinks.status(now);
+    if sinks.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<section class=\"card sinks\"><h2>Sinks</h2><table><thead><tr><th>sink</th><th>state</th>\
+         <th>cursor</th><th>lag</th><th>delivered</th><th>resent</th><th>parked</th>\
+         <th>last success</th><th>last error</th></tr></thead><tbody>",
+    );
+    for sink in &sinks {
+        let text = |key: &str| sink[key].as_str().unwrap_or("").to_owned();
+        let number = |key: &str| thousands(sink[key].as_u64().unwrap_or(0));
+        let state_name = text("state");
+        let badge = match state_name.as_str() {
+            "healthy" => "active",
+            "retrying" => "inactive",
+            _ => "failing",
+        };
+        let _ = write!(
+            out,
+            "<tr data-sink=\"{name}\"><td>{name} <span class=\"meta\">{kind}</span></td>\
+             <td><span class=\"badge badge-{badge}\" data-badge=\"{state}\">{state}</span></td>\
+             <td>{cursor}</td><td>{lag} events, {lag_secs} s</td><td>{delivered}</td><td>{resent}</td>\
+             <td>{parked}</td><td>{success}</td><td>{error}</td></tr>",
+            name = esc(&text("name")),
+            kind = esc(&text("type")),
+            state = esc(&state_name),
+            cursor = sink["cursor"].as_u64().unwrap_or(0),
+            lag = number("lag_events"),
+            lag_secs = sink["lag_seconds"].as_i64().unwrap_or(0),
+            delivered = number("delivered"),
+            resent = number("resent"),
+            parked = number("parked"),
+            success = esc(&sink["last_success_at"].as_str().map_or("never".to_owned(), str::to_owned)),
+            error = esc(&text("last_error")),
+        );
+    }
+    out.push_str("</tbody></table></section>");
 }
 
 fn source_card(out: &mut String, state: &AppState, source: &Source, now: i64) {

@@ -34,6 +34,7 @@ use crate::events::keys::{
 use crate::events::keys::{quarantine_dedupe_entry, quarantine_key};
 use crate::events::posting_cache::PostingCache;
 use crate::events::query::records_after;
+use crate::events::sinks::RetentionHold;
 use crate::writer::{
     merge_runs, remove_quarantine_entry, Core, Counts, PreparedEvent, Staging, WriteState,
 };
@@ -67,6 +68,9 @@ pub struct RetentionSummary {
     /// Event chunks that did not read, removed because events after them
     /// had expired (their own events are not counted above).
     pub damaged_chunks_removed: u64,
+    /// Expired events kept because a forwarding sink has not delivered
+    /// them yet (see [`crate::Store::sink_register`]).
+    pub events_held: u64,
 }
 
 /// What a quarantine reprocess did.
@@ -349,10 +353,16 @@ fn commit_removals(
 /// their dedupe entries and index entries. Scans in id order (arrival
 /// order) and stops at the first record received at or after the cutoff, so
 /// a clock step backwards only keeps records longer.
-pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
+pub(crate) fn retention(
+    core: &Core,
+    cutoff_ms: i64,
+    hold: &RetentionHold,
+) -> Result<RetentionSummary, StoreError> {
     refuse_if_poisoned(core)?;
     let mut summary = RetentionSummary::default();
     let tree = &core.tree();
+    // The first expired event a sink still needs: it and every later one stay.
+    let mut held_from = None;
     loop {
         let mut state = core.lock();
         let mut batch = sled::Batch::default();
@@ -378,7 +388,11 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
             for i in 0..records.records.len() {
                 let (id, value) = records.record(i);
                 let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
-                if done || head.received_at_ms >= cutoff_ms {
+                let expired = head.received_at_ms < cutoff_ms;
+                if !done && expired && hold.holds(id, head.received_at_ms) {
+                    held_from = Some(id);
+                }
+                if done || !expired || held_from.is_some() {
                     done = true;
                     kept.get_or_insert_with(|| ChunkBuilder::new(first))
                         .push(id, &value);
@@ -435,6 +449,16 @@ pub(crate) fn retention(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary,
         summary.events_removed += chunk.len() as u64;
         if done {
             break;
+        }
+    }
+    if let Some(from) = held_from {
+        for item in Records::after(tree, core.log(), Some(from - 1)) {
+            let (id, record) = item?;
+            let head = peek_event(&record).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+            if head.received_at_ms >= cutoff_ms {
+                break;
+            }
+            summary.events_held += 1;
         }
     }
     loop {

@@ -1,0 +1,276 @@
+//! Connections to a destination: TCP, TLS (the public web roots plus a
+//! configured CA, or no verification when `insecure`), and a small
+//! keep-alive HTTP/1.1 client on hyper for the HTTP destinations.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Largest answer read from a destination.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// A byte stream to a destination, plain or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The TLS client settings of a sink.
+pub fn tls_config(
+    ca_file: Option<&Path>,
+    insecure: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    if insecure {
+        return Ok(Arc::new(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                .with_no_client_auth(),
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("ca_file {}: no CERTIFICATE block", path.display()));
+        }
+    }
+    Ok(Arc::new(
+        builder.with_root_certificates(roots).with_no_client_auth(),
+    ))
+}
+
+/// Connects to `host:port`, with TLS when `tls` is given.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Box<dyn Stream>, String> {
+    let bare = host.trim_matches(['[', ']']);
+    let tcp = tokio::net::TcpStream::connect((bare, port))
+        .await
+        .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(Box::new(tcp)),
+        Some(config) => {
+            let name = ServerName::try_from(bare.to_owned())
+                .map_err(|_| format!("{host:?} is not a host name for TLS"))?;
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+            Ok(Box::new(stream))
+        }
+    }
+}
+
+/// Splits `host:port` (IPv6 in brackets).
+pub fn host_port(address: &str, default_port: u16) -> Result<(String, u16), String> {
+    let uri: Uri = format!("tcp://{address}")
+        .parse()
+        .map_err(|_| format!("{address:?} is not host:port"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{address:?} has no host"))?
+        .to_owned();
+    Ok((host, uri.port_u16().unwrap_or(default_port)))
+}
+
+/// An answer from an HTTP destination.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The body (at most [`MAX_ANSWER_BYTES`]).
+    pub body: Bytes,
+}
+
+/// A keep-alive HTTP/1.1 client to one base URL (http or https).
+pub struct HttpClient {
+    host: String,
+    port: u16,
+    authority: String,
+    base_path: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sender: Option<SendRequest<Full<Bytes>>>,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    /// A client for `url` (`http://` or `https://`, optionally with a path
+    /// prefix).
+    pub fn new(
+        url: &str,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<HttpClient, String> {
+        let uri: Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(format!(
+                    "{url:?}: the URL must start with http:// or https://"
+                ))
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("{url:?} has no host"))?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok(HttpClient {
+            authority: uri
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| host.clone()),
+            host,
+            port,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            tls: https.then_some(tls),
+            sender: None,
+            timeout,
+        })
+    }
+
+    /// POSTs `body` to the base path + `path`; an error is a transport
+    /// failure (the request may or may not have arrived).
+    pub async fn post(
+        &mut self,
+        path: &str,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.post_inner(path, headers, body)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                self.sender = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.sender = None;
+                Err(format!("no answer within {timeout:?}"))
+            }
+        }
+    }
+
+    async fn post_inner(
+        &mut self,
+        path: &str,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let reusable = match self.sender.take() {
+            Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
+            None => None,
+        };
+        let mut sender = match reusable {
+            Some(sender) => sender,
+            None => {
+                let stream = connect(&self.host, self.port, self.tls.as_ref()).await?;
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| format!("HTTP with {}: {e}", self.authority))?;
+                tokio::spawn(connection);
+                sender
+            }
+        };
+        let mut request = hyper::Request::post(format!("{}{path}", self.base_path))
+            .header(hyper::header::HOST, &self.authority)
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("auditsink/", env!("CARGO_PKG_VERSION")),
+            );
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| format!("request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("HTTP with {}: {e}", self.authority))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer of {}: {e}", self.authority))?
+            .to_bytes();
+        self.sender = Some(sender);
+        Ok(Answer { status, body })
+    }
+}
+
+/// Accepts any certificate (`insecure = true`): the connection is
+/// encrypted but the peer is not authenticated.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,552 @@
+//! One sink's loop: read the events after its cursor, send them as a
+//! batch, and move the cursor only once the destination acknowledged.
+//!
+//! ```text
+//! read state ─► read batch after cursor ─► mark in_flight (durable) ─► send
+//!     ▲                                                                 │
+//!     └──── commit cursor, counters, parked events (durable) ◄──────────┘
+//! ```
+//!
+//! A `kill -9` anywhere leaves the cursor at the last acknowledged batch;
+//! the next run sends the rest again, and the events up to the in-flight
+//! mark (the ones that may have arrived) are counted as `resent`. A
+//! destination that fails is retried with exponential backoff and jitter
+//! (1 s doubling up to `retry_max_secs`) forever; events it refuses for
+//! good are parked and the cursor moves past them.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auditsink_storage::{ParkedEvent, SinkState, SinkUpdateError, Store, StoredEvent};
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::destination::{Destination, ItemOutcome, SendFailure};
+use super::health::SinkHealth;
+use crate::state::now_ms;
+
+/// How often an idle sink looks for new events.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// The first wait after a failure.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Events counted for `lag_events` at most.
+const LAG_CAP: u64 = 100_000;
+/// How often the lag is counted while the sink is busy.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// What one sink needs to run.
+pub struct Runner {
+    /// The sink's name (its state's key in the store).
+    pub name: String,
+    /// The store.
+    pub store: Store,
+    /// Where events go.
+    pub destination: Box<dyn Destination>,
+    /// Sources forwarded (empty: all).
+    pub sources: HashSet<String>,
+    /// Most events per batch.
+    pub batch_max_events: usize,
+    /// Most bytes per batch (about).
+    pub batch_max_bytes: usize,
+    /// The longest wait between attempts.
+    pub retry_max: Duration,
+    /// Its live status.
+    pub health: Arc<SinkHealth>,
+    /// The next batch, already read and marked in flight.
+    pub(super) prefetched: Option<Prefetched>,
+}
+
+/// Exponential backoff with jitter.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Backoff {
+        Backoff {
+            next: BACKOFF_MIN,
+            max: max.max(BACKOFF_MIN),
+        }
+    }
+
+    /// The next wait: between half and all of the current step (jitter,
+    /// so that sinks restarted together do not retry together); the step doubles.
+    fn wait(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        step.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+/// What one step did.
+enum Step {
+    /// Nothing to send.
+    Idle,
+    /// Moved on.
+    Progress,
+}
+
+/// Why a step stopped.
+enum Stopped {
+    /// The server is stopping.
+    Shutdown,
+    /// The destination failed.
+    Failed(SendFailure),
+}
+
+impl From<auditsink_storage::StoreError> for Stopped {
+    fn from(e: auditsink_storage::StoreError) -> Stopped {
+        Stopped::Failed(SendFailure::refused(format!("store: {e}")))
+    }
+}
+
+/// How many of `events` may have reached the destination already (their
+/// ids are not above the in-flight mark).
+fn resends(events: &[StoredEvent], in_flight: u64) -> u64 {
+    events.iter().filter(|e| e.id <= in_flight).count() as u64
+}
+
+/// The next batch, read and marked in flight with the last batch's cursor.
+pub(super) struct Prefetched {
+    /// The cursor it follows.
+    after: u64,
+    read: Read,
+    /// The in-flight mark before it was marked.
+    prior_in_flight: u64,
+    /// Resends counted when it was marked.
+    counted_resent: u64,
+}
+
+/// A read in progress.
+type Reading =
+    tokio::task::JoinHandle<Result<(Vec<StoredEvent>, Option<u64>), auditsink_storage::StoreError>>;
+
+/// What reading a batch found.
+struct Read {
+    events: Vec<StoredEvent>,
+    /// The last id looked at (events of other sources included): the
+    /// cursor once the batch is delivered.
+    end: Option<u64>,
+}
+
+impl Runner {
+    /// Runs until `stop` turns true.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(self.retry_max);
+        let mut last_lag = Instant::now() - LAG_EVERY;
+        tracing::info!(sink = %self.name, "sink started");
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let step = self.step(&mut stop).await;
+            match step {
+                Ok(Step::Progress) => {
+                    backoff.reset();
+                    if last_lag.elapsed() >= LAG_EVERY {
+                        self.refresh_lag().await;
+                        last_lag = Instant::now();
+                    }
+                }
+                Ok(Step::Idle) => {
+                    backoff.reset();
+                    self.health.set_lag(Default::default());
+                    if pause(&mut stop, IDLE_POLL).await {
+                        break;
+                    }
+                }
+                Err(Stopped::Shutdown) => break,
+                Err(Stopped::Failed(failure)) => {
+                    self.health.failed(&failure.error, failure.configuration);
+                    let wait = backoff.wait();
+                    tracing::warn!(sink = %self.name, error = %failure.error, retry_in = ?wait, "sink delivery failed");
+                    self.refresh_lag().await;
+                    if pause(&mut stop, wait).await {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(sink = %self.name, "sink stopped");
+    }
+
+    async fn refresh_lag(&mut self) {
+        let store = self.store.clone();
+        let cursor = self.health.snapshot().state.cursor;
+        if let Ok(Ok(lag)) =
+            tokio::task::spawn_blocking(move || store.sink_lag(cursor, LAG_CAP)).await
+        {
+            self.health.set_lag(lag);
+        }
+    }
+
+    fn state(&self) -> Result<SinkState, Stopped> {
+        self.store.sink_state(&self.name)?.ok_or_else(|| {
+            Stopped::Failed(SendFailure::refused(
+                "the sink's state is missing from the store",
+            ))
+        })
+    }
+
+    /// Shows `state`; counts the parked events again when they changed.
+    fn publish(&self, state: &SinkState, parked_changed: bool) {
+        let parked = if parked_changed {
+            self.store.sink_parked_count(&self.name).unwrap_or(0)
+        } else {
+            self.health.snapshot().parked
+        };
+        self.health.set_state(state, parked);
+    }
+
+    /// One batch: parked events asked to be retried first, then new ones.
+    async fn step(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Step, Stopped> {
+        let state = self.state()?;
+        self.publish(&state, false);
+        if state.retry_pending && self.retry_parked(&state, stop).await? {
+            return Ok(Step::Progress);
+        }
+        let (read, premarked) = match self.prefetched.take() {
+            Some(next)
+                if next.after == state.cursor
+                    && next.read.end.is_some_and(|end| end <= state.in_flight) =>
+            {
+                (next.read, Some((next.prior_in_flight, next.counted_resent)))
+            }
+            _ => (self.read(state.cursor).await?, None),
+        };
+        let Some(end) = read.end else {
+            return Ok(Step::Idle);
+        };
+        if read.events.is_empty() {
+            // Only events of other sources: move past them.
+            let new = SinkState {
+                cursor: end,
+                in_flight: state.in_flight.max(end),
+                ..state.clone()
+            };
+            self.commit(&state, &new, &[], &[])?;
+            return Ok(Step::Progress);
+        }
+        // Before sending: a restart must know these may have arrived; and
+        // the resends are counted now, as a crash during this send would
+        // leave copies at the destination too. (A batch read ahead was
+        // marked with the last batch's cursor, in the same write.)
+        let marked = match premarked {
+            Some(_) => state.clone(),
+            None => SinkState {
+                in_flight: state.in_flight.max(end),
+                resent: state.resent + resends(&read.events, state.in_flight),
+                ..state.clone()
+            },
+        };
+        if marked != state && !self.commit(&state, &marked, &[], &[])? {
+            return Ok(Step::Progress);
+        }
+        // The next batch is read while this one is sent.
+        let reading_next = self.start_read(end);
+        let outcomes = match self.send_all(&read.events, stop).await {
+            Ok(outcomes) => outcomes,
+            Err(Stopped::Failed(failure)) if !failure.maybe_delivered => {
+                // Nothing arrived: sent again, they are not resends.
+                let undo = match premarked {
+                    Some((prior_in_flight, counted)) => SinkState {
+                        in_flight: prior_in_flight,
+                        resent: marked.resent.saturating_sub(counted),
+                        ..marked.clone()
+                    },
+                    None => state.clone(),
+                };
+                if undo != marked {
+                    let _ = self.commit(&marked, &undo, &[], &[]);
+                }
+                return Err(Stopped::Failed(failure));
+            }
+            Err(e) => return Err(e),
+        };
+        let (delivered, parked) = tally(&read.events, outcomes);
+        // Read the next batch now and mark it in flight in the same write
+        // as this batch's cursor: one durable write per batch.
+        let next = match self.finish_read(reading_next).await {
+            Ok(next) if next.end.is_some() && !next.events.is_empty() => Some(next),
+            _ => None,
+        };
+        let next_resent = next
+            .as_ref()
+            .map_or(0, |next| resends(&next.events, marked.in_flight));
+        let new = SinkState {
+            cursor: end,
+            in_flight: marked
+                .in_flight
+                .max(next.as_ref().and_then(|n| n.end).unwrap_or(end)),
+            delivered: marked.delivered + delivered,
+            resent: marked.resent + next_resent,
+            parked_total: marked.parked_total + parked.len() as u64,
+            ..marked.clone()
+        };
+        if self.commit(&marked, &new, &parked, &[])? {
+            self.prefetched = next.map(|read| Prefetched {
+                after: end,
+                read,
+                prior_in_flight: marked.in_flight,
+                counted_resent: next_resent,
+            });
+        }
+        self.health.succeeded(now_ms());
+        if !parked.is_empty() {
+            tracing::warn!(sink = %self.name, parked = parked.len(), reason = %parked[0].reason, "destination refused events for good; parked");
+        }
+        Ok(Step::Progress)
+    }
+
+    /// Commits a state change; whether it applied: a change made
+    /// meanwhile (a rewind, a retry) wins, and the step is redone from it.
+    fn commit(
+        &self,
+        expected: &SinkState,
+        new: &SinkState,
+        parked: &[ParkedEvent],
+        unparked: &[u64],
+    ) -> Result<bool, Stopped> {
+        match self
+            .store
+            .sink_commit(&self.name, expected, new, parked, unparked)
+        {
+            Ok(()) => {
+                self.publish(new, !parked.is_empty() || !unparked.is_empty());
+                Ok(true)
+            }
+            Err(SinkUpdateError::Changed) => {
+                tracing::info!(sink = %self.name, "sink state changed meanwhile (rewind or retry); going on from it");
+                Ok(false)
+            }
+            Err(SinkUpdateError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// The events after `cursor` of the forwarded sources, within the
+    /// batch limits.
+    async fn read(&mut self, cursor: u64) -> Result<Read, Stopped> {
+        let reading = self.start_read(cursor);
+        self.finish_read(reading).await
+    }
+
+    /// Starts reading the events after `cursor` on a blocking thread (so
+    /// that the next batch is read while this one is sent).
+    fn start_read(&self, cursor: u64) -> Reading {
+        let store = self.store.clone();
+        let sources = self.sources.clone();
+        let max_events = self.batch_max_events;
+        let scan_max = max_events.saturating_mul(8).max(1000);
+        tokio::task::spawn_blocking(move || {
+            let mut events = Vec::new();
+            let mut end = None;
+            for (scanned, event) in store.events(Some(cursor)).enumerate() {
+                let event = event?;
+                end = Some(event.id);
+                if sources.is_empty() || sources.contains(&event.source) {
+                    events.push(event);
+                }
+                if events.len() >= max_events || scanned + 1 >= scan_max {
+                    break;
+                }
+            }
+            Ok::<_, auditsink_storage::StoreError>((events, end))
+        })
+    }
+
+    /// The batch a [`Runner::start_read`] read, within `batch_max_bytes`.
+    async fn finish_read(&mut self, reading: Reading) -> Result<Read, Stopped> {
+        let (events, mut end) = reading
+            .await
+            .map_err(|e| Stopped::Failed(SendFailure::refused(format!("reading: {e}"))))??;
+        let mut bytes = 0;
+        let mut kept = events.len();
+        for (i, event) in events.iter().enumerate() {
+            bytes += self.destination.size_hint(event);
+            if bytes > self.batch_max_bytes && i > 0 {
+                kept = i;
+                break;
+            }
+        }
+        let mut events = events;
+        if kept < events.len() {
+            events.truncate(kept);
+            end = events.last().map(|e| e.id);
+        }
+        Ok(Read { events, end })
+    }
+
+    /// Sends `events` until each has an outcome: per-event retries alone
+    /// (with backoff), a request refused for good in halves down to the
+    /// events it refuses (parked).
+    async fn send_all(
+        &mut self,
+        events: &[StoredEvent],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Vec<ItemOutcome>, Stopped> {
+        let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; events.len()];
+        let mut groups: VecDeque<Vec<usize>> = VecDeque::from([(0..events.len()).collect()]);
+        let mut backoff = Backoff::new(self.retry_max);
+        let mut first = true;
+        while let Some(group) = groups.pop_front() {
+            let owned: Vec<StoredEvent>;
+            let batch: &[StoredEvent] = if first {
+                events
+            } else {
+                owned = group.iter().map(|&i| events[i].clone()).collect();
+                &owned
+            };
+            let sent = tokio::select! {
+                sent = self.destination.send(batch) => sent,
+                _ = stop.wait_for(|stopping| *stopping) => return Err(Stopped::Shutdown),
+            };
+            first = false;
+            match sent {
+                Ok(results) if results.len() == group.len() => {
+                    let mut again = Vec::new();
+                    for (&i, result) in group.iter().zip(results) {
+                        match result {
+                            ItemOutcome::Retry(why) => {
+                                tracing::debug!(sink = %self.name, id = events[i].id, %why, "event sent again alone");
+                                again.push(i);
+                            }
+                            done => outcomes[i] = Some(done),
+                        }
+                    }
+                    if !again.is_empty() {
+                        self.health.failed(
+                            "some events were refused for now; sending them again",
+                            false,
+                        );
+                        if pause(stop, backoff.wait()).await {
+                            return Err(Stopped::Shutdown);
+                        }
+                        groups.push_back(again);
+                    }
+                }
+                Ok(results) => {
+                    return Err(Stopped::Failed(SendFailure::unknown(format!(
+                        "the destination gave {} outcomes for {} events",
+                        results.len(),
+                        group.len()
+                    ))))
+                }
+                Err(failure) => match failure.permanent {
+                    Some(answer) if group.len() == 1 => {
+                        outcomes[group[0]] = Some(ItemOutcome::Park {
+                            reason: failure.error,
+                            answer,
+                        });
+                    }
+                    Some(_) => {
+                        let (left, right) = group.split_at(group.len() / 2);
+                        groups.push_front(right.to_vec());
+                        groups.push_front(left.to_vec());
+                    }
+                    None => {
+                        let some_arrived = outcomes
+                            .iter()
+                            .any(|o| matches!(o, Some(ItemOutcome::Delivered)));
+                        return Err(Stopped::Failed(SendFailure {
+                            maybe_delivered: failure.maybe_delivered || some_arrived,
+                            ..failure
+                        }));
+                    }
+                },
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(ItemOutcome::Retry("no outcome".into())))
+            .collect())
+    }
+
+    /// Sends the parked events `sink retry` marked; whether there were any.
+    async fn retry_parked(
+        &mut self,
+        state: &SinkState,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, Stopped> {
+        let marked: Vec<ParkedEvent> = self
+            .store
+            .sink_parked(&self.name, usize::MAX)?
+            .into_iter()
+            .filter(|p| p.retry)
+            .take(self.batch_max_events)
+            .collect();
+        if marked.is_empty() {
+            // Every marked one went out: the request is done.
+            let done = SinkState {
+                retry_pending: false,
+                ..state.clone()
+            };
+            self.commit(state, &done, &[], &[])?;
+            // Read the state again before going on.
+            return Ok(true);
+        }
+        let mut events = Vec::new();
+        let mut unparked = Vec::new();
+        for parked in &marked {
+            match self.store.event(parked.id)? {
+                Some(event) => events.push(event),
+                // Removed by retention meanwhile.
+                None => unparked.push(parked.id),
+            }
+        }
+        let outcomes = if events.is_empty() {
+            Vec::new()
+        } else {
+            self.send_all(&events, stop).await?
+        };
+        let (delivered, parked_again) = tally(&events, outcomes.clone());
+        for (event, outcome) in events.iter().zip(&outcomes) {
+            if *outcome == ItemOutcome::Delivered {
+                unparked.push(event.id);
+            }
+        }
+        let new = SinkState {
+            delivered: state.delivered + delivered,
+            ..state.clone()
+        };
+        self.commit(state, &new, &parked_again, &unparked)?;
+        self.health.succeeded(now_ms());
+        tracing::info!(sink = %self.name, retried = marked.len(), delivered, parked = parked_again.len(), "parked events sent again");
+        Ok(true)
+    }
+}
+
+/// Counts the delivered events and makes the parked entries.
+fn tally(events: &[StoredEvent], outcomes: Vec<ItemOutcome>) -> (u64, Vec<ParkedEvent>) {
+    let mut delivered = 0;
+    let mut parked = Vec::new();
+    let now = now_ms();
+    for (event, outcome) in events.iter().zip(outcomes) {
+        match outcome {
+            ItemOutcome::Delivered => delivered += 1,
+            ItemOutcome::Park { reason, answer } => parked.push(ParkedEvent {
+                id: event.id,
+                reason,
+                answer,
+                parked_at_ms: now,
+                retry: false,
+            }),
+            ItemOutcome::Retry(_) => {}
+        }
+    }
+    (delivered, parked)
+}
+
+/// Waits `duration`; true if the server is stopping.
+async fn pause(stop: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    let stopping = tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = stop.wait_for(|stopping| *stopping) => true,
+    };
+    stopping || *stop.borrow()
+}

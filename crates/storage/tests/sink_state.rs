@@ -1,0 +1,155 @@
+//! Per-sink delivery state: cursors survive a reopen, changes are
+//! compare-and-swap, parked events are kept with why, and retention never
+//! removes what a sink has not delivered (unless it is older than the
+//! sink's `max_lag_days`).
+
+use auditsink_parser::{parse_line, Event, Format, ParseOptions};
+use auditsink_storage::{Batch, ParkedEvent, SinkStart, SinkState, SinkUpdateError, Store};
+
+const DAY: i64 = 86_400_000;
+
+fn event(n: u32) -> Event {
+    let line = format!("CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1764100000000 n={n}");
+    parse_line(line.as_bytes(), &ParseOptions::new(Format::Cef)).unwrap()
+}
+
+fn append(store: &Store, received_at_ms: i64, range: std::ops::Range<u32>) {
+    store
+        .append_blocking(Batch {
+            source: "konnect".into(),
+            received_at_ms,
+            events: range.map(event).collect(),
+            quarantine: Vec::new(),
+        })
+        .unwrap();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn ids(store: &Store) -> Vec<u64> {
+    store.events(None).map(|e| e.unwrap().id).collect()
+}
+
+#[test]
+fn retention_keeps_what_a_sink_has_not_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = now_ms();
+    append(&store, now - 10 * DAY, 0..10);
+    let all = ids(&store);
+    let sink = store
+        .sink_register("siem", SinkStart::Beginning, None)
+        .unwrap();
+    assert_eq!(sink.cursor, 0);
+    // The sink delivered the first four.
+    let delivered = SinkState {
+        cursor: all[3],
+        in_flight: all[3],
+        delivered: 4,
+        ..sink.clone()
+    };
+    store
+        .sink_commit("siem", &sink, &delivered, &[], &[])
+        .unwrap();
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!(summary.events_removed, 4);
+    assert_eq!(summary.events_held, 6, "kept for the sink");
+    assert_eq!(ids(&store), all[4..].to_vec());
+    assert_eq!(store.stats().retention_events_held, 6);
+    // Delivered: retention takes them.
+    let done = SinkState {
+        cursor: all[9],
+        in_flight: all[9],
+        ..delivered.clone()
+    };
+    store
+        .sink_commit("siem", &delivered, &done, &[], &[])
+        .unwrap();
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!((summary.events_removed, summary.events_held), (6, 0));
+    assert!(ids(&store).is_empty());
+}
+
+#[test]
+fn max_lag_days_lets_retention_remove_old_undelivered_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = now_ms();
+    append(&store, now - 10 * DAY, 0..5);
+    append(&store, now - 3 * DAY, 5..8);
+    store
+        .sink_register("slow", SinkStart::Beginning, Some(5))
+        .unwrap();
+    // Older than 2 days: all 8 expired; the sink holds those younger than 5 days.
+    let summary = store.apply_retention(now - 2 * DAY).unwrap();
+    assert_eq!((summary.events_removed, summary.events_held), (5, 3));
+    assert_eq!(store.event_count(), 3);
+}
+
+#[test]
+fn cursors_parked_events_and_rewinds_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    append(&store, now_ms(), 0..5);
+    let all = ids(&store);
+    // `now` starts after what is stored.
+    let late = store.sink_register("late", SinkStart::Now, None).unwrap();
+    assert_eq!(late.cursor, *all.last().unwrap());
+    let state = store
+        .sink_register("siem", SinkStart::Beginning, None)
+        .unwrap();
+    let parked = ParkedEvent {
+        id: all[1],
+        reason: "status 400: mapper_parsing_exception".into(),
+        answer: "x".repeat(10_000),
+        parked_at_ms: 1,
+        retry: false,
+    };
+    let next = SinkState {
+        cursor: all[2],
+        in_flight: all[2],
+        delivered: 2,
+        parked_total: 1,
+        ..state.clone()
+    };
+    store
+        .sink_commit("siem", &state, &next, &[parked], &[])
+        .unwrap();
+    // A change on a stale state is refused (a rewind won meanwhile).
+    assert!(matches!(
+        store.sink_commit("siem", &state, &next, &[], &[]),
+        Err(SinkUpdateError::Changed)
+    ));
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.sink_state("siem").unwrap(), Some(next.clone()));
+    let listed = store.sink_parked("siem", 100).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].answer.len(), auditsink_storage::MAX_PARKED_TEXT);
+    assert_eq!(store.sink_retry("siem").unwrap(), 1);
+    assert!(store.sink_parked("siem", 100).unwrap()[0].retry);
+    // Rewind: back only, and what is sent again counts as resent.
+    let rewound = store.sink_rewind("siem", 0).unwrap().unwrap();
+    assert_eq!((rewound.cursor, rewound.in_flight), (0, all[2]));
+    assert_eq!(
+        store.sink_rewind("siem", all[4]).unwrap().unwrap().cursor,
+        0
+    );
+    let lag = store.sink_lag(0, 3).unwrap();
+    assert!(lag.capped && lag.events == 3);
+    store.sink_forget("siem").unwrap();
+    assert_eq!(store.sink_state("siem").unwrap(), None);
+    assert!(store.sink_parked("siem", 100).unwrap().is_empty());
+    // Identities are those of the dedupe: equal for the same line.
+    let first = store.events(None).next().unwrap().unwrap();
+    assert_eq!(first.identity().len(), 32);
+    assert_ne!(
+        first.identity(),
+        store.event(all[1]).unwrap().unwrap().identity()
+    );
+}

@@ -1,0 +1,346 @@
+//! Forwarding to HTTP destinations, against in-test servers that implement
+//! the documented protocol subsets (Elasticsearch `_bulk` with per-item
+//! 201/409/429/400; Splunk HEC event + indexer acknowledgement) and fail
+//! on demand, with the real binary killed with SIGKILL mid-forwarding.
+
+mod common;
+mod sink_support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{run_bin, write_config, TestServer};
+use serde_json::Value;
+use sink_support::{lines, wait_until, FakeEs, FakeHec, Mode, HEC_TOKEN};
+
+const TOKEN: &str = "Bearer sink-test-token";
+const SOURCE: &str = "[[source]]\nname = \"konnect\"\npath = \"/audit-logs\"\nauthorization = \"Bearer sink-test-token\"\n";
+
+fn sink_status(server: &TestServer, name: &str) -> Value {
+    server.status()["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no sink {name} in /status"))
+}
+
+fn deliver(server: &TestServer, body: &[u8]) {
+    let answer = server.deliver(TOKEN, body);
+    assert_eq!(
+        answer.status, 200,
+        "ingest must answer 200 whatever the sinks do"
+    );
+}
+
+fn kill_9(server: &TestServer) {
+    let status = Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn cli(config: &Path, args: &[&str]) -> Vec<Value> {
+    let mut full: Vec<&str> = args.to_vec();
+    let config = config.to_str().unwrap();
+    full.extend(["--config", config]);
+    let (code, out, err) = run_bin(&full, b"");
+    assert_eq!(code, 0, "auditsink {args:?}: {err}");
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Delivers `batches` of 100 lines (numbered from `first`) while the sink
+/// forwards, killing the server with SIGKILL three times mid-forwarding
+/// and restarting it on the same store. The server left running.
+fn deliver_with_three_kills(
+    dir: &Path,
+    config: &Path,
+    batches: u64,
+    tag: &str,
+) -> (TestServer, u64) {
+    let mut server = TestServer::start(dir, config);
+    let mut next = 0;
+    for kill in 0..3u64 {
+        for _ in 0..batches {
+            deliver(&server, &lines(next, 100, tag));
+            next += 100;
+        }
+        // Forwarding is under way (the destinations answer slowly):
+        // SIGKILL at a varying moment of it.
+        std::thread::sleep(Duration::from_millis(300 + kill * 170));
+        kill_9(&server);
+        drop(server);
+        server = TestServer::start(dir, config);
+    }
+    (server, next)
+}
+
+#[test]
+fn elasticsearch_gets_every_event_exactly_once_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let es = FakeEs::start();
+    es.state.lock().unwrap().delay = Duration::from_millis(60);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{SOURCE}[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\n\
+             index = \"audit-%Y.%m.%d\"\nbatch_max_events = 40\n",
+            es.http.url()
+        ),
+    );
+    let (server, total) = deliver_with_three_kills(dir.path(), &config, 4, "");
+    // Three lines the index refuses for good (a mapping error): parked.
+    deliver(
+        &server,
+        b"CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1764100000000 n=x1 msg=unmappable\n\
+          CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1764100000001 n=x2 msg=unmappable\n\
+          CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1764100000002 n=x3 msg=unmappable\n",
+    );
+    wait_until(Duration::from_secs(60), "every event in the index", || {
+        es.state.lock().unwrap().docs.len() as u64 == total
+            && sink_status(&server, "es")["parked"] == 3
+    });
+    {
+        let state = es.state.lock().unwrap();
+        // Exactly once: one 201 per document, whatever was resent.
+        assert!(state.created.values().all(|&n| n == 1));
+        let expected: HashSet<String> = String::from_utf8(lines(0, total, ""))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let indexed: HashSet<String> = state.docs.values().cloned().collect();
+        assert_eq!(indexed, expected, "the index holds every line, byte-exact");
+        // Per-item 429s were sent again alone and made it.
+        assert!(!state.throttled.is_empty());
+        eprintln!(
+            "elasticsearch: {} documents, {} conflicts (resends), {} per-item 429s",
+            state.docs.len(),
+            state.conflicts,
+            state.throttled.len()
+        );
+    }
+    let status = sink_status(&server, "es");
+    assert_eq!(status["state"], "healthy", "{status}");
+    assert_eq!(status["type"], "elasticsearch");
+    let resent = status["resent"].as_u64().unwrap();
+    assert!(
+        resent <= 3 * 40,
+        "resends are bounded by one batch per crash: {status}"
+    );
+    assert!(es.state.lock().unwrap().conflicts <= resent, "{status}");
+
+    // The parked events: listed with the reason and the answer.
+    let parked = cli(&config, &["sink", "parked", "es"]);
+    assert_eq!(parked.len(), 3);
+    assert!(parked[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("mapper_parsing_exception"));
+    assert!(parked[0]["answer"]
+        .as_str()
+        .unwrap()
+        .contains("failed to parse"));
+    // The index is fixed: retry sends them.
+    es.state.lock().unwrap().accept_all = true;
+    let marked = cli(&config, &["sink", "retry", "es"]);
+    assert_eq!(marked[0]["marked"], 3);
+    wait_until(Duration::from_secs(20), "the parked events indexed", || {
+        es.state.lock().unwrap().docs.len() as u64 == total + 3
+    });
+    wait_until(Duration::from_secs(5), "no parked event left", || {
+        sink_status(&server, "es")["parked"] == 0
+    });
+
+    // A rewind sends everything again: the index still has each event once.
+    let rewound = cli(
+        &config,
+        &["sink", "rewind", "es", "--since", "2020-01-01T00:00:00Z"],
+    );
+    assert_eq!(rewound[0]["cursor"], 0);
+    let conflicts_before = es.state.lock().unwrap().conflicts;
+    wait_until(
+        Duration::from_secs(30),
+        "the rewound events sent again",
+        || es.state.lock().unwrap().conflicts >= conflicts_before + total + 3,
+    );
+    assert!(es.state.lock().unwrap().created.values().all(|&n| n == 1));
+    let listed = cli(&config, &["sink", "list"]);
+    assert_eq!(listed[0]["name"], "es");
+    wait_until(Duration::from_secs(10), "lag back to 0", || {
+        sink_status(&server, "es")["lag_events"] == 0
+    });
+    let metrics = server.metrics();
+    assert!(metrics
+        .contains("auditsink_sink_delivered_events_total{sink=\"es\",type=\"elasticsearch\"}"));
+    server.stop();
+}
+
+#[test]
+fn splunk_hec_gets_every_event_at_least_once_with_acks_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = FakeHec::start();
+    {
+        let mut state = hec.state.lock().unwrap();
+        state.delay = Duration::from_millis(60);
+        // Indexed after about a second: a SIGKILL lands while the sink waits
+        // for the ack, and the events of that batch are never indexed.
+        state.ack_after_polls = 5;
+    }
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{SOURCE}[[sink]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nurl = \"{}\"\n\
+             token = \"{HEC_TOKEN}\"\nindex = \"konnect\"\nhost = \"receiver-1\"\n\
+             indexer_ack = true\nbatch_max_events = 100\n",
+            hec.http.url()
+        ),
+    );
+    let (server, total) = deliver_with_three_kills(dir.path(), &config, 4, "");
+    let expected: Vec<String> = String::from_utf8(lines(0, total, ""))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Indexed means acknowledged: a batch whose sender was killed while it
+    // waited for the ack is not, and must have been sent again.
+    wait_until(
+        Duration::from_secs(60),
+        "every event indexed at Splunk",
+        || {
+            let state = hec.state.lock().unwrap();
+            expected.iter().all(|l| state.indexed.contains_key(l))
+        },
+    );
+    wait_until(Duration::from_secs(10), "the sink caught up", || {
+        sink_status(&server, "splunk")["lag_events"] == 0
+    });
+    let status = sink_status(&server, "splunk");
+    let state = hec.state.lock().unwrap();
+    let extra: u64 = state.copies.values().map(|&n| u64::from(n) - 1).sum();
+    let resent = status["resent"].as_u64().unwrap();
+    eprintln!(
+        "splunk_hec: {} events, {extra} extra copies, {resent} reported resent",
+        state.copies.len()
+    );
+    assert_eq!(
+        state.copies.len() as u64,
+        total,
+        "nothing but the sent lines"
+    );
+    // At least once: every extra copy is a reported resend (the report may
+    // count a resend whose first copy never left the process), and resends
+    // are bounded by one batch per crash.
+    assert!(
+        extra <= resent,
+        "extra copies {extra} > reported resent {resent}"
+    );
+    assert!(resent <= 3 * 100, "{status}");
+    // The HEC object: time in epoch seconds with ms, sourcetype by format.
+    let first = state
+        .objects
+        .iter()
+        .find(|o| o["event"]["raw"] == expected[5])
+        .unwrap();
+    assert_eq!(first["time"].to_string(), "1764100000.005");
+    assert_eq!(first["sourcetype"], "konnect:audit:cef");
+    assert_eq!(first["index"], "konnect");
+    assert_eq!(first["host"], "receiver-1");
+    assert_eq!(first["source"], "konnect");
+    drop(state);
+    assert_eq!(status["state"], "healthy");
+    server.stop();
+}
+
+#[test]
+fn a_destination_down_for_a_while_loses_nothing_and_is_retried_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let es = FakeEs::start();
+    es.set_mode(Mode::Down);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{SOURCE}[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"audit\"\n",
+            es.http.url()
+        ),
+    );
+    let server = TestServer::start(dir.path(), &config);
+    let down_since = Instant::now();
+    // Ingest goes on while the destination is down: the store is the buffer.
+    for batch in 0..5 {
+        deliver(&server, &lines(batch * 100, 100, ""));
+    }
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(down_since.elapsed()));
+    let status = sink_status(&server, "es");
+    assert!(
+        status["state"] == "retrying" || status["state"] == "failing",
+        "{status}"
+    );
+    assert!(
+        status["last_error"].as_str().unwrap().contains("503"),
+        "{status}"
+    );
+    assert_eq!(status["lag_events"], 500, "{status}");
+    assert_eq!(status["cursor"], 0);
+    // The console's status page shows the sink and its state.
+    let answer = common::http_request(server.admin, "GET", "/", &[], b"");
+    assert_eq!(answer.status, 200);
+    let page = String::from_utf8(answer.body).unwrap();
+    assert!(page.contains("data-sink=\"es\""), "{page}");
+    assert!(page.contains(&format!(
+        "data-badge=\"{}\"",
+        status["state"].as_str().unwrap()
+    )));
+    let attempts = es.http.requests.lock().unwrap().clone();
+    let gaps: Vec<f64> = attempts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    eprintln!("attempts while down: {}, gaps {gaps:?}", attempts.len());
+    // 1 s doubling, with jitter between half and all of each step:
+    // a handful of attempts in 9 s, each gap longer than the one before.
+    assert!((3..=6).contains(&attempts.len()), "{gaps:?}");
+    assert!(gaps[0] >= 0.45 && gaps[0] <= 1.6, "{gaps:?}");
+    assert!(*gaps.last().unwrap() >= 1.9, "{gaps:?}");
+    es.set_mode(Mode::Up);
+    wait_until(Duration::from_secs(20), "the backlog delivered", || {
+        es.state.lock().unwrap().docs.len() == 500
+    });
+    wait_until(Duration::from_secs(5), "healthy again", || {
+        let status = sink_status(&server, "es");
+        status["state"] == "healthy" && status["lag_events"] == 0
+    });
+    assert!(es.state.lock().unwrap().created.values().all(|&n| n == 1));
+    server.stop();
+}
+
+#[test]
+fn a_refused_token_shows_failing_and_parks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hec = FakeHec::start();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{SOURCE}[[sink]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nurl = \"{}\"\n\
+             token = \"wrong-token\"\n",
+            hec.http.url()
+        ),
+    );
+    let server = TestServer::start(dir.path(), &config);
+    deliver(&server, &lines(0, 10, ""));
+    wait_until(Duration::from_secs(10), "the sink failing", || {
+        sink_status(&server, "splunk")["state"] == "failing"
+    });
+    let status = sink_status(&server, "splunk");
+    assert_eq!(status["parked"], 0);
+    assert_eq!(status["cursor"], 0);
+    assert!(status["last_error"].as_str().unwrap().contains("403"));
+    server.stop();
+}
