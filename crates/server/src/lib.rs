@@ -187,7 +187,11 @@ impl Server {
             },
         )?;
         // A cluster's receiver keeps no events: sinks run where they are indexed.
-        let forwarded = if role.indexes() { &config.sinks[..] } else { &[] };
+        let forwarded = if role.indexes() {
+            &config.sinks[..]
+        } else {
+            &[]
+        };
         let sinks = Arc::new(sinks::SinkSet::new(forwarded, &store)?);
         let bind = |addr: SocketAddr, key: &'static str| async move {
             tokio::net::TcpListener::bind(addr)
