@@ -56,6 +56,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     crate::memory::spawn_trimmer();
     runtime.block_on(async {
+        // Before anything listens: a signal that comes while the server
+        // starts must stop it cleanly, not kill it with work in flight.
+        let shutdown = shutdown_signal();
         let role = Role::from(args.role);
         let (server, startup) = Server::start_as(config.clone(), role)
             .await
@@ -71,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(
             "admin on http://{admin} (web console at /; /healthz, /status, /api/events)"
         );
-        server.run(shutdown_signal()).await?;
+        server.run(shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -97,29 +100,37 @@ fn start_error(error: StartError, config: &Config) -> anyhow::Error {
     anyhow::Error::new(error).context(context)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Listens for SIGINT and SIGTERM from now on (the handlers are installed
+/// here, not when the returned future is first polled) and resolves when
+/// either arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
-                return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                    _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                },
+                (Ok(mut interrupt), Err(e)) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+                    interrupt.recv().await;
+                }
+                (Err(e), _) => {
+                    tracing::warn!(error = %e, "cannot listen for signals; waiting for Ctrl-C");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = interrupt => tracing::info!("SIGINT received"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
