@@ -248,8 +248,7 @@ mod tests {
             })
             .unwrap();
         // The record shares the chunk it was read from: it outlives the store.
-        let event = store.forward_events(0).unwrap().next().unwrap().unwrap();
-        event
+        store.forward_events(0).unwrap().next().unwrap().unwrap()
     }
 
     #[test]
