@@ -6,6 +6,7 @@
 pub(crate) mod check;
 pub(crate) mod chunk;
 pub(crate) mod codec;
+pub(crate) mod forward;
 pub(crate) mod gaps;
 pub(crate) mod index;
 pub(crate) mod keys;

@@ -63,10 +63,11 @@ mod recover;
 mod writer;
 
 use engine::{dir_lock, log, runs};
-use events::{check, chunk, codec, gaps, keys, maintain, query, record, sinks, timefmt};
+use events::{check, chunk, codec, forward, gaps, keys, maintain, query, record, sinks, timefmt};
 
 pub use check::CheckReport;
 pub use error::{DatabaseError, StoreError, WriteFailure, WriteStep};
+pub use forward::{ForwardEvent, ForwardIter};
 pub use gaps::{FailedAnswers, Gaps, Run, SignatureFailures};
 pub use keys::{format_id, parse_id, IndexKind};
 pub use maintain::{RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};

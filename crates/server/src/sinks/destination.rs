@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use auditsink_storage::StoredEvent;
+use auditsink_storage::ForwardEvent;
 
 /// What became of one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,26 +90,12 @@ pub type SendFuture<'a> =
 /// outcome per event, in order), or why the batch as a whole failed.
 pub trait Destination: Send {
     /// Sends `events` (never empty).
-    fn send<'a>(&'a mut self, events: &'a [StoredEvent]) -> SendFuture<'a>;
+    fn send<'a>(&'a mut self, events: &'a [ForwardEvent]) -> SendFuture<'a>;
 
     /// About how many bytes `event` takes on the wire, for `batch_max_bytes`.
-    fn size_hint(&self, event: &StoredEvent) -> usize {
-        event.event.raw.len() + 256
+    fn size_hint(&self, event: &ForwardEvent) -> usize {
+        event.raw().len() + 256
     }
-}
-
-/// The event time in ms since the epoch: its `timestamp`, else when it
-/// was received.
-pub fn event_time_ms(event: &StoredEvent) -> i64 {
-    event
-        .event
-        .timestamp
-        .as_deref()
-        .and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .unwrap_or(event.received_at_ms)
 }
 
 /// This machine's host name, for the syslog header and HEC `host`.

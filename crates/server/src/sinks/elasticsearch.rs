@@ -7,14 +7,15 @@
 
 use std::time::Duration;
 
-use auditsink_storage::StoredEvent;
+use auditsink_parser::write_json_string;
+use auditsink_storage::{ForwardEvent, StoreError};
 use base64::Engine;
 use hyper::body::Bytes;
 use serde_json::Value;
 
 use super::config::SinkConfig;
 use super::connect::{tls_config, HttpClient};
-use super::destination::{event_time_ms, Destination, ItemOutcome, SendFailure, SendFuture};
+use super::destination::{Destination, ItemOutcome, SendFailure, SendFuture};
 use super::http_status::{classify, Verdict};
 
 /// An Elasticsearch or OpenSearch cluster.
@@ -47,19 +48,19 @@ impl Elasticsearch {
     }
 
     /// The NDJSON body: a `create` action and the document per event.
-    pub fn body(&self, events: &[StoredEvent]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(events.len() * 1024);
+    pub fn body(&self, events: &[ForwardEvent]) -> Result<Vec<u8>, StoreError> {
+        let mut body = Vec::with_capacity(events.iter().map(|e| e.raw().len() * 2 + 500).sum());
         for event in events {
-            let action = serde_json::json!({"create": {
-                "_index": index_name(&self.index, event_time_ms(event)),
-                "_id": event.identity(),
-            }});
-            body.extend_from_slice(action.to_string().as_bytes());
-            body.push(b'\n');
-            body.extend_from_slice(event.to_json().to_string().as_bytes());
+            body.extend_from_slice(b"{\"create\":{\"_index\":");
+            write_json_string(&index_name(&self.index, event.event_time_ms()), &mut body);
+            // 32 hex digits: nothing to escape.
+            body.extend_from_slice(b",\"_id\":\"");
+            body.extend_from_slice(event.identity()?.as_bytes());
+            body.extend_from_slice(b"\"}}\n");
+            event.write_json(&mut body)?;
             body.push(b'\n');
         }
-        body
+        Ok(body)
     }
 }
 
@@ -120,9 +121,12 @@ fn item_outcomes(answer: &[u8], expected: usize) -> Result<Vec<ItemOutcome>, Sen
 }
 
 impl Destination for Elasticsearch {
-    fn send<'a>(&'a mut self, events: &'a [StoredEvent]) -> SendFuture<'a> {
+    fn send<'a>(&'a mut self, events: &'a [ForwardEvent]) -> SendFuture<'a> {
         Box::pin(async move {
-            let body = Bytes::from(self.body(events));
+            let body = Bytes::from(
+                self.body(events)
+                    .map_err(|e| SendFailure::refused(format!("store: {e}")))?,
+            );
             let mut headers = vec![("content-type", "application/x-ndjson".to_owned())];
             if let Some(auth) = &self.authorization {
                 headers.push(("authorization", auth.clone()));
@@ -139,8 +143,8 @@ impl Destination for Elasticsearch {
         })
     }
 
-    fn size_hint(&self, event: &StoredEvent) -> usize {
-        event.event.raw.len() * 2 + 512
+    fn size_hint(&self, event: &ForwardEvent) -> usize {
+        event.raw().len() * 2 + 512
     }
 }
 

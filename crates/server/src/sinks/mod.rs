@@ -18,6 +18,9 @@ pub mod runner;
 pub mod splunk_hec;
 pub mod syslog;
 
+#[cfg(test)]
+mod render_tests;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

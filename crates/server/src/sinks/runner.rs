@@ -18,7 +18,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auditsink_storage::{ParkedEvent, SinkState, SinkUpdateError, Store, StoredEvent};
+use auditsink_storage::{ForwardEvent, ParkedEvent, SinkState, SinkUpdateError, Store};
 use rand::Rng;
 use tokio::sync::watch;
 
@@ -108,7 +108,7 @@ impl From<auditsink_storage::StoreError> for Stopped {
 
 /// How many of `events` may have reached the destination already (their
 /// ids are not above the in-flight mark).
-fn resends(events: &[StoredEvent], in_flight: u64) -> u64 {
+fn resends(events: &[ForwardEvent], in_flight: u64) -> u64 {
     events.iter().filter(|e| e.id <= in_flight).count() as u64
 }
 
@@ -124,12 +124,13 @@ pub(super) struct Prefetched {
 }
 
 /// A read in progress.
-type Reading =
-    tokio::task::JoinHandle<Result<(Vec<StoredEvent>, Option<u64>), auditsink_storage::StoreError>>;
+type Reading = tokio::task::JoinHandle<
+    Result<(Vec<ForwardEvent>, Option<u64>), auditsink_storage::StoreError>,
+>;
 
 /// What reading a batch found.
 struct Read {
-    events: Vec<StoredEvent>,
+    events: Vec<ForwardEvent>,
     /// The last id looked at (events of other sources included): the
     /// cursor once the batch is delivered.
     end: Option<u64>,
@@ -346,10 +347,10 @@ impl Runner {
         tokio::task::spawn_blocking(move || {
             let mut events = Vec::new();
             let mut end = None;
-            for (scanned, event) in store.events(Some(cursor)).enumerate() {
+            for (scanned, event) in store.forward_events(cursor)?.enumerate() {
                 let event = event?;
                 end = Some(event.id);
-                if sources.is_empty() || sources.contains(&event.source) {
+                if sources.is_empty() || sources.contains(event.source()) {
                     events.push(event);
                 }
                 if events.len() >= max_events || scanned + 1 >= scan_max {
@@ -387,7 +388,7 @@ impl Runner {
     /// events it refuses (parked).
     async fn send_all(
         &mut self,
-        events: &[StoredEvent],
+        events: &[ForwardEvent],
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Vec<ItemOutcome>, Stopped> {
         let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; events.len()];
@@ -395,8 +396,8 @@ impl Runner {
         let mut backoff = Backoff::new(self.retry_max);
         let mut first = true;
         while let Some(group) = groups.pop_front() {
-            let owned: Vec<StoredEvent>;
-            let batch: &[StoredEvent] = if first {
+            let owned: Vec<ForwardEvent>;
+            let batch: &[ForwardEvent] = if first {
                 events
             } else {
                 owned = group.iter().map(|&i| events[i].clone()).collect();
@@ -493,7 +494,7 @@ impl Runner {
         let mut events = Vec::new();
         let mut unparked = Vec::new();
         for parked in &marked {
-            match self.store.event(parked.id)? {
+            match self.store.forward_event(parked.id)? {
                 Some(event) => events.push(event),
                 // Removed by retention meanwhile.
                 None => unparked.push(parked.id),
@@ -522,7 +523,7 @@ impl Runner {
 }
 
 /// Counts the delivered events and makes the parked entries.
-fn tally(events: &[StoredEvent], outcomes: Vec<ItemOutcome>) -> (u64, Vec<ParkedEvent>) {
+fn tally(events: &[ForwardEvent], outcomes: Vec<ItemOutcome>) -> (u64, Vec<ParkedEvent>) {
     let mut delivered = 0;
     let mut parked = Vec::new();
     let now = now_ms();

@@ -16,15 +16,16 @@
 use std::time::{Duration, Instant};
 
 use auditsink_parser::LineFormat;
-use auditsink_storage::StoredEvent;
+use std::io::Write;
+
+use auditsink_parser::write_json_string;
+use auditsink_storage::{ForwardEvent, StoreError};
 use hyper::body::Bytes;
 use serde_json::Value;
 
 use super::config::SinkConfig;
 use super::connect::{tls_config, HttpClient};
-use super::destination::{
-    event_time_ms, local_hostname, Destination, ItemOutcome, SendFailure, SendFuture,
-};
+use super::destination::{local_hostname, Destination, ItemOutcome, SendFailure, SendFuture};
 use super::http_status::{classify, excerpt, Verdict};
 
 /// How often the ack endpoint is asked, at first (doubling up to 1 s).
@@ -66,33 +67,34 @@ impl SplunkHec {
         })
     }
 
-    /// One event's HEC object.
-    pub fn object(&self, event: &StoredEvent, out: &mut Vec<u8>) {
-        let ms = event_time_ms(event);
-        let sourcetype = self
-            .sourcetype
-            .as_deref()
-            .unwrap_or(match event.event.format {
-                LineFormat::Cef => "konnect:audit:cef",
-                LineFormat::Json => "konnect:audit:json",
-            });
-        let mut object = serde_json::Map::new();
-        let time = format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
-        object.insert(
-            "time".into(),
-            time.parse::<serde_json::Number>()
-                .map(Value::Number)
-                .unwrap_or(Value::Null),
+    /// Appends one event's HEC object and a newline to `out`: `time`,
+    /// `host`, `source`, `sourcetype`, `index` (when set), `event`.
+    pub fn object(&self, event: &ForwardEvent, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        let ms = event.event_time_ms();
+        let sourcetype = self.sourcetype.as_deref().unwrap_or(match event.format() {
+            LineFormat::Cef => "konnect:audit:cef",
+            LineFormat::Json => "konnect:audit:json",
+        });
+        // Seconds with the ms as three decimals: a JSON number as written.
+        let _ = write!(
+            out,
+            "{{\"time\":{}.{:03},\"host\":",
+            ms.div_euclid(1000),
+            ms.rem_euclid(1000)
         );
-        object.insert("host".into(), Value::String(self.host.clone()));
-        object.insert("source".into(), Value::String(event.source.clone()));
-        object.insert("sourcetype".into(), Value::String(sourcetype.to_owned()));
+        write_json_string(&self.host, out);
+        out.extend_from_slice(b",\"source\":");
+        write_json_string(event.source(), out);
+        out.extend_from_slice(b",\"sourcetype\":");
+        write_json_string(sourcetype, out);
         if let Some(index) = &self.index {
-            object.insert("index".into(), Value::String(index.clone()));
+            out.extend_from_slice(b",\"index\":");
+            write_json_string(index, out);
         }
-        object.insert("event".into(), event.to_json());
-        out.extend_from_slice(Value::Object(object).to_string().as_bytes());
-        out.push(b'\n');
+        out.extend_from_slice(b",\"event\":");
+        event.write_json(out)?;
+        out.extend_from_slice(b"}\n");
+        Ok(())
     }
 
     fn headers(&self) -> Vec<(&'static str, String)> {
@@ -178,11 +180,12 @@ fn invalid_event(events: usize, index: usize, answer: &[u8]) -> Vec<ItemOutcome>
 }
 
 impl Destination for SplunkHec {
-    fn send<'a>(&'a mut self, events: &'a [StoredEvent]) -> SendFuture<'a> {
+    fn send<'a>(&'a mut self, events: &'a [ForwardEvent]) -> SendFuture<'a> {
         Box::pin(async move {
-            let mut body = Vec::with_capacity(events.len() * 1024);
+            let mut body = Vec::with_capacity(events.iter().map(|e| e.raw().len() * 2 + 400).sum());
             for event in events {
-                self.object(event, &mut body);
+                self.object(event, &mut body)
+                    .map_err(|e| SendFailure::refused(format!("store: {e}")))?;
             }
             let headers = self.headers();
             let answer = self
@@ -218,8 +221,8 @@ impl Destination for SplunkHec {
         })
     }
 
-    fn size_hint(&self, event: &StoredEvent) -> usize {
-        event.event.raw.len() * 2 + 512
+    fn size_hint(&self, event: &ForwardEvent) -> usize {
+        event.raw().len() * 2 + 512
     }
 }
 

@@ -16,15 +16,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auditsink_parser::LineFormat;
-use auditsink_storage::{format_ms, StoredEvent};
+use std::io::Write;
+
+use auditsink_parser::{LineFormat, Timestamp};
+use auditsink_storage::{format_ms, ForwardEvent, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::config::{Payload, SinkConfig, Transport};
 use super::connect::{connect, host_port, tls_config, Stream};
-use super::destination::{
-    event_time_ms, local_hostname, Destination, ItemOutcome, SendFailure, SendFuture,
-};
+use super::destination::{local_hostname, Destination, ItemOutcome, SendFailure, SendFuture};
 
 /// `<PRI>` of every message: facility 13 (log audit) × 8 + severity 6.
 const PRI: &str = "<110>";
@@ -38,6 +38,8 @@ pub struct Syslog {
     payload: Payload,
     timeout: Duration,
     stream: Option<Box<dyn Stream>>,
+    /// The frames of a batch, reused from batch to batch.
+    frames: Vec<u8>,
 }
 
 impl Syslog {
@@ -61,33 +63,49 @@ impl Syslog {
             payload: config.payload,
             timeout: Duration::from_secs(config.timeout_secs),
             stream: None,
+            frames: Vec::new(),
         })
     }
 
-    /// One octet-counted frame: `LEN SP SYSLOG-MSG`.
-    pub fn frame(&self, event: &StoredEvent, out: &mut Vec<u8>) {
-        let message = self.message(event);
-        out.extend_from_slice(message.len().to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(&message);
+    /// Appends one octet-counted frame, `LEN SP SYSLOG-MSG`, to `out`
+    /// (the message is written in place, then its length put before it).
+    pub fn frame(&self, event: &ForwardEvent, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        // Room for the length (a message is far below 10^10 bytes).
+        const LEN_ROOM: usize = 10;
+        let start = out.len();
+        out.extend_from_slice(&[b' '; LEN_ROOM + 1]);
+        let message = out.len();
+        self.message(event, out)?;
+        let mut room = [0u8; LEN_ROOM];
+        let mut cursor = std::io::Cursor::new(&mut room[..]);
+        // Fits: fewer than LEN_ROOM digits.
+        let _ = write!(cursor, "{}", out.len() - message);
+        let written = cursor.position() as usize;
+        let digits = &room[..written];
+        // Move the message left over the unused room.
+        let gap = LEN_ROOM - digits.len();
+        out[start..start + digits.len()].copy_from_slice(digits);
+        out.copy_within(start + LEN_ROOM.., start + digits.len());
+        out.truncate(out.len() - gap);
+        Ok(())
     }
 
-    fn message(&self, event: &StoredEvent) -> Vec<u8> {
-        let msgid = match event.event.format {
-            LineFormat::Cef => "cef",
-            LineFormat::Json => "json",
+    fn message(&self, event: &ForwardEvent, out: &mut Vec<u8>) -> Result<(), StoreError> {
+        let msgid: &[u8] = match event.format() {
+            LineFormat::Cef => b" auditsink - cef - ",
+            LineFormat::Json => b" auditsink - json - ",
         };
-        let mut out = format!(
-            "{PRI}1 {} {} auditsink - {msgid} - ",
-            format_ms(event_time_ms(event)),
-            self.hostname
-        )
-        .into_bytes();
+        out.extend_from_slice(PRI.as_bytes());
+        out.extend_from_slice(b"1 ");
+        write_time(event.event_time_ms(), out);
+        out.push(b' ');
+        out.extend_from_slice(self.hostname.as_bytes());
+        out.extend_from_slice(msgid);
         match self.payload {
-            Payload::Raw => out.extend_from_slice(event.event.raw.as_bytes()),
-            Payload::Json => out.extend_from_slice(event.to_json().to_string().as_bytes()),
+            Payload::Raw => out.extend_from_slice(event.raw().as_bytes()),
+            Payload::Json => event.write_json(out)?,
         }
-        out
+        Ok(())
     }
 
     /// The open connection, checked for a close by the collector (an idle
@@ -134,6 +152,15 @@ impl Syslog {
     }
 }
 
+/// Appends RFC 3339 UTC with milliseconds (what [`format_ms`] writes),
+/// without a string of its own in the common case.
+pub(super) fn write_time(ms: i64, out: &mut Vec<u8>) {
+    match Timestamp::from_epoch_ms(ms) {
+        Some(time) => out.extend_from_slice(time.as_str().as_bytes()),
+        None => out.extend_from_slice(format_ms(ms).as_bytes()),
+    }
+}
+
 /// A header field: printable US-ASCII without spaces, at most `max` long
 /// (RFC 5424's HOSTNAME), `-` when nothing is left.
 fn header_token(text: &str, max: usize) -> String {
@@ -150,11 +177,13 @@ fn header_token(text: &str, max: usize) -> String {
 }
 
 impl Destination for Syslog {
-    fn send<'a>(&'a mut self, events: &'a [StoredEvent]) -> SendFuture<'a> {
+    fn send<'a>(&'a mut self, events: &'a [ForwardEvent]) -> SendFuture<'a> {
         Box::pin(async move {
-            let mut frames = Vec::with_capacity(events.len() * 512);
+            let mut frames = std::mem::take(&mut self.frames);
+            frames.clear();
             for event in events {
-                self.frame(event, &mut frames);
+                self.frame(event, &mut frames)
+                    .map_err(|e| SendFailure::refused(format!("store: {e}")))?;
             }
             let timeout = self.timeout;
             let stream = self.stream().await?;
@@ -163,6 +192,7 @@ impl Destination for Syslog {
                 stream.flush().await
             })
             .await;
+            self.frames = frames;
             match written {
                 Ok(Ok(())) => Ok(vec![ItemOutcome::Delivered; events.len()]),
                 Ok(Err(e)) => {
@@ -181,10 +211,10 @@ impl Destination for Syslog {
         })
     }
 
-    fn size_hint(&self, event: &StoredEvent) -> usize {
+    fn size_hint(&self, event: &ForwardEvent) -> usize {
         match self.payload {
-            Payload::Raw => event.event.raw.len() + 96,
-            Payload::Json => event.event.raw.len() * 2 + 256,
+            Payload::Raw => event.raw().len() + 96,
+            Payload::Json => event.raw().len() * 2 + 256,
         }
     }
 }
@@ -203,20 +233,29 @@ mod tests {
         Syslog::new(&config.sinks[0]).unwrap()
     }
 
-    fn stored(line: &str) -> StoredEvent {
-        StoredEvent {
-            id: 7,
-            received_at_ms: 1_800_000_000_000,
-            source: "konnect".into(),
-            event: parse_line(line.as_bytes(), &ParseOptions::new(Format::Auto)).unwrap(),
-        }
+    /// `line` stored (source `konnect`), as a sink reads it.
+    fn stored(line: &str) -> ForwardEvent {
+        let dir = tempfile::tempdir().unwrap();
+        let store = auditsink_storage::Store::open(dir.path()).unwrap();
+        store
+            .append_blocking(auditsink_storage::Batch {
+                source: "konnect".into(),
+                received_at_ms: 1_800_000_000_000,
+                events: vec![
+                    parse_line(line.as_bytes(), &ParseOptions::new(Format::Auto)).unwrap(),
+                ],
+                quarantine: Vec::new(),
+            })
+            .unwrap();
+        // The record shares the chunk it was read from: it outlives the store.
+        store.forward_events(0).unwrap().next().unwrap().unwrap()
     }
 
     #[test]
     fn frames_are_octet_counted_rfc5424_with_the_raw_line() {
         let line = "CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|rt=1764100000123 n=é";
         let mut out = Vec::new();
-        sink("raw").frame(&stored(line), &mut out);
+        sink("raw").frame(&stored(line), &mut out).unwrap();
         let message = format!("<110>1 2025-11-25T19:46:40.123Z recv1 auditsink - cef - {line}");
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -224,7 +263,9 @@ mod tests {
         );
         // No event time: the receive time.
         let mut out = Vec::new();
-        sink("raw").frame(&stored("CEF:0|V|P|1|c|n|1|x=y"), &mut out);
+        sink("raw")
+            .frame(&stored("CEF:0|V|P|1|c|n|1|x=y"), &mut out)
+            .unwrap();
         assert!(String::from_utf8(out)
             .unwrap()
             .contains(" 2027-01-15T08:00:00.000Z "));
@@ -233,10 +274,12 @@ mod tests {
     #[test]
     fn json_payload_is_the_normalized_event() {
         let mut out = Vec::new();
-        sink("json").frame(
-            &stored(r#"{"rt":1764100000123,"name":"Authz.usage"}"#),
-            &mut out,
-        );
+        sink("json")
+            .frame(
+                &stored(r#"{"rt":1764100000123,"name":"Authz.usage"}"#),
+                &mut out,
+            )
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         let (len, message) = text.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), message.len());

@@ -29,8 +29,12 @@
 //! encoder and decoder sit side by side, so that a change to the layout
 //! above is made to both at once; the round-trip tests hold them together.
 
-use auditsink_parser::{Event, LineFormat, Origin, SignatureStatus};
+use auditsink_parser::{
+    BorrowedEvent, BorrowedOrigin, Event, FieldValue, LineFormat, Origin, SignatureStatus,
+    Timestamp,
+};
 use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
 
 use std::str::FromStr;
 
@@ -454,6 +458,13 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// Where the next length-prefixed UTF-8 string lies in the buffer.
+    fn utf8_range(&mut self) -> R<std::ops::Range<usize>> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b).map_err(|_| Malformed("not UTF-8"))?;
+        Ok(self.pos - b.len()..self.pos)
+    }
+
     fn utf8(&mut self) -> R<&'a str> {
         std::str::from_utf8(self.bytes()?).map_err(|_| Malformed("not UTF-8"))
     }
@@ -473,6 +484,47 @@ impl<'a> Reader<'a> {
             self.pos += len;
             String::from_utf8(b.to_vec()).map_err(|_| Malformed("not UTF-8"))
         }
+    }
+
+    /// [`Reader::str`] without the copy: a slice of the raw line or of
+    /// the record.
+    fn str_ref(&mut self) -> R<&'a str> {
+        let head = self.varint()?;
+        let len = usize::try_from(head >> 1).map_err(|_| Malformed("length"))?;
+        if head & 1 == 1 {
+            let offset = usize::try_from(self.varint()?).map_err(|_| Malformed("offset"))?;
+            self.raw
+                .get(offset..offset.checked_add(len).ok_or(Malformed("offset"))?)
+                .ok_or(Malformed("reference outside the raw line"))
+        } else {
+            let len = self.len(len as u64)?;
+            let b = &self.buf[self.pos..self.pos + len];
+            self.pos += len;
+            std::str::from_utf8(b).map_err(|_| Malformed("not UTF-8"))
+        }
+    }
+
+    /// A value as the borrowed event holds it (what [`Reader::value`]
+    /// gives, rendered the same); arrays and objects are built owned.
+    fn field_value(&mut self) -> R<FieldValue<'a>> {
+        let start = self.pos;
+        Ok(match self.u8()? {
+            0 => FieldValue::Null,
+            1 => FieldValue::Bool(false),
+            2 => FieldValue::Bool(true),
+            3 => FieldValue::Int(self.zigzag()?),
+            4 => FieldValue::Number(self.varint()?.into()),
+            5 => FieldValue::Number(
+                serde_json::from_str::<Number>(self.str_ref()?)
+                    .map_err(|_| Malformed("bad number text"))?,
+            ),
+            6 => FieldValue::Text(Cow::Borrowed(self.str_ref()?)),
+            7 | 8 => {
+                self.pos = start;
+                FieldValue::Json(Box::new(self.value(0)?))
+            }
+            _ => return Err(Malformed("unknown value tag")),
+        })
     }
 
     fn value(&mut self, depth: usize) -> R<Value> {
@@ -536,6 +588,63 @@ pub(crate) fn peek_event(buf: &[u8]) -> R<EventHead> {
         time: r.zigzag()?,
         received_at_ms: r.zigzag()?,
     })
+}
+
+/// What a forwarding sink reads of an event record without decoding the
+/// event: the times, and where the source and the raw line lie in it.
+pub(crate) struct ForwardHead {
+    pub time: i64,
+    pub received_at_ms: i64,
+    /// 0 none, 1 canonical (= `time`), 2 text right after the raw line.
+    pub timestamp_kind: u8,
+    pub format: LineFormat,
+    pub source: std::ops::Range<usize>,
+    pub raw: std::ops::Range<usize>,
+}
+
+pub(crate) fn forward_head(buf: &[u8]) -> R<ForwardHead> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != RECORD_VERSION {
+        return Err(Malformed("unknown record version"));
+    }
+    let time = r.zigzag()?;
+    let received_at_ms = r.zigzag()?;
+    let source = r.utf8_range()?;
+    let flags = r.u8()?;
+    let _present = r.u8()?;
+    let raw = r.utf8_range()?;
+    let timestamp_kind = (flags >> TS_SHIFT) & 3;
+    if timestamp_kind == 3 {
+        return Err(Malformed("timestamp kind"));
+    }
+    Ok(ForwardHead {
+        time,
+        received_at_ms,
+        timestamp_kind,
+        format: if flags & FLAG_JSON != 0 {
+            LineFormat::Json
+        } else {
+            LineFormat::Cef
+        },
+        source,
+        raw,
+    })
+}
+
+/// The timestamp text of a record whose timestamp kind is 2, which starts
+/// at `raw_end` (the end of its raw line, from [`forward_head`]).
+pub(crate) fn forward_timestamp_text(buf: &[u8], raw_end: usize) -> R<&str> {
+    let mut head = Reader::new(buf);
+    head.u8()?;
+    head.zigzag()?;
+    head.zigzag()?;
+    head.bytes()?;
+    head.u8()?;
+    head.u8()?;
+    let mut r = Reader::new(buf);
+    r.raw = head.utf8()?;
+    r.pos = raw_end;
+    r.str_ref()
 }
 
 /// A decoded event record.
@@ -641,6 +750,120 @@ pub(crate) fn decode_event(buf: &[u8]) -> R<DecodedEvent> {
         source,
         event,
     })
+}
+
+/// An event record read without building the owned [`Event`]: strings
+/// borrow from the record (most from its raw line), for a caller that
+/// renders or hashes the event and throws it away (a forwarding sink).
+pub(crate) struct BorrowedRecord<'a> {
+    pub source: &'a str,
+    pub event: BorrowedEvent<'a>,
+}
+
+/// [`decode_event`] into the parser's [`BorrowedEvent`]; `Ok(None)` for a
+/// record that shape cannot hold exactly (a timestamp kept as text that is
+/// not the canonical rendering, or one outside years 0 to 9999): the caller
+/// decodes those with [`decode_event`]. Its JSON rendering is the owned
+/// event's, byte for byte (held by the sinks' rendering tests).
+pub(crate) fn decode_event_borrowed(buf: &[u8]) -> R<Option<BorrowedRecord<'_>>> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != RECORD_VERSION {
+        return Err(Malformed("unknown record version"));
+    }
+    let time = r.zigzag()?;
+    r.zigzag()?; // received_at: the caller has it from the head
+    let source = r.utf8()?;
+    let flags = r.u8()?;
+    let present = r.u8()?;
+    r.raw = r.utf8()?;
+    let timestamp = match (flags >> TS_SHIFT) & 3 {
+        0 => None,
+        1 => match Timestamp::from_epoch_ms(time) {
+            Some(t) => Some(t),
+            None => return Ok(None),
+        },
+        2 => return Ok(None),
+        _ => return Err(Malformed("timestamp kind")),
+    };
+    let cef_version = if present & P_CEF_VERSION != 0 {
+        Some(r.zigzag()?)
+    } else {
+        None
+    };
+    let mut opt = |bit: u8| -> R<Option<Cow<'_, str>>> {
+        if present & bit != 0 {
+            r.str_ref().map(|s| Some(Cow::Borrowed(s)))
+        } else {
+            Ok(None)
+        }
+    };
+    let vendor = opt(P_VENDOR)?;
+    let product = opt(P_PRODUCT)?;
+    let product_version = opt(P_PRODUCT_VERSION)?;
+    let event_class_id = opt(P_CLASS)?;
+    let name = opt(P_NAME)?;
+    let sig = opt(P_SIG)?;
+    let severity = r.field_value()?;
+    let n = r.varint()?;
+    let n = r.len(n)?;
+    let mut fields = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = r.str_ref()?;
+        fields.push((Cow::Borrowed(key), r.field_value()?));
+    }
+    let origin = if flags & FLAG_ORIGIN != 0 {
+        let bits = r.u8()?;
+        let time = if bits & O_TIME != 0 {
+            Some(Cow::Borrowed(r.str_ref()?))
+        } else {
+            None
+        };
+        let host = if bits & O_HOST != 0 {
+            Some(Cow::Borrowed(r.str_ref()?))
+        } else {
+            None
+        };
+        Some(BorrowedOrigin { time, host })
+    } else {
+        None
+    };
+    let mut warnings = Vec::new();
+    if flags & FLAG_WARNINGS != 0 {
+        let n = r.varint()?;
+        for _ in 0..r.len(n)? {
+            warnings.push(r.str()?);
+        }
+    }
+    if !r.at_end() {
+        return Err(Malformed("trailing bytes"));
+    }
+    let event = BorrowedEvent {
+        format: if flags & FLAG_JSON != 0 {
+            LineFormat::Json
+        } else {
+            LineFormat::Cef
+        },
+        timestamp,
+        cef_version,
+        vendor,
+        product,
+        product_version,
+        event_class_id,
+        name,
+        severity,
+        fields,
+        origin,
+        sig,
+        signature: match (flags >> 1) & 3 {
+            0 => SignatureStatus::Valid,
+            1 => SignatureStatus::Invalid,
+            2 => SignatureStatus::Missing,
+            _ => SignatureStatus::Unverified,
+        },
+        warnings,
+        raw: r.raw,
+    };
+    Ok(Some(BorrowedRecord { source, event }))
 }
 
 /// A decoded quarantine record.
