@@ -156,6 +156,9 @@ fn a_failed_flush_closes_the_store_and_it_reopens_once_writes_succeed() {
     // A read in progress across the failure holds the closed store.
     let mut reading = store.events(None);
     assert!(reading.next().unwrap().is_ok());
+    // And a sink's read, too.
+    let mut forwarding = store.forward_events(0).unwrap();
+    assert!(forwarding.next().unwrap().is_ok());
     let last_id = store.quarantine(None).last().unwrap().unwrap().id;
 
     let filler = fill(&tmpfs.0);
@@ -196,6 +199,12 @@ fn a_failed_flush_closes_the_store_and_it_reopens_once_writes_succeed() {
     ));
     assert!(reading.next().is_none());
     drop(reading);
+    assert!(matches!(
+        forwarding.next(),
+        Some(Err(StoreError::Recovering { .. }))
+    ));
+    assert!(forwarding.next().is_none());
+    drop(forwarding);
     wait_for("the reopening", || !store.health().recovering);
     let health = store.health();
     assert_eq!(health.recoveries, 1, "{health:?}");

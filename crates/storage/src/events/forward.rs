@@ -11,9 +11,11 @@
 //! them on every corpus line).
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use auditsink_parser::{write_json_string, LineFormat};
 
+use crate::engine::poison::Gate;
 use crate::events::chunk::{self, Record, Records};
 use crate::events::codec::{self, decode_event, decode_event_borrowed, Malformed};
 use crate::events::keys::{dedupe_key, format_id, id_key, EVENT};
@@ -166,27 +168,35 @@ fn bad(id: u64, e: Malformed) -> StoreError {
 /// The events after an id, for a sink, in id order (see
 /// [`crate::Store::forward_events`]).
 pub struct ForwardIter {
-    records: Records,
+    /// `None` once done: the handles it read through are dropped, so a
+    /// reopening of the store after a failed write need not wait for it.
+    records: Option<Records>,
     durable_next_id: u64,
-    done: bool,
+    /// Closed when a write fails: the read stops, as every reader's does.
+    gate: Arc<Gate>,
 }
 
 impl Iterator for ForwardIter {
     type Item = Result<ForwardEvent, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let item = match self.records.next()? {
-            Ok((id, _)) if id >= self.durable_next_id => {
-                self.done = true;
+        let records = self.records.as_mut()?;
+        let item = match self.gate.check().map(|()| records.next()) {
+            Err(e) => Err(e),
+            Ok(None) => {
+                self.records = None;
                 return None;
             }
-            Ok((id, record)) => ForwardEvent::read(id, record),
-            Err(e) => Err(e),
+            Ok(Some(Ok((id, _)))) if id >= self.durable_next_id => {
+                self.records = None;
+                return None;
+            }
+            Ok(Some(Ok((id, record)))) => ForwardEvent::read(id, record),
+            Ok(Some(Err(e))) => Err(e),
         };
-        self.done = item.is_err();
+        if item.is_err() {
+            self.records = None;
+        }
         Some(item)
     }
 }
@@ -199,9 +209,9 @@ impl crate::Store {
         let inner = self.inner()?;
         let core = &inner.core;
         Ok(ForwardIter {
-            records: Records::after(core.tree(), core.log(), Some(after)),
+            records: Some(Records::after(core.tree(), core.log(), Some(after))),
             durable_next_id: core.durable_next_id(),
-            done: false,
+            gate: core.gate().clone(),
         })
     }
 
