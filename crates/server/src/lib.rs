@@ -34,6 +34,7 @@ pub mod sinks;
 mod state;
 pub mod status;
 pub mod tls;
+pub mod tls_client;
 
 use std::future::Future;
 use std::net::SocketAddr;
