@@ -621,11 +621,7 @@ pub(crate) fn forward_head(buf: &[u8]) -> R<ForwardHead> {
         time,
         received_at_ms,
         timestamp_kind,
-        format: if flags & FLAG_JSON != 0 {
-            LineFormat::Json
-        } else {
-            LineFormat::Cef
-        },
+        format: line_format(flags),
         source,
         raw,
     })
@@ -719,11 +715,7 @@ pub(crate) fn decode_event(buf: &[u8]) -> R<DecodedEvent> {
         return Err(Malformed("trailing bytes"));
     }
     let event = Event {
-        format: if flags & FLAG_JSON != 0 {
-            LineFormat::Json
-        } else {
-            LineFormat::Cef
-        },
+        format: line_format(flags),
         timestamp,
         cef_version,
         vendor,
@@ -735,12 +727,7 @@ pub(crate) fn decode_event(buf: &[u8]) -> R<DecodedEvent> {
         fields,
         origin,
         sig,
-        signature: match (flags >> 1) & 3 {
-            0 => SignatureStatus::Valid,
-            1 => SignatureStatus::Invalid,
-            2 => SignatureStatus::Missing,
-            _ => SignatureStatus::Unverified,
-        },
+        signature: signature_status(flags),
         warnings,
         raw: r.raw.to_owned(),
     };
@@ -750,6 +737,25 @@ pub(crate) fn decode_event(buf: &[u8]) -> R<DecodedEvent> {
         source,
         event,
     })
+}
+
+/// The line format a record's flags name.
+fn line_format(flags: u8) -> LineFormat {
+    if flags & FLAG_JSON != 0 {
+        LineFormat::Json
+    } else {
+        LineFormat::Cef
+    }
+}
+
+/// The signature outcome a record's flags name (bits 1 and 2).
+fn signature_status(flags: u8) -> SignatureStatus {
+    match (flags >> 1) & 3 {
+        0 => SignatureStatus::Valid,
+        1 => SignatureStatus::Invalid,
+        2 => SignatureStatus::Missing,
+        _ => SignatureStatus::Unverified,
+    }
 }
 
 /// An event record read without building the owned [`Event`]: strings
@@ -838,11 +844,7 @@ pub(crate) fn decode_event_borrowed(buf: &[u8]) -> R<Option<BorrowedRecord<'_>>>
         return Err(Malformed("trailing bytes"));
     }
     let event = BorrowedEvent {
-        format: if flags & FLAG_JSON != 0 {
-            LineFormat::Json
-        } else {
-            LineFormat::Cef
-        },
+        format: line_format(flags),
         timestamp,
         cef_version,
         vendor,
@@ -854,12 +856,7 @@ pub(crate) fn decode_event_borrowed(buf: &[u8]) -> R<Option<BorrowedRecord<'_>>>
         fields,
         origin,
         sig,
-        signature: match (flags >> 1) & 3 {
-            0 => SignatureStatus::Valid,
-            1 => SignatureStatus::Invalid,
-            2 => SignatureStatus::Missing,
-            _ => SignatureStatus::Unverified,
-        },
+        signature: signature_status(flags),
         warnings,
         raw: r.raw,
     };
