@@ -797,8 +797,8 @@ fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenRep
 
 /// One retention run, counted.
 fn retention_run(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
-    let hold = sinks::Sinks::open(core.db())?.hold(now_ms())?;
-    let summary = maintain::retention(core, cutoff_ms, &hold)?;
+    let sinks = sinks::Sinks::open(core.db())?;
+    let summary = maintain::retention(core, cutoff_ms, &|| sinks.hold(now_ms()), &mut || {})?;
     let c = &core.counters();
     c.retention_runs.fetch_add(1, Ordering::Relaxed);
     c.retention_events_removed

@@ -353,10 +353,17 @@ fn commit_removals(
 /// their dedupe entries and index entries. Scans in id order (arrival
 /// order) and stops at the first record received at or after the cutoff, so
 /// a clock step backwards only keeps records longer.
+///
+/// What the sinks still need is read by `hold` in every step, under the
+/// write lock that a sink rewind also takes: a rewind lands before a step
+/// (which keeps what it needs) or after it (whose removals were delivered
+/// events when made). `after_step` runs between steps, the lock released
+/// (a test's hook).
 pub(crate) fn retention(
     core: &Core,
     cutoff_ms: i64,
-    hold: &RetentionHold,
+    hold: &dyn Fn() -> Result<RetentionHold, StoreError>,
+    after_step: &mut dyn FnMut(),
 ) -> Result<RetentionSummary, StoreError> {
     refuse_if_poisoned(core)?;
     let mut summary = RetentionSummary::default();
@@ -365,6 +372,7 @@ pub(crate) fn retention(
     let mut held_from = None;
     loop {
         let mut state = core.lock();
+        let hold = hold()?;
         let mut batch = sled::Batch::default();
         let mut chunk = Vec::new();
         let mut done = false;
@@ -447,6 +455,8 @@ pub(crate) fn retention(
         state.horizon = horizon;
         core.counters().horizon.store(horizon, Ordering::Relaxed);
         summary.events_removed += chunk.len() as u64;
+        drop(state);
+        after_step();
         if done {
             break;
         }

@@ -18,7 +18,9 @@
 //!
 //! Retention consults the states: an event a sink has not delivered yet is
 //! kept ([`RetentionHold`]), unless it is older than that sink's
-//! `max_lag_days`.
+//! `max_lag_days`. It reads them in every step under the store's write
+//! lock, which the changes that make a sink need more (a rewind, a new
+//! sink) take too.
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -430,7 +432,10 @@ impl crate::Store {
             in_flight: cursor,
             ..SinkState::default()
         };
-        self.sinks()?.register(name, initial, max_lag_days)
+        // Under the write lock, as retention decides under it what to keep.
+        let inner = self.inner()?;
+        let _lock = inner.core.lock();
+        Sinks::open_writable(&inner.core)?.register(name, initial, max_lag_days)
     }
 
     /// The state of sink `name`, if it has one.
@@ -460,9 +465,16 @@ impl crate::Store {
 
     /// Moves the cursor of sink `name` back to `cursor` (never forward),
     /// so the events after it are sent again (counted as resent); the
-    /// state after, or `None` if the sink has none.
+    /// state after, or `None` if the sink has none. Events retention
+    /// removed before it are not brought back.
     pub fn sink_rewind(&self, name: &str, cursor: u64) -> Result<Option<SinkState>, StoreError> {
-        self.sinks()?.update(name, |state| {
+        // Under the write lock, which a retention step holds while it
+        // decides what to keep and removes the rest: the rewind comes
+        // wholly before or after a step, never between its hold and its
+        // removals.
+        let inner = self.inner()?;
+        let _lock = inner.core.lock();
+        Sinks::open_writable(&inner.core)?.update(name, |state| {
             if cursor < state.cursor {
                 state.in_flight = state.in_flight.max(state.cursor);
                 state.cursor = cursor;
@@ -516,5 +528,74 @@ impl crate::Store {
             lag.events += 1;
         }
         Ok(lag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Batch;
+    use auditsink_parser::{parse_line, Format, ParseOptions};
+
+    const DAY: i64 = 86_400_000;
+
+    fn append(store: &crate::Store, received_at_ms: i64, numbers: std::ops::Range<u32>) {
+        let events = numbers
+            .map(|i| {
+                let line = format!("CEF:0|KongInc|Konnect|1.0|konnect|Authz.usage|1|n={i}");
+                parse_line(line.as_bytes(), &ParseOptions::new(Format::Cef)).unwrap()
+            })
+            .collect();
+        store
+            .append_blocking(Batch {
+                source: "konnect".into(),
+                received_at_ms,
+                events,
+                quarantine: Vec::new(),
+            })
+            .unwrap();
+    }
+
+    /// A rewind that lands between two steps of a retention run holds the
+    /// events the later steps would have removed.
+    #[test]
+    fn a_rewind_during_a_retention_run_keeps_what_the_sink_must_send_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let now = crate::now_ms();
+        // More than one retention step (about 1000 events each), all expired.
+        for i in 0..10 {
+            append(&store, now - 10 * DAY, i * 250..(i + 1) * 250);
+        }
+        let last = store.last_durable_id().unwrap();
+        let state = store
+            .sink_register("siem", SinkStart::Beginning, None)
+            .unwrap();
+        let delivered = SinkState {
+            cursor: last,
+            in_flight: last,
+            ..state.clone()
+        };
+        store
+            .sink_commit("siem", &state, &delivered, &[], &[])
+            .unwrap();
+        let core = store.inner().unwrap().core.clone();
+        let sinks = Sinks::open(core.db()).unwrap();
+        let hold = || sinks.hold(now);
+        let mut left_after_first_step = None;
+        let summary = crate::events::maintain::retention(&core, now - DAY, &hold, &mut || {
+            if left_after_first_step.is_none() {
+                left_after_first_step = Some(store.event_count());
+                // The operator asks to send everything again.
+                store.sink_rewind("siem", 0).unwrap();
+            }
+        })
+        .unwrap();
+        // The first step's removals stand (delivered when removed); the
+        // rest stays for the sink to send again.
+        let left = left_after_first_step.unwrap();
+        assert!(left > 0 && left < 2500, "{left}");
+        assert_eq!(store.event_count(), left, "{summary:?}");
+        assert_eq!(summary.events_held, left as u64);
     }
 }
