@@ -209,7 +209,7 @@ pub struct StoreStats {
     /// When the last retention run finished (ms since the epoch).
     pub retention_last_run_ms: Option<i64>,
     /// Expired events the last retention run kept because a forwarding
-    /// sink has not delivered them yet.
+    /// sink has not delivered them yet or parked them.
     pub retention_events_held: u64,
 }
 
@@ -796,9 +796,19 @@ fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenRep
 }
 
 /// One retention run, counted.
-fn retention_run(core: &Core, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
+fn retention_run(core: &Arc<Core>, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
     let sinks = sinks::Sinks::open(core.db())?;
     let summary = maintain::retention(core, cutoff_ms, &|| sinks.hold(now_ms()), &mut || {})?;
+    // Parked entries whose events are gone (past a sink's `max_lag_days`;
+    // also those a crash right after a removal left).
+    let horizon = core.counters().horizon.load(Ordering::Relaxed);
+    let unparked = sinks::Sinks::open_writable(core)?.drop_parked_below(horizon)?;
+    if unparked > 0 {
+        tracing::warn!(
+            parked_events = unparked,
+            "retention removed parked events older than their sink's max_lag_days"
+        );
+    }
     let c = &core.counters();
     c.retention_runs.fetch_add(1, Ordering::Relaxed);
     c.retention_events_removed

@@ -153,3 +153,52 @@ fn cursors_parked_events_and_rewinds_survive_a_reopen() {
         store.event(all[1]).unwrap().unwrap().identity()
     );
 }
+
+fn parked(id: u64) -> ParkedEvent {
+    ParkedEvent {
+        id,
+        reason: "status 400: mapper_parsing_exception".into(),
+        answer: String::new(),
+        parked_at_ms: 1,
+        retry: false,
+    }
+}
+
+#[test]
+fn retention_keeps_parked_events_until_max_lag_days_and_then_drops_their_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = now_ms();
+    append(&store, now - 10 * DAY, 0..10);
+    let all = ids(&store);
+    // Everything delivered but the third event, parked.
+    let state = store
+        .sink_register("siem", SinkStart::Beginning, None)
+        .unwrap();
+    let done = SinkState {
+        cursor: all[9],
+        in_flight: all[9],
+        delivered: 9,
+        parked_total: 1,
+        ..state.clone()
+    };
+    store
+        .sink_commit("siem", &state, &done, &[parked(all[2])], &[])
+        .unwrap();
+    // Kept for `sink retry`, with what comes after it (retention removes
+    // a prefix of the ids).
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!((summary.events_removed, summary.events_held), (2, 8));
+    assert_eq!(ids(&store), all[2..].to_vec());
+    assert_eq!(store.sink_parked("siem", 10).unwrap().len(), 1);
+    // Parked events too old for `max_lag_days` are not held: removed,
+    // their parked entries go with them.
+    store
+        .sink_register("siem", SinkStart::Beginning, Some(5))
+        .unwrap();
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!((summary.events_removed, summary.events_held), (8, 0));
+    assert!(ids(&store).is_empty());
+    assert!(store.sink_parked("siem", 10).unwrap().is_empty());
+    assert_eq!(store.sink_parked_count("siem").unwrap(), 0);
+}

@@ -69,7 +69,9 @@ pub struct RetentionSummary {
     /// had expired (their own events are not counted above).
     pub damaged_chunks_removed: u64,
     /// Expired events kept because a forwarding sink has not delivered
-    /// them yet (see [`crate::Store::sink_register`]).
+    /// them yet or parked them (see [`crate::Store::sink_register`]), with
+    /// the expired events after the first of them (retention removes the
+    /// oldest ids only).
     pub events_held: u64,
 }
 

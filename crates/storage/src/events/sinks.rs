@@ -17,8 +17,8 @@
 //! CLI, through the admin listener) is never overwritten by the sink.
 //!
 //! Retention consults the states: an event a sink has not delivered yet is
-//! kept ([`RetentionHold`]), unless it is older than that sink's
-//! `max_lag_days`. It reads them in every step under the store's write
+//! kept ([`RetentionHold`]), and so is an event it parked (for `sink
+//! retry`), unless it is older than that sink's `max_lag_days`. It reads them in every step under the store's write
 //! lock, which the changes that make a sink need more (a rewind, a new
 //! sink) take too.
 
@@ -333,40 +333,97 @@ impl Sinks {
         Ok(())
     }
 
+    /// The ids of the events sink `name` parked, in order.
+    fn parked_ids(&self, name: &str) -> Result<Vec<u64>, StoreError> {
+        let prefix = parked_prefix(name);
+        let mut ids = Vec::new();
+        for key in self.tree.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let id = key[prefix.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| crate::corrupt(&key, "parked event key"))?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
     /// What retention must keep for the sinks.
     pub(crate) fn hold(&self, now_ms: i64) -> Result<RetentionHold, StoreError> {
-        let sinks = self
-            .all()?
-            .into_iter()
-            .map(|(_, state)| {
-                let lag_cutoff = state.max_lag_days.map_or(i64::MIN, |days| {
-                    now_ms.saturating_sub(
-                        i64::try_from(days)
-                            .unwrap_or(i64::MAX)
-                            .saturating_mul(86_400_000),
-                    )
-                });
-                (state.cursor, lag_cutoff)
-            })
-            .collect();
+        let mut sinks = Vec::new();
+        // Each state before its parked events: a commit that moves the
+        // cursor past an event parks it in the same transaction, so
+        // either the old cursor is read (it holds the event) or the
+        // parked entry is there to be read.
+        for (name, state) in self.all()? {
+            let lag_cutoff = state.max_lag_days.map_or(i64::MIN, |days| {
+                now_ms.saturating_sub(
+                    i64::try_from(days)
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(86_400_000),
+                )
+            });
+            sinks.push(SinkHold {
+                cursor: state.cursor,
+                parked: self.parked_ids(&name)?,
+                lag_cutoff,
+            });
+        }
         Ok(RetentionHold { sinks })
+    }
+
+    /// Removes the parked entries of events retention removed (ids below
+    /// `horizon`, past a sink's `max_lag_days`): nothing is left to send
+    /// again. How many.
+    pub(crate) fn drop_parked_below(&self, horizon: u64) -> Result<u64, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for key in self.tree.scan_prefix([PARKED]).keys() {
+            let key = key?;
+            let id = key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| key[at..].try_into().ok())
+                .map(u64::from_be_bytes);
+            if id.is_some_and(|id| id < horizon) {
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.tree.apply_batch(batch)?;
+            self.flush()?;
+        }
+        Ok(removed)
     }
 }
 
-/// The events retention must keep because a sink has not delivered them.
+/// What one sink holds.
+#[derive(Debug, Clone)]
+struct SinkHold {
+    /// Events after it are not delivered yet.
+    cursor: u64,
+    /// Events it parked (in id order), kept for `sink retry`.
+    parked: Vec<u64>,
+    /// The receive time before which it holds no events (its
+    /// `max_lag_days`; `i64::MIN` when unset).
+    lag_cutoff: i64,
+}
+
+/// The events retention must keep because a sink has not delivered them
+/// (or parked them).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RetentionHold {
-    /// Per sink: its cursor, and the receive time before which it does not
-    /// hold events (its `max_lag_days`; `i64::MIN` when unset).
-    sinks: Vec<(u64, i64)>,
+    sinks: Vec<SinkHold>,
 }
 
 impl RetentionHold {
     /// Whether event `id`, received at `received_ms`, must be kept.
     pub(crate) fn holds(&self, id: u64, received_ms: i64) -> bool {
-        self.sinks
-            .iter()
-            .any(|&(cursor, lag_cutoff)| id > cursor && received_ms >= lag_cutoff)
+        self.sinks.iter().any(|sink| {
+            received_ms >= sink.lag_cutoff
+                && (id > sink.cursor || sink.parked.binary_search(&id).is_ok())
+        })
     }
 }
 
