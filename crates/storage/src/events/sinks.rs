@@ -302,23 +302,48 @@ impl Sinks {
         Ok(n)
     }
 
-    /// Marks every parked event of `name` for sending again; how many.
+    /// Marks every parked event of `name` for sending again, and its state
+    /// as having a retry pending (the sink looks at its parked events only
+    /// then): one transaction, one flush. How many.
     pub(crate) fn retry_parked(&self, name: &str) -> Result<u64, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in self.tree.scan_prefix(parked_prefix(name)) {
-            let (key, value) = item?;
-            let mut parked: ParkedEvent = decode(&key, &value)?;
-            parked.retry = true;
-            batch.insert(key, encode(&parked));
-            n += 1;
+        let keys: Vec<sled::IVec> = self
+            .tree
+            .scan_prefix(parked_prefix(name))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            return Ok(0);
         }
-        self.tree.apply_batch(batch)?;
-        self.flush()?;
-        if n > 0 {
-            self.update(name, |state| state.retry_pending = true)?;
+        let state_key = state_key(name);
+        let outcome = self.tree.transaction(|tx| {
+            let mut n = 0u64;
+            for key in &keys {
+                // Unparked meanwhile (delivered by the last retry).
+                let Some(value) = tx.get(key)? else { continue };
+                let mut parked: ParkedEvent =
+                    decode(key, &value).map_err(ConflictableTransactionError::Abort)?;
+                parked.retry = true;
+                tx.insert(key, encode(&parked))?;
+                n += 1;
+            }
+            if n > 0 {
+                if let Some(value) = tx.get(&state_key)? {
+                    let mut state: SinkState =
+                        decode(&state_key, &value).map_err(ConflictableTransactionError::Abort)?;
+                    state.retry_pending = true;
+                    tx.insert(state_key.as_slice(), encode(&state))?;
+                }
+            }
+            Ok(n)
+        });
+        match outcome {
+            Ok(n) => {
+                self.flush()?;
+                Ok(n)
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
         }
-        Ok(n)
     }
 
     /// Removes the state and parked events of a sink no longer configured.
@@ -654,5 +679,49 @@ mod tests {
         assert!(left > 0 && left < 2500, "{left}");
         assert_eq!(store.event_count(), left, "{summary:?}");
         assert_eq!(summary.events_held, left as u64);
+    }
+
+    /// `sink retry` marks the parked events and the state in one write:
+    /// when it cannot change the state, no parked event is marked either.
+    #[test]
+    fn a_retry_marks_the_parked_events_and_the_state_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        append(&store, crate::now_ms(), 0..3);
+        let state = store
+            .sink_register("siem", SinkStart::Beginning, None)
+            .unwrap();
+        let parked = |id| ParkedEvent {
+            id,
+            reason: "status 400".into(),
+            answer: String::new(),
+            parked_at_ms: 1,
+            retry: false,
+        };
+        let next = SinkState {
+            cursor: 3,
+            in_flight: 3,
+            parked_total: 2,
+            ..state.clone()
+        };
+        store
+            .sink_commit("siem", &state, &next, &[parked(1), parked(3)], &[])
+            .unwrap();
+        let marked = |store: &crate::Store| {
+            let parked = store.sink_parked("siem", 10).unwrap();
+            assert_eq!(parked.len(), 2);
+            parked.iter().filter(|p| p.retry).count()
+        };
+        // A state that does not read: the retry fails as a whole.
+        let sinks = store.sinks().unwrap();
+        let good = sinks.tree.get(state_key("siem")).unwrap().unwrap();
+        sinks.tree.insert(state_key("siem"), b"{not json").unwrap();
+        assert!(store.sink_retry("siem").is_err());
+        assert_eq!(marked(&store), 0);
+        // Readable again: both parked events and the state are marked.
+        sinks.tree.insert(state_key("siem"), good).unwrap();
+        assert_eq!(store.sink_retry("siem").unwrap(), 2);
+        assert_eq!(marked(&store), 2);
+        assert!(store.sink_state("siem").unwrap().unwrap().retry_pending);
     }
 }
