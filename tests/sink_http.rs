@@ -344,3 +344,172 @@ fn a_refused_token_shows_failing_and_parks_nothing() {
     assert!(status["last_error"].as_str().unwrap().contains("403"));
     server.stop();
 }
+
+/// A varint as the store writes them (LEB128).
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> u64 {
+    let mut n = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = buf[*pos];
+        *pos += 1;
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return n;
+        }
+        shift += 7;
+    }
+}
+
+/// Damages records of the first event chunk of the store in `store_dir`
+/// in place, as `damage` says for each record's index, keeping the
+/// chunk's checksum right: those records alone do not decode (the chunk
+/// reads). The ids of the records of the chunk.
+///
+/// The layout (crates/storage: `events/chunk.rs`, `engine/log.rs`): sled
+/// tree `store`, key `e` first_id, value a pointer `2` segment offset len
+/// crc32 (big-endian) into `events/<segment:016x>.log`, where the chunk is
+/// `1` count (delta len record)*, varints.
+fn damage_records(store_dir: &Path, damage: &dyn Fn(usize, &mut Vec<u8>)) -> Vec<u64> {
+    let mut attempts = 0;
+    let db = loop {
+        match sled::open(store_dir) {
+            Ok(db) => break db,
+            // The server just exited: its lock may linger a moment.
+            Err(e) if attempts < 40 => {
+                attempts += 1;
+                eprintln!("opening the store to damage it: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let tree = db.open_tree("store").unwrap();
+    let (key, pointer) = tree
+        .scan_prefix(b"e")
+        .map(Result::unwrap)
+        .find(|(key, _)| key.len() == 9)
+        .expect("an event chunk");
+    assert_eq!(pointer[0], 2, "pointer version");
+    let segment = u64::from_be_bytes(pointer[1..9].try_into().unwrap());
+    let offset = u64::from_be_bytes(pointer[9..17].try_into().unwrap());
+    let len = u32::from_be_bytes(pointer[17..21].try_into().unwrap()) as usize;
+    let path = store_dir.join("events").join(format!("{segment:016x}.log"));
+    let mut file = std::fs::read(&path).unwrap();
+    let at = offset as usize;
+    let body = file[at..at + len].to_vec();
+    assert_eq!(
+        crc32fast::hash(&body),
+        u32::from_be_bytes(pointer[21..25].try_into().unwrap())
+    );
+    let first = u64::from_be_bytes(key[1..9].try_into().unwrap());
+    assert_eq!(body[0], 1, "chunk version");
+    let mut pos = 1;
+    let count = get_varint(&body, &mut pos);
+    let mut ids = Vec::new();
+    let mut rebuilt = vec![1u8];
+    put_varint(&mut rebuilt, count);
+    for i in 0..count as usize {
+        let delta = get_varint(&body, &mut pos);
+        let record_len = get_varint(&body, &mut pos) as usize;
+        let mut record = body[pos..pos + record_len].to_vec();
+        pos += record_len;
+        damage(i, &mut record);
+        ids.push(first + delta);
+        put_varint(&mut rebuilt, delta);
+        put_varint(&mut rebuilt, record.len() as u64);
+        rebuilt.extend_from_slice(&record);
+    }
+    assert_eq!(pos, body.len());
+    // Written over the old body (it is no longer).
+    assert!(rebuilt.len() <= len);
+    file[at..at + rebuilt.len()].copy_from_slice(&rebuilt);
+    std::fs::write(&path, file).unwrap();
+    let mut new_pointer = pointer.to_vec();
+    new_pointer[17..21].copy_from_slice(&(rebuilt.len() as u32).to_be_bytes());
+    new_pointer[21..25].copy_from_slice(&crc32fast::hash(&rebuilt).to_be_bytes());
+    tree.insert(key, new_pointer).unwrap();
+    db.flush().unwrap();
+    ids
+}
+
+#[test]
+fn a_damaged_stored_record_is_parked_and_the_rest_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let es = FakeEs::start();
+    es.set_mode(Mode::Down);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{SOURCE}[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"audit\"\n",
+            es.http.url()
+        ),
+    );
+    let server = TestServer::start(dir.path(), &config);
+    deliver(&server, &lines(0, 10, ""));
+    server.stop();
+    // Two records damaged, the chunk's checksum right: the third's head
+    // (its version byte: the read fails) and the sixth's end (its fields:
+    // the JSON rendering fails).
+    let ids = damage_records(
+        &dir.path().join("data").join("store"),
+        &|i, record| match i {
+            2 => record[0] ^= 0xff,
+            5 => record.truncate(record.len() - 3),
+            _ => {}
+        },
+    );
+    assert_eq!(ids.len(), 10);
+    es.set_mode(Mode::Up);
+    let server = TestServer::start(dir.path(), &config);
+    wait_until(
+        Duration::from_secs(20),
+        "the rest delivered, the damaged parked",
+        || {
+            let status = sink_status(&server, "es");
+            status["parked"] == 2 && status["cursor"] == ids[9]
+        },
+    );
+    let docs = es.state.lock().unwrap().docs.clone();
+    assert_eq!(docs.len(), 8, "{docs:?}");
+    for damaged in ["n=2", "n=5"] {
+        assert!(!docs.values().any(|raw| raw.ends_with(damaged)), "{docs:?}");
+    }
+    assert!(docs.values().any(|raw| raw.ends_with("n=9")), "{docs:?}");
+    let status = sink_status(&server, "es");
+    assert_eq!(status["delivered"], 8, "{status}");
+    let parked = cli(&config, &["sink", "parked", "es"]);
+    let parked_ids: Vec<&str> = parked.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        parked_ids,
+        [format!("{:016x}", ids[2]), format!("{:016x}", ids[5])]
+    );
+    for p in &parked {
+        assert!(
+            p["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("the stored record is damaged: "),
+            "{p}"
+        );
+        assert_eq!(p["answer"], "", "{p}");
+    }
+    // Retried, they stay parked (still damaged); nothing else moves.
+    let marked = cli(&config, &["sink", "retry", "es"]);
+    assert_eq!(marked[0]["marked"], 2);
+    wait_until(Duration::from_secs(10), "the retry done", || {
+        cli(&config, &["sink", "parked", "es"])
+            .iter()
+            .all(|p| p["retry"] == false)
+    });
+    assert_eq!(cli(&config, &["sink", "parked", "es"]).len(), 2);
+    assert_eq!(es.state.lock().unwrap().docs.len(), 8);
+    server.stop();
+}

@@ -32,6 +32,16 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// One stored event record does not decode, though the chunk holding
+    /// it reads: the damage is this record's alone (a forwarding sink parks
+    /// it and goes on; `auditsink check` reports it).
+    #[error("the stored record of event {} is damaged: {reason}", crate::format_id(*.id))]
+    DamagedEvent {
+        /// The event's id.
+        id: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Writing or flushing a group commit failed: nothing of it was
     /// acknowledged, and what was written may not be durable.
     #[error("storage error: {0}")]

@@ -3,7 +3,16 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use auditsink_storage::ForwardEvent;
+use auditsink_storage::{ForwardEvent, StoreError};
+
+/// How the reason of an event parked because its stored record is damaged
+/// begins.
+pub const DAMAGED_RECORD: &str = "the stored record is damaged";
+
+/// The parked reason of an event whose stored record is damaged (`why`).
+pub fn damaged_reason(why: &str) -> String {
+    format!("{DAMAGED_RECORD}: {why} (`auditsink check` reports it)")
+}
 
 /// What became of one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +77,19 @@ impl SendFailure {
             maybe_delivered: true,
             configuration: false,
             permanent: None,
+        }
+    }
+
+    /// An event of the batch could not be rendered from the store: a
+    /// record damaged on its own is refused for good (the batch is sent in
+    /// halves down to it, and it is parked, answer empty); any other store
+    /// error is retried.
+    pub fn store(e: StoreError) -> SendFailure {
+        match e {
+            StoreError::DamagedEvent { reason, .. } => {
+                SendFailure::permanent(damaged_reason(&reason), "")
+            }
+            e => SendFailure::refused(format!("store: {e}")),
         }
     }
 

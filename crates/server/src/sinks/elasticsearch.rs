@@ -123,10 +123,7 @@ fn item_outcomes(answer: &[u8], expected: usize) -> Result<Vec<ItemOutcome>, Sen
 impl Destination for Elasticsearch {
     fn send<'a>(&'a mut self, events: &'a [ForwardEvent]) -> SendFuture<'a> {
         Box::pin(async move {
-            let body = Bytes::from(
-                self.body(events)
-                    .map_err(|e| SendFailure::refused(format!("store: {e}")))?,
-            );
+            let body = Bytes::from(self.body(events).map_err(SendFailure::store)?);
             let mut headers = vec![("content-type", "application/x-ndjson".to_owned())];
             if let Some(auth) = &self.authorization {
                 headers.push(("authorization", auth.clone()));

@@ -12,17 +12,19 @@
 //! mark (the ones that may have arrived) are counted as `resent`. A
 //! destination that fails is retried with exponential backoff and jitter
 //! (1 s doubling up to `retry_max_secs`) forever; events it refuses for
-//! good are parked and the cursor moves past them.
+//! good are parked and the cursor moves past them, and so are events whose
+//! stored record is damaged (a chunk that does not read, a failed read or
+//! write stops the sink instead, to be retried).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auditsink_storage::{ForwardEvent, ParkedEvent, SinkState, SinkUpdateError, Store};
+use auditsink_storage::{ForwardEvent, ParkedEvent, SinkState, SinkUpdateError, Store, StoreError};
 use rand::Rng;
 use tokio::sync::watch;
 
-use super::destination::{Destination, ItemOutcome, SendFailure};
+use super::destination::{damaged_reason, Destination, ItemOutcome, SendFailure, DAMAGED_RECORD};
 use super::health::SinkHealth;
 use crate::state::now_ms;
 
@@ -124,9 +126,7 @@ pub(super) struct Prefetched {
 }
 
 /// A read in progress.
-type Reading = tokio::task::JoinHandle<
-    Result<(Vec<ForwardEvent>, Option<u64>), auditsink_storage::StoreError>,
->;
+type Reading = tokio::task::JoinHandle<Result<Read, auditsink_storage::StoreError>>;
 
 /// What reading a batch found.
 struct Read {
@@ -134,6 +134,8 @@ struct Read {
     /// The last id looked at (events of other sources included): the
     /// cursor once the batch is delivered.
     end: Option<u64>,
+    /// Records among them that do not decode, parked with the batch.
+    damaged: Vec<ParkedEvent>,
 }
 
 impl Runner {
@@ -225,13 +227,16 @@ impl Runner {
             return Ok(Step::Idle);
         };
         if read.events.is_empty() {
-            // Only events of other sources: move past them.
+            // Only events of other sources (or damaged): move past them.
             let new = SinkState {
                 cursor: end,
                 in_flight: state.in_flight.max(end),
+                parked_total: state.parked_total + read.damaged.len() as u64,
                 ..state.clone()
             };
-            self.commit(&state, &new, &[], &[])?;
+            if self.commit(&state, &new, &read.damaged, &[])? {
+                self.log_parked(&read.damaged);
+            }
             return Ok(Step::Progress);
         }
         // Before sending: a restart must know these may have arrived; and
@@ -270,7 +275,8 @@ impl Runner {
             }
             Err(e) => return Err(e),
         };
-        let (delivered, parked) = tally(&read.events, outcomes);
+        let (delivered, mut parked) = tally(&read.events, outcomes);
+        parked.extend(read.damaged.iter().cloned());
         // Read the next batch now and mark it in flight in the same write
         // as this batch's cursor: one durable write per batch.
         let next = match self.finish_read(reading_next).await {
@@ -297,12 +303,24 @@ impl Runner {
                 prior_in_flight: marked.in_flight,
                 counted_resent: next_resent,
             });
+            self.log_parked(&parked);
         }
         self.health.succeeded(now_ms());
-        if !parked.is_empty() {
-            tracing::warn!(sink = %self.name, parked = parked.len(), reason = %parked[0].reason, "destination refused events for good; parked");
-        }
         Ok(Step::Progress)
+    }
+
+    /// Logs the events just parked: a damaged stored record as an error
+    /// (the store needs looking at), a refusal as a warning.
+    fn log_parked(&self, parked: &[ParkedEvent]) {
+        let (damaged, refused): (Vec<&ParkedEvent>, Vec<&ParkedEvent>) = parked
+            .iter()
+            .partition(|p| p.reason.starts_with(DAMAGED_RECORD));
+        for p in damaged {
+            tracing::error!(sink = %self.name, id = %auditsink_storage::format_id(p.id), reason = %p.reason, "an event's stored record is damaged; parked, the sink goes on");
+        }
+        if let Some(first) = refused.first() {
+            tracing::warn!(sink = %self.name, parked = refused.len(), reason = %first.reason, "destination refused events for good; parked");
+        }
     }
 
     /// Commits a state change; whether it applied: a change made
@@ -346,24 +364,43 @@ impl Runner {
         let scan_max = max_events.saturating_mul(8).max(1000);
         tokio::task::spawn_blocking(move || {
             let mut events = Vec::new();
+            let mut damaged = Vec::new();
             let mut end = None;
             for (scanned, event) in store.forward_events(cursor)?.enumerate() {
-                let event = event?;
-                end = Some(event.id);
-                if sources.is_empty() || sources.contains(event.source()) {
-                    events.push(event);
+                match event {
+                    Ok(event) => {
+                        end = Some(event.id);
+                        if sources.is_empty() || sources.contains(event.source()) {
+                            events.push(event);
+                        }
+                    }
+                    // Whichever source it came from: parked, for the
+                    // operator to see.
+                    Err(StoreError::DamagedEvent { id, reason }) => {
+                        end = Some(id);
+                        damaged.push(damaged_parked(id, &reason));
+                    }
+                    Err(e) => return Err(e),
                 }
                 if events.len() >= max_events || scanned + 1 >= scan_max {
                     break;
                 }
             }
-            Ok::<_, auditsink_storage::StoreError>((events, end))
+            Ok(Read {
+                events,
+                end,
+                damaged,
+            })
         })
     }
 
     /// The batch a [`Runner::start_read`] read, within `batch_max_bytes`.
     async fn finish_read(&mut self, reading: Reading) -> Result<Read, Stopped> {
-        let (events, mut end) = reading
+        let Read {
+            events,
+            mut end,
+            mut damaged,
+        } = reading
             .await
             .map_err(|e| Stopped::Failed(SendFailure::refused(format!("reading: {e}"))))??;
         let mut bytes = 0;
@@ -379,8 +416,13 @@ impl Runner {
         if kept < events.len() {
             events.truncate(kept);
             end = events.last().map(|e| e.id);
+            damaged.retain(|d| Some(d.id) <= end);
         }
-        Ok(Read { events, end })
+        Ok(Read {
+            events,
+            end,
+            damaged,
+        })
     }
 
     /// Sends `events` until each has an outcome: per-event retries alone
@@ -493,11 +535,16 @@ impl Runner {
         }
         let mut events = Vec::new();
         let mut unparked = Vec::new();
+        let mut still_damaged = Vec::new();
         for parked in &marked {
-            match self.store.forward_event(parked.id)? {
-                Some(event) => events.push(event),
+            match self.store.forward_event(parked.id) {
+                Ok(Some(event)) => events.push(event),
                 // Removed by retention meanwhile.
-                None => unparked.push(parked.id),
+                Ok(None) => unparked.push(parked.id),
+                Err(StoreError::DamagedEvent { id, reason }) => {
+                    still_damaged.push(damaged_parked(id, &reason));
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         let outcomes = if events.is_empty() {
@@ -505,7 +552,8 @@ impl Runner {
         } else {
             self.send_all(&events, stop).await?
         };
-        let (delivered, parked_again) = tally(&events, outcomes.clone());
+        let (delivered, mut parked_again) = tally(&events, outcomes.clone());
+        parked_again.extend(still_damaged);
         for (event, outcome) in events.iter().zip(&outcomes) {
             if *outcome == ItemOutcome::Delivered {
                 unparked.push(event.id);
@@ -541,6 +589,18 @@ fn tally(events: &[ForwardEvent], outcomes: Vec<ItemOutcome>) -> (u64, Vec<Parke
         }
     }
     (delivered, parked)
+}
+
+/// The parked entry of event `id`, whose stored record does not decode
+/// (`why`): nothing was sent, so there is no answer.
+fn damaged_parked(id: u64, why: &str) -> ParkedEvent {
+    ParkedEvent {
+        id,
+        reason: damaged_reason(why),
+        answer: String::new(),
+        parked_at_ms: now_ms(),
+        retry: false,
+    }
 }
 
 /// Waits `duration`; true if the server is stopping.

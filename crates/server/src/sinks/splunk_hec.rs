@@ -184,8 +184,7 @@ impl Destination for SplunkHec {
         Box::pin(async move {
             let mut body = Vec::with_capacity(events.iter().map(|e| e.raw().len() * 2 + 400).sum());
             for event in events {
-                self.object(event, &mut body)
-                    .map_err(|e| SendFailure::refused(format!("store: {e}")))?;
+                self.object(event, &mut body).map_err(SendFailure::store)?;
             }
             let headers = self.headers();
             let answer = self

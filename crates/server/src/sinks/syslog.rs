@@ -182,8 +182,7 @@ impl Destination for Syslog {
             let mut frames = std::mem::take(&mut self.frames);
             frames.clear();
             for event in events {
-                self.frame(event, &mut frames)
-                    .map_err(|e| SendFailure::refused(format!("store: {e}")))?;
+                self.frame(event, &mut frames).map_err(SendFailure::store)?;
             }
             let timeout = self.timeout;
             let stream = self.stream().await?;

@@ -18,10 +18,10 @@ use auditsink_parser::{write_json_string, LineFormat};
 use crate::engine::poison::Gate;
 use crate::events::chunk::{self, Record, Records};
 use crate::events::codec::{self, decode_event, decode_event_borrowed, Malformed};
-use crate::events::keys::{dedupe_key, format_id, id_key, EVENT};
+use crate::events::keys::{dedupe_key, format_id};
 use crate::events::record::StoredEvent;
 use crate::events::timefmt::format_ms;
-use crate::{corrupt, StoreError};
+use crate::StoreError;
 
 /// An event record handed to a forwarding sink (cheap to clone: it shares
 /// the chunk it was read from).
@@ -135,8 +135,10 @@ impl ForwardEvent {
     /// The slow path, for records the borrowed shape cannot hold.
     fn write_json_owned(&self, out: &mut Vec<u8>) -> Result<(), StoreError> {
         let stored = self.to_stored()?;
-        serde_json::to_writer(&mut *out, &stored.to_json())
-            .map_err(|e| corrupt(&id_key(EVENT, self.id), e))
+        serde_json::to_writer(&mut *out, &stored.to_json()).map_err(|e| StoreError::DamagedEvent {
+            id: self.id,
+            reason: e.to_string(),
+        })
     }
 
     /// The event's dedupe identity as 32 hex digits (see
@@ -161,12 +163,19 @@ impl ForwardEvent {
     }
 }
 
+/// A record of a chunk that read, which does not decode: its own damage.
 fn bad(id: u64, e: Malformed) -> StoreError {
-    corrupt(&id_key(EVENT, id), e.0)
+    StoreError::DamagedEvent {
+        id,
+        reason: e.0.to_string(),
+    }
 }
 
 /// The events after an id, for a sink, in id order (see
-/// [`crate::Store::forward_events`]).
+/// [`crate::Store::forward_events`]). A record that does not decode is
+/// [`StoreError::DamagedEvent`] and the events after it follow; any other
+/// error (a chunk that does not read, a failed read, a failed write
+/// meanwhile) ends it.
 pub struct ForwardIter {
     /// `None` once done: the handles it read through are dropped, so a
     /// reopening of the store after a failed write need not wait for it.
@@ -194,7 +203,10 @@ impl Iterator for ForwardIter {
             Ok(Some(Ok((id, record)))) => ForwardEvent::read(id, record),
             Ok(Some(Err(e))) => Err(e),
         };
-        if item.is_err() {
+        if item
+            .as_ref()
+            .is_err_and(|e| !matches!(e, StoreError::DamagedEvent { .. }))
+        {
             self.records = None;
         }
         Some(item)
