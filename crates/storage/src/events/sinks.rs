@@ -681,6 +681,37 @@ mod tests {
         assert_eq!(summary.events_held, left as u64);
     }
 
+    /// A rewind waits for the write lock, which a retention step holds
+    /// from reading the hold to its removals: it never lands in between.
+    #[test]
+    fn a_rewind_waits_for_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        append(&store, crate::now_ms(), 0..3);
+        let state = store
+            .sink_register("siem", SinkStart::Beginning, None)
+            .unwrap();
+        let delivered = SinkState {
+            cursor: 3,
+            in_flight: 3,
+            ..state.clone()
+        };
+        store
+            .sink_commit("siem", &state, &delivered, &[], &[])
+            .unwrap();
+        let core = store.inner().unwrap().core.clone();
+        let step = core.lock();
+        let rewinding = {
+            let store = store.clone();
+            std::thread::spawn(move || store.sink_rewind("siem", 0).unwrap())
+        };
+        // Ample time for a rewind that does not wait to be done.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(store.sink_state("siem").unwrap().unwrap().cursor, 3);
+        drop(step);
+        assert_eq!(rewinding.join().unwrap().unwrap().cursor, 0);
+    }
+
     /// `sink retry` marks the parked events and the state in one write:
     /// when it cannot change the state, no parked event is marked either.
     #[test]
