@@ -67,13 +67,23 @@ pub async fn connect(
     port: u16,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<Box<dyn Stream>, String> {
+    Ok(connect_probed(host, port, tls).await?.0)
+}
+
+/// [`connect`], with a [`Probe`] on the connection's socket.
+pub async fn connect_probed(
+    host: &str,
+    port: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<(Box<dyn Stream>, Probe), String> {
     let bare = host.trim_matches(['[', ']']);
     let tcp = tokio::net::TcpStream::connect((bare, port))
         .await
         .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
     let _ = tcp.set_nodelay(true);
+    let probe = Probe::of(&tcp).map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
     match tls {
-        None => Ok(Box::new(tcp)),
+        None => Ok((Box::new(tcp), probe)),
         Some(config) => {
             let name = ServerName::try_from(bare.to_owned())
                 .map_err(|_| format!("{host:?} is not a host name for TLS"))?;
@@ -81,7 +91,45 @@ pub async fn connect(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
-            Ok(Box::new(stream))
+            Ok((Box::new(stream), probe))
+        }
+    }
+}
+
+/// A second handle on a connection's socket, to see at once, without
+/// reading through TLS or waiting for the runtime's next look at the
+/// socket, whether the peer closed it or sent something.
+pub struct Probe(std::net::TcpStream);
+
+/// What a [`Probe`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peeked {
+    /// Nothing waiting: the connection is open.
+    Nothing,
+    /// Bytes waiting to be read (left unread).
+    Bytes,
+    /// The peer closed the connection (or reset it).
+    Closed,
+}
+
+impl Probe {
+    fn of(tcp: &tokio::net::TcpStream) -> std::io::Result<Probe> {
+        // A duplicate of the descriptor shares the non-blocking flag, so a
+        // peek answers at once.
+        use std::os::fd::AsFd;
+        let fd = tcp.as_fd().try_clone_to_owned()?;
+        Ok(Probe(std::net::TcpStream::from(fd)))
+    }
+
+    /// Peeks at the socket without waiting.
+    pub fn peek(&self) -> Peeked {
+        let mut byte = [0u8; 1];
+        match self.0.peek(&mut byte) {
+            Ok(0) => Peeked::Closed,
+            Ok(_) => Peeked::Bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Peeked::Nothing,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Peeked::Bytes,
+            Err(_) => Peeked::Closed,
         }
     }
 }

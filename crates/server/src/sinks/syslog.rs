@@ -23,7 +23,7 @@ use auditsink_storage::{format_ms, ForwardEvent, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::config::{Payload, SinkConfig, Transport};
-use super::connect::{connect, host_port, tls_config, Stream};
+use super::connect::{connect_probed, host_port, tls_config, Peeked, Probe, Stream};
 use super::destination::{local_hostname, Destination, ItemOutcome, SendFailure, SendFuture};
 
 /// `<PRI>` of every message: facility 13 (log audit) × 8 + severity 6.
@@ -37,7 +37,7 @@ pub struct Syslog {
     hostname: String,
     payload: Payload,
     timeout: Duration,
-    stream: Option<Box<dyn Stream>>,
+    stream: Option<(Box<dyn Stream>, Probe)>,
     /// The frames of a batch, reused from batch to batch.
     frames: Vec<u8>,
 }
@@ -111,23 +111,30 @@ impl Syslog {
     /// The open connection, checked for a close by the collector (an idle
     /// collector may have dropped it), or a new one.
     async fn stream(&mut self) -> Result<&mut Box<dyn Stream>, SendFailure> {
-        if let Some(stream) = self.stream.as_mut() {
-            let mut probe = [0u8; 512];
-            // Collectors send nothing: a ready read is a close (or junk).
-            if let Ok(read) =
-                tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await
-            {
-                tracing::debug!(
-                    ?read,
-                    "syslog collector closed the connection; reconnecting"
-                );
+        if let Some((stream, probe)) = self.stream.as_mut() {
+            // Collectors send nothing: a close (or junk) ends the connection.
+            let closed = match probe.peek() {
+                Peeked::Nothing => false,
+                Peeked::Closed => true,
+                Peeked::Bytes if self.tls.is_none() => true,
+                // TLS records (a late session ticket, or a close_notify):
+                // read through TLS, which keeps quiet about a ticket.
+                Peeked::Bytes => {
+                    let mut probe = [0u8; 512];
+                    tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe))
+                        .await
+                        .is_ok()
+                }
+            };
+            if closed {
+                tracing::debug!("syslog collector closed the connection; reconnecting");
                 self.stream = None;
             }
         }
         if self.stream.is_none() {
-            let stream = tokio::time::timeout(
+            let (stream, probe) = tokio::time::timeout(
                 self.timeout,
-                connect(&self.host, self.port, self.tls.as_ref()),
+                connect_probed(&self.host, self.port, self.tls.as_ref()),
             )
             .await
             .map_err(|_| {
@@ -146,9 +153,9 @@ impl Syslog {
             {
                 tracing::debug!(?read, "syslog collector sent data after the handshake");
             }
-            self.stream = Some(stream);
+            self.stream = Some((stream, probe));
         }
-        Ok(self.stream.as_mut().expect("set above"))
+        Ok(&mut self.stream.as_mut().expect("set above").0)
     }
 }
 
@@ -286,5 +293,51 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(value["name"], "Authz.usage");
         assert_eq!(value["source"], "konnect");
+    }
+
+    /// A sink to `address` over TCP.
+    fn sink_to(address: std::net::SocketAddr) -> Syslog {
+        let config: crate::Config = crate::Config::from_toml(&format!(
+            "[[sink]]\nname = \"s\"\ntype = \"syslog\"\naddress = \"{address}\"\ntransport = \"tcp\"\n"
+        ))
+        .unwrap();
+        Syslog::new(&config.sinks[0]).unwrap()
+    }
+
+    #[test]
+    fn a_connection_the_collector_closed_is_not_written_to() {
+        use tokio::io::AsyncReadExt;
+        let events = [stored("CEF:0|V|P|1|c|n|1|x=y")];
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut sink = sink_to(listener.local_addr().unwrap());
+            let mut frame = Vec::new();
+            sink.frame(&events[0], &mut frame).unwrap();
+
+            // The collector takes one batch, then closes the connection
+            // (an idle timeout, a restart).
+            let (sent, accepted) = tokio::join!(sink.send(&events), listener.accept());
+            assert_eq!(sent.unwrap(), vec![ItemOutcome::Delivered]);
+            let (mut collector, _) = accepted.unwrap();
+            let mut got = vec![0; frame.len()];
+            collector.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, frame);
+            drop(collector);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+
+            // The next batch goes over a new connection, whole: written to
+            // the closed one, it would be lost (the write succeeds; the
+            // peer answers with a reset).
+            let (sent, accepted) = tokio::join!(
+                sink.send(&events),
+                tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            );
+            assert_eq!(sent.unwrap(), vec![ItemOutcome::Delivered]);
+            let (mut collector, _) = accepted.expect("the sink connects again").unwrap();
+            let mut got = vec![0; frame.len()];
+            collector.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, frame);
+        });
     }
 }
