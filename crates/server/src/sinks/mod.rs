@@ -100,6 +100,7 @@ impl SinkSet {
                 retry_max: Duration::from_secs(config.retry_max_secs),
                 health: health.clone(),
                 prefetched: None,
+                lag_count: None,
             });
             sinks.push(Sink {
                 name: config.name.clone(),

@@ -57,6 +57,8 @@ pub struct Runner {
     pub health: Arc<SinkHealth>,
     /// The next batch, already read and marked in flight.
     pub(super) prefetched: Option<Prefetched>,
+    /// The lag being counted in the background, if it is.
+    pub(super) lag_count: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Exponential backoff with jitter.
@@ -153,12 +155,13 @@ impl Runner {
                 Ok(Step::Progress) => {
                     backoff.reset();
                     if last_lag.elapsed() >= LAG_EVERY {
-                        self.refresh_lag().await;
+                        self.count_lag_meanwhile();
                         last_lag = Instant::now();
                     }
                 }
                 Ok(Step::Idle) => {
                     backoff.reset();
+                    self.settle_lag().await;
                     self.health.set_lag(Default::default());
                     if pause(&mut stop, IDLE_POLL).await {
                         break;
@@ -169,6 +172,7 @@ impl Runner {
                     self.health.failed(&failure.error, failure.configuration);
                     let wait = backoff.wait();
                     tracing::warn!(sink = %self.name, error = %failure.error, retry_in = ?wait, "sink delivery failed");
+                    self.settle_lag().await;
                     self.refresh_lag().await;
                     if pause(&mut stop, wait).await {
                         break;
@@ -176,7 +180,37 @@ impl Runner {
                 }
             }
         }
+        self.settle_lag().await;
         tracing::info!(sink = %self.name, "sink stopped");
+    }
+
+    /// Counts the lag on a blocking thread while the sink goes on (a count
+    /// reads up to `LAG_CAP` events: waiting for it would stop forwarding
+    /// for as long); one count at a time.
+    fn count_lag_meanwhile(&mut self) {
+        if self
+            .lag_count
+            .as_ref()
+            .is_some_and(|count| !count.is_finished())
+        {
+            return;
+        }
+        let store = self.store.clone();
+        let health = self.health.clone();
+        let cursor = health.snapshot().state.cursor;
+        self.lag_count = Some(tokio::task::spawn_blocking(move || {
+            if let Ok(lag) = store.sink_lag(cursor, LAG_CAP) {
+                health.set_lag(lag);
+            }
+        }));
+    }
+
+    /// Waits for a count [`Runner::count_lag_meanwhile`] started, so that
+    /// it does not overwrite a lag set after it.
+    async fn settle_lag(&mut self) {
+        if let Some(count) = self.lag_count.take() {
+            let _ = count.await;
+        }
     }
 
     async fn refresh_lag(&mut self) {
