@@ -64,7 +64,8 @@ import socket, threading
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", 0)); s.listen(16); print(s.getsockname()[1], flush=True)
 def drain(c):
-    while c.recv(1 << 20): pass
+    buf = bytearray(1 << 20)
+    while c.recv_into(buf): pass
 while True:
     c, _ = s.accept(); threading.Thread(target=drain, args=(c,), daemon=True).start()
 ' >"$WORK/discard.port" &
