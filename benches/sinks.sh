@@ -14,7 +14,10 @@
 #                 delivered (polled every 20 ms)
 #   fwd-rsyslog   the same into a real rsyslog over TLS (RFC 5425), writing
 #                 every message to a file (skipped when rsyslogd is missing)
-# Each scenario runs R times; the table shows medians.
+# Each scenario runs R times; the table shows medians, with the receiver's
+# CPU time per event (from /proc; for ingest+sink it includes forwarding
+# every event, to the end), and the median of each run's ingest+sink /
+# ingest ratio.
 #
 #   benches/sinks.sh [-n EVENTS] [-b BATCH] [-c CONNECTIONS] [-r RUNS]
 #
@@ -33,7 +36,7 @@ while getopts "n:b:c:r:h" opt; do
     b) BATCH=$OPTARG ;;
     c) CONNECTIONS=$OPTARG ;;
     r) RUNS=$OPTARG ;;
-    *) sed -n '2,21p' "$0"; exit 2 ;;
+    *) sed -n '2,24p' "$0"; exit 2 ;;
     esac
 done
 for tool in jq curl python3; do
@@ -140,7 +143,12 @@ start_server() {
     PORT=$(wait_port "$dir/server.log")
     ADMIN=$(cat "$dir/data/admin.addr")
 }
+# The server's CPU time so far, in µs per event (of N).
+cpu_per_event() {
+    awk -v n="$N" -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz * 1e6 / n }' "/proc/$SERVER_PID/stat"
+}
 stop_server() {
+    CPU=$(cpu_per_event)
     kill -TERM "$SERVER_PID"
     wait "$SERVER_PID" || true
     SERVER_PID=
@@ -176,7 +184,7 @@ for run in $(seq 1 "$RUNS"); do
     start_server "$dir"
     rate=$(ingest "$dir")
     stop_server
-    printf 'ingest\t%s\n' "$rate" >>"$WORK/results.tsv"
+    printf 'ingest\t%s\t%s\n' "$rate" "$CPU" >>"$WORK/results.tsv"
     echo "run $run ingest: $rate events/s" >&2
 
     # forwarding alone, from the store just filled
@@ -188,7 +196,7 @@ for run in $(seq 1 "$RUNS"); do
         t0=$(date +%s%N)
         secs=$(wait_delivered "$t0")
         stop_server
-        printf 'fwd-%s\t%s\n' "$dest" "$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')" >>"$WORK/results.tsv"
+        printf 'fwd-%s\t%s\t%s\n' "$dest" "$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')" "$CPU" >>"$WORK/results.tsv"
         echo "run $run fwd-$dest: $N in $secs s" >&2
     done
 
@@ -199,22 +207,29 @@ for run in $(seq 1 "$RUNS"); do
     t0=$(date +%s%N)
     lag=$(wait_delivered "$t0")
     stop_server
-    printf 'ingest+sink\t%s\n' "$rate" >>"$WORK/results.tsv"
+    printf 'ingest+sink\t%s\t%s\n' "$rate" "$CPU" >>"$WORK/results.tsv"
     echo "run $run ingest+sink: $rate events/s (sink done $lag s after ingest)" >&2
 done
 
+# median SCENARIO [COLUMN]: the median of a column (2: events/s, 3: CPU).
 median() {
-    awk -F'\t' -v s="$1" '$1 == s { print $2 }' "$WORK/results.tsv" | sort -n |
+    awk -F'\t' -v s="$1" -v c="${2:-2}" '$1 == s { print $c }' "$WORK/results.tsv" | sort -n |
         awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 }
+# The median over runs of ingest+sink / ingest (each run's own pair).
+paired=$(awk -F'\t' '$1 == "ingest" { a[++i] = $2 } $1 == "ingest+sink" { b[++j] = $2 }
+    END { for (k = 1; k <= j; k++) print b[k] / a[k] }' "$WORK/results.tsv" | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) printf "%.2f", v[int((NR + 1) / 2)] }')
 ingest=$(median ingest)
 echo
 echo "$N CEF events, batches of $BATCH, $CONNECTIONS connections, median of $RUNS runs; $(nproc) cores"
 echo
-echo "| scenario | events/s (median) | vs ingest alone |"
-echo "|---|---:|---:|"
+echo "| scenario | events/s (median) | vs ingest alone | receiver CPU µs/event (median) |"
+echo "|---|---:|---:|---:|"
 for s in ingest ingest+sink fwd-discard fwd-rsyslog; do
     m=$(median "$s")
     [ -z "$m" ] && continue
-    printf '| %s | %.0f | %s |\n' "$s" "$m" "$(awk -v a="$m" -v b="$ingest" 'BEGIN { printf "%.2f", a / b }')"
+    printf '| %s | %.0f | %s | %s |\n' "$s" "$m" "$(awk -v a="$m" -v b="$ingest" 'BEGIN { printf "%.2f", a / b }')" "$(median "$s" 3)"
 done
+echo
+echo "ingest+sink / ingest, median of the runs' own ratios: $paired"
