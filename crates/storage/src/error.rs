@@ -127,3 +127,11 @@ impl WriteFailure {
         &self.cause
     }
 }
+
+/// The error of a stored record (under `key`) that does not decode.
+pub(crate) fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.iter().map(|b| format!("{b:02x}")).collect(),
+        reason: reason.to_string(),
+    }
+}

@@ -23,9 +23,9 @@
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use crate::error::StoreError;
 use crate::events::keys::dedupe_key;
 use crate::events::record::StoredEvent;
-use crate::StoreError;
 
 const STATE: u8 = b'c';
 const PARKED: u8 = b'p';
@@ -93,8 +93,8 @@ pub(crate) struct Sinks {
     tree: sled::Tree,
     /// The store's core, whose flush makes a change durable also against a
     /// power cut (sled's own flush alone does not: see
-    /// [`crate::writer::Durability`]); `None` for reading only.
-    core: Option<std::sync::Arc<crate::writer::Core>>,
+    /// [`crate::engine::durability::Durability`]); `None` for reading only.
+    core: Option<std::sync::Arc<crate::events::core::Core>>,
 }
 
 fn state_key(name: &str) -> Vec<u8> {
@@ -150,7 +150,7 @@ impl Sinks {
 
     /// For reading and writing.
     pub(crate) fn open_writable(
-        core: &std::sync::Arc<crate::writer::Core>,
+        core: &std::sync::Arc<crate::events::core::Core>,
     ) -> Result<Sinks, StoreError> {
         Ok(Sinks {
             tree: core.db().open_tree("sinks")?,
