@@ -41,10 +41,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 mod policy;
 
-use crate::{corrupt, StoreError};
-use policy::MergePlan;
+use crate::error::{corrupt, StoreError};
 #[cfg(test)]
 use policy::FANOUT;
+use policy::{MergePlan, RunShape};
 
 pub(crate) const RUN: u8 = b'R';
 /// Metadata keys: the runs' manifests and trash lists here, and the
@@ -572,14 +572,29 @@ impl Runs {
     /// maintenance, which keeps the merger out (see the module doc).
     /// Returns whether it changed anything.
     pub fn merge_step(&self, tree: &sled::Tree, min_id: u64) -> Result<bool, StoreError> {
-        match policy::next_step(&self.snapshot(), min_id) {
+        let list = self.snapshot();
+        let shapes: Vec<RunShape> = list
+            .runs
+            .iter()
+            .map(|r| RunShape {
+                len: r.len,
+                max_id: r.max_id,
+            })
+            .collect();
+        let runs = |positions: Vec<usize>| -> Vec<Arc<Run>> {
+            positions
+                .into_iter()
+                .map(|i| list.runs[i].clone())
+                .collect()
+        };
+        match policy::next_step(&shapes, min_id) {
             None => Ok(false),
             Some(MergePlan::Drop(expired)) => {
-                self.replace(tree, &expired, &[])?;
+                self.replace(tree, &runs(expired), &[])?;
                 Ok(true)
             }
             Some(MergePlan::Merge(inputs)) => {
-                self.merge(tree, inputs, min_id)?;
+                self.merge(tree, runs(inputs), min_id)?;
                 Ok(true)
             }
         }
