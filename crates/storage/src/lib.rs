@@ -64,6 +64,8 @@ mod error;
 mod events;
 mod open;
 mod recover;
+#[doc(hidden)]
+pub mod testing;
 
 use events::{check, chunk, codec, forward, gaps, keys, maintain, query, record, sinks, timefmt};
 

@@ -128,6 +128,39 @@ impl RunKind {
     }
 }
 
+/// The first page (in key order) of a `kind` run and its directory, for
+/// [`crate::testing`]'s damage: their keys and values, if there are runs.
+#[allow(clippy::type_complexity)]
+pub(crate) fn first_run_keys(
+    tree: &sled::Tree,
+    kind: RunKind,
+) -> Result<
+    (
+        Option<(sled::IVec, sled::IVec)>,
+        Option<(sled::IVec, sled::IVec)>,
+    ),
+    StoreError,
+> {
+    let (mut page, mut directory) = (None, None);
+    for item in tree.scan_prefix([RUN, kind.tag()]) {
+        let (key, value) = item?;
+        let slot = match key.ends_with(&DIRECTORY.to_be_bytes()) {
+            true => &mut directory,
+            false => &mut page,
+        };
+        if slot.is_none() {
+            *slot = Some((key, value));
+        }
+        if page.is_some() && directory.is_some() {
+            break;
+        }
+    }
+    Ok((page, directory))
+}
+
+/// Bytes an entry takes in a page: its key, then its id (u64 big-endian).
+pub(crate) const ENTRY_LEN: usize = ENTRY_BYTES;
+
 fn page_key(kind: RunKind, run: u64, page: u32) -> [u8; 14] {
     let mut key = [0; 14];
     key[..10].copy_from_slice(&run_prefix(kind, run));
