@@ -108,7 +108,7 @@ pub use sign::{SecretKeyError, SignError, SigningKeyPair};
 pub use verify::KeySet;
 
 // For the tests' `use super::*`.
-#[cfg(test)]
-use encoding::B64URL;
 #[cfg(all(test, feature = "sign"))]
 use encoding::derive_kid;
+#[cfg(test)]
+use encoding::B64URL;
