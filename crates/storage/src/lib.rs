@@ -51,7 +51,9 @@
 //! maintenance, `check`); `open.rs` opens a directory (and starts the
 //! pipeline and retention), `recover.rs` reopens it after a failed write.
 //! Imports run one way: `lib.rs` -> `recover.rs` -> `open.rs` -> `events/`
-//! -> `engine/`.
+//! -> `engine/` (one exception left: `events/sinks.rs` adds the sinks'
+//! methods to [`Store`] itself); `testing.rs` damages a closed store for
+//! tests.
 //!
 //! Why one piece (about 480 lines without its tests): the public `Store`,
 //! whose methods each hand over to `open.rs`, `events/` or the pipeline in

@@ -164,6 +164,7 @@ where
 }
 
 /// The identities of the groups in flight, by group sequence number.
+#[derive(Default)]
 struct Pending {
     groups: VecDeque<(u64, Vec<Key>)>,
     keys: KeySet,
@@ -229,10 +230,7 @@ fn run<C: GroupCommit>(core: &C, queue: &mpsc::Receiver<Job<C>>) {
             tracing::error!(error = %e, "starting the store's syncer, flusher and merger threads failed");
             return;
         }
-        let mut pending = Pending {
-            groups: VecDeque::new(),
-            keys: KeySet::default(),
-        };
+        let mut pending = Pending::default();
         let mut seq = 0;
         while let Ok(first) = queue.recv() {
             let mut group = vec![first];
