@@ -165,6 +165,9 @@ def analyse(name, src, root_file, verbose):
                 absolute = absolutize(m, segs, mods)
                 if absolute is None:
                     continue
+                if absolute[0] == "<extern>" and segs[0] in table:
+                    # a path through a name imported above (`use a::b; use b::X`)
+                    absolute = table[segs[0]] + segs[1:]
                 alias = segs[-1] if segs[-1] not in ("self", "*") else (segs[-2] if len(segs) > 1 else None)
                 if segs[-1] == "self":
                     absolute = absolute[:-1]
