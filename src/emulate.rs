@@ -16,6 +16,7 @@
 
 mod api;
 mod delivery;
+mod generated;
 mod jobs;
 mod ledger;
 mod sender;

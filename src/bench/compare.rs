@@ -7,10 +7,9 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use serde::Serialize;
 use serde_json::Value;
 
-use super::report::{grouped, nanos, Report};
+use super::report::{grouped, nanos, Ratio, Report};
 
 /// One row: another parser's result.
 #[derive(Debug, Clone)]
@@ -27,18 +26,6 @@ pub struct Other {
     pub p50: u64,
     pub p99: u64,
     pub max: u64,
-}
-
-/// How this run compares with another, in `--json`'s `compared`.
-#[derive(Debug, Serialize)]
-pub struct Ratio {
-    pub parser: String,
-    pub lines_per_s: f64,
-    pub mb_per_s: f64,
-    /// This run's lines/s divided by the other's.
-    pub speedup: f64,
-    /// The same per CPU second, when both results have it.
-    pub cpu_speedup: Option<f64>,
 }
 
 /// The results in `path`: one JSON object, several one after the other, or

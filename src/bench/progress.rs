@@ -4,8 +4,6 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use super::timed::Stop;
-
 /// Nothing is shown for a run shorter than this.
 const QUIET_FOR: Duration = Duration::from_secs(1);
 /// How often the line is rewritten.
@@ -13,16 +11,18 @@ const EVERY: Duration = Duration::from_millis(500);
 
 pub struct Line {
     enabled: bool,
-    stop: Stop,
+    /// How long the run lasts, when it stops after a time.
+    duration: Option<Duration>,
+    /// Lines the run parses, when it stops after passes.
     total_lines: Option<u64>,
     shown_at: Option<Instant>,
 }
 
 impl Line {
-    pub fn new(enabled: bool, stop: Stop, total_lines: Option<u64>) -> Line {
+    pub fn new(enabled: bool, duration: Option<Duration>, total_lines: Option<u64>) -> Line {
         Line {
             enabled,
-            stop,
+            duration,
             total_lines,
             shown_at: None,
         }
@@ -38,15 +38,15 @@ impl Line {
         }
         self.shown_at = Some(Instant::now());
         let rate = lines as f64 / elapsed.as_secs_f64();
-        let of = match (self.stop, self.total_lines) {
-            (Stop::Passes(_), Some(total)) if total > 0 => {
+        let of = match (self.duration, self.total_lines) {
+            (None, Some(total)) if total > 0 => {
                 format!(
                     "{:.0} % of {} lines",
                     lines as f64 * 100.0 / total as f64,
                     total
                 )
             }
-            (Stop::After(duration), _) => format!("of {:.0} s", duration.as_secs_f64()),
+            (Some(duration), _) => format!("of {:.0} s", duration.as_secs_f64()),
             _ => String::new(),
         };
         let mut stderr = std::io::stderr().lock();

@@ -53,7 +53,19 @@ pub struct Report {
     pub per_thread: Vec<ThreadRow>,
     /// This run against each `--compare-json` result.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub compared: Vec<super::compare::Ratio>,
+    pub compared: Vec<Ratio>,
+}
+
+/// How this run compares with another, in `--json`'s `compared`.
+#[derive(Debug, Serialize)]
+pub struct Ratio {
+    pub parser: String,
+    pub lines_per_s: f64,
+    pub mb_per_s: f64,
+    /// This run's lines/s divided by the other's.
+    pub speedup: f64,
+    /// The same per CPU second, when both results have it.
+    pub cpu_speedup: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]

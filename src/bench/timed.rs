@@ -132,7 +132,11 @@ pub fn run(job: &Job<'_>) -> anyhow::Result<Run> {
             .collect::<Result<_, _>>()?;
         shared.start.wait();
         let started = Instant::now();
-        let mut line = progress::Line::new(job.progress, job.stop, total_lines);
+        let duration = match job.stop {
+            Stop::After(duration) => Some(duration),
+            Stop::Passes(_) => None,
+        };
+        let mut line = progress::Line::new(job.progress, duration, total_lines);
         while shared.finished.load(Ordering::Acquire) < job.threads {
             std::thread::sleep(Duration::from_millis(100));
             line.show(started, shared.lines_done.load(Ordering::Relaxed));

@@ -10,12 +10,12 @@
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use anyhow::Context;
 use serde_json::json;
 
-use super::state::{lock, Generated};
+use super::generated::Generated;
 
 /// What happened to a batch's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl Ledger {
     /// the ledger while the emulator runs).
     pub fn record(&self, events: &[Generated], outcome: &Outcome<'_>) {
         let at = auditsink_storage::format_ms(outcome.at_ms);
-        let mut out = lock(&self.out);
+        let mut out = self.out();
         for event in events {
             let line = json!({
                 "seq": event.seq,
@@ -86,8 +86,14 @@ impl Ledger {
         }
     }
 
+    /// The output, locked (going on after a panic elsewhere: each record
+    /// is written whole under the lock).
+    fn out(&self) -> MutexGuard<'_, BufWriter<std::fs::File>> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn flush(&self) -> anyhow::Result<()> {
-        let mut out = lock(&self.out);
+        let mut out = self.out();
         out.flush().context("writing the ledger")?;
         out.get_ref().sync_all().context("writing the ledger")
     }

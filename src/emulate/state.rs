@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use auditsink_parser::signature::SigningKeyPair;
 
+pub use super::generated::Generated;
 use super::ledger::Ledger;
 use super::Settings;
 use crate::simulate::{LiveEvents, OutputFormat};
@@ -140,14 +141,6 @@ pub struct DeliveryStatus {
     pub last_attempt_ms: Option<i64>,
     /// 0: no HTTP answer (connection error or timeout).
     pub last_response_code: Option<u16>,
-}
-
-/// One generated event, kept for replay jobs.
-#[derive(Debug, Clone)]
-pub struct Generated {
-    pub seq: u64,
-    pub rt_ms: i64,
-    pub line: Arc<str>,
 }
 
 /// The org webhook or one Dev Portal's: what it generated and delivered.

@@ -25,6 +25,8 @@ use serde_json::{json, Value};
 use crate::response::{error_response, json_response, response};
 use crate::state::{now_ms, AppState};
 
+pub(crate) use crate::percent::percent_decode;
+
 /// Largest `limit` one admin query may ask for (listings are streamed, so
 /// this bounds the time of one request, not memory).
 pub const MAX_QUERY_LIMIT: usize = 10_000_000;
@@ -261,28 +263,6 @@ pub(crate) enum Listing {
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks buffered between the store reader and a slow client.
 const CHUNKS_IN_FLIGHT: usize = 4;
-
-/// Decodes `%XX` escapes (a `+` stays a `+`: RFC 3339 offsets use it).
-pub(crate) fn percent_decode(value: &str) -> Result<String, String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad escape in {value:?}"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{value:?} is not UTF-8"))
-}
 
 /// What an events listing selects: the store's query, and `source`, which
 /// has no index: it is checked on each event the query yields.

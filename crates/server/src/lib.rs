@@ -27,6 +27,7 @@ pub mod keys;
 mod linger;
 mod listener;
 mod metrics;
+mod percent;
 mod prepare;
 mod request_body;
 mod response;

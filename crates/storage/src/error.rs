@@ -35,7 +35,7 @@ pub enum StoreError {
     /// One stored event record does not decode, though the chunk holding
     /// it reads: the damage is this record's alone (a forwarding sink parks
     /// it and goes on; `auditsink check` reports it).
-    #[error("the stored record of event {} is damaged: {reason}", crate::format_id(*.id))]
+    #[error("the stored record of event {id:016x} is damaged: {reason}")]
     DamagedEvent {
         /// The event's id.
         id: u64,
@@ -135,5 +135,13 @@ impl WriteFailure {
     /// The error it failed with.
     pub fn cause(&self) -> &StoreError {
         &self.cause
+    }
+}
+
+/// The error of a stored record (under `key`) that does not decode.
+pub(crate) fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.iter().map(|b| format!("{b:02x}")).collect(),
+        reason: reason.to_string(),
     }
 }

@@ -45,32 +45,38 @@
 //!
 //! The stages, by folder: `engine/` knows nothing of audit events (the
 //! segment log, sorted runs and their merges, manifests and trash, the
-//! Bloom filter); `events/` is the event store on it (records, dedupe
-//! identity, postings, queries, quarantine, maintenance, `check`);
-//! `writer.rs` (staging and the group-commit pipeline) and `recover.rs`
-//! (poisoning and the reopening) join the two.
+//! Bloom filter, durability and poisoning, the write lock and the
+//! group-commit pipeline); `events/` is the event store on it (records,
+//! dedupe identity, postings, staging a write, queries, quarantine,
+//! maintenance, `check`); `open.rs` opens a directory (and starts the
+//! pipeline and retention), `recover.rs` reopens it after a failed write.
+//! Imports run one way: `lib.rs` -> `recover.rs` -> `open.rs` -> `events/`
+//! -> `engine/`; `testing.rs` damages a closed store for tests.
 //!
-//! Why one piece (about 840 lines without its tests): the public `Store`,
-//! whose methods each hand over to `events/` or `writer.rs` in a few lines,
-//! the open sequence and the retention thread.
+//! Why one piece (about 600 lines without its tests): the public `Store`,
+//! whose methods (the sinks' state among them) each hand over to
+//! `open.rs`, `events/` or the pipeline in a few lines.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod engine;
 mod error;
 mod events;
+mod open;
 mod recover;
-mod writer;
+#[doc(hidden)]
+pub mod testing;
 
-use engine::{dir_lock, log, runs};
 use events::{check, chunk, codec, forward, gaps, keys, maintain, query, record, sinks, timefmt};
 
 pub use check::CheckReport;
 pub use error::{DatabaseError, StoreError, WriteFailure, WriteStep};
+pub use events::prepared::{AppendSummary, Batch, PreparedBatch};
 pub use forward::{ForwardEvent, ForwardIter};
 pub use gaps::{FailedAnswers, Gaps, Run, SignatureFailures};
 pub use keys::{format_id, parse_id, IndexKind};
 pub use maintain::{RebuildSummary, Reparse, ReprocessSummary, RetentionSummary};
+pub use open::{OpenReport, StoreOptions};
 pub use query::{bar_index, Query, QueryIter};
 pub use record::{QuarantineReason, QuarantinedLine, StoredEvent, StoredQuarantine};
 pub use recover::StoreHealth;
@@ -80,21 +86,14 @@ pub use timefmt::{format_ms, parse_time_bound};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, RwLock};
-use std::thread;
-use std::time::Duration;
 
-use auditsink_parser::Event;
 use serde::Serialize;
 
-use engine::poison::Wake;
-use keys::{
-    id_key, key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
-    META_REBUILDING, QUARANTINE,
-};
+use error::corrupt;
+use events::state::Counters;
+use keys::{id_key, key_id, EVENT, QUARANTINE};
+use open::{open_inner, retention_run, Inner};
 use recover::{Slot, Supervisor};
-use runs::{RunKind, Runs};
-pub use writer::PreparedBatch;
-use writer::{Core, Counters, Counts, WriteState};
 
 /// The identity the store deduplicates an event by (16 bytes of SHA-256
 /// over its signature when it has one that is not known invalid, else over
@@ -108,77 +107,6 @@ pub fn event_identity(event: &auditsink_parser::BorrowedEvent<'_>) -> [u8; 16] {
 /// The identity the store deduplicates a quarantined line of `source` by.
 pub fn quarantine_identity(source: &str, raw: &[u8]) -> [u8; 16] {
     keys::quarantine_key(source, raw)
-}
-
-/// One delivery's worth of work, appended atomically.
-#[derive(Debug, Clone, Default)]
-pub struct Batch {
-    /// Name of the configured source that received it.
-    pub source: String,
-    /// Receive time, milliseconds since the Unix epoch.
-    pub received_at_ms: i64,
-    /// Events to store (duplicates are detected and skipped).
-    pub events: Vec<Event>,
-    /// Lines that are not events, kept with their reason.
-    pub quarantine: Vec<QuarantinedLine>,
-}
-
-/// What [`Store::append`] did with a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct AppendSummary {
-    /// New events stored.
-    pub stored: u64,
-    /// Events, and quarantined lines of the same source, already in the
-    /// store (or earlier in the same batch).
-    pub duplicates: u64,
-    /// Quarantined lines stored.
-    pub quarantined: u64,
-}
-
-/// How to open a store.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// Remove events and quarantined lines received more than this many days
-    /// ago, in a background thread (`None`: keep everything forever).
-    pub retention_days: Option<u64>,
-    /// How often the retention thread runs (first run right after open).
-    pub retention_interval: Duration,
-    /// How many of the newest events to verify on open.
-    pub verify_on_open: usize,
-    /// sled's page cache, in bytes. Memory grows with it (and, beyond it,
-    /// with sled's per-page bookkeeping for the whole store).
-    pub cache_capacity_bytes: u64,
-    /// After a failed write closed the store, the first wait before trying
-    /// to reopen it; doubled after each failed attempt, up to
-    /// [`StoreOptions::reopen_backoff_max`].
-    pub reopen_backoff_min: Duration,
-    /// The longest wait between two attempts to reopen the store.
-    pub reopen_backoff_max: Duration,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            retention_days: None,
-            retention_interval: Duration::from_secs(3600),
-            verify_on_open: 5000,
-            cache_capacity_bytes: 256 * 1024 * 1024,
-            reopen_backoff_min: Duration::from_millis(100),
-            reopen_backoff_max: Duration::from_secs(5),
-        }
-    }
-}
-
-/// What opening found.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct OpenReport {
-    /// Newest events whose dedupe and index entries were verified.
-    pub verified_events: u64,
-    /// Problems the verification found (the first ones).
-    pub problems: Vec<String>,
-    /// Whether the dedupe entries and indexes were rebuilt (after problems,
-    /// or to finish a rebuild that was interrupted).
-    pub rebuilt: bool,
 }
 
 /// Counters and sizes, for `/status` and `/metrics`.
@@ -229,45 +157,6 @@ struct Shared {
     slot: Arc<Slot>,
 }
 
-/// One opening of the store's directory.
-pub(crate) struct Inner {
-    // Dropped in this order: retention stops, the writer drains, then the
-    // database closes when the last reference to `core` goes.
-    retention: Option<Background>,
-    writer: writer::Handle,
-    pub(crate) core: Arc<Core>,
-    gaps: Gaps,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        drop(self.retention.take());
-        self.core.filter().stop();
-        // A poisoned store is closed as it is: the reopening reads what is
-        // on disk.
-        if self.core.poison().is_none() {
-            if let Err(e) = self.core.flush() {
-                tracing::error!(error = %e, "store flush on close failed");
-            }
-        }
-    }
-}
-
-/// A background thread that stops when dropped.
-struct Background {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 impl Store {
     /// Opens (creating if needed) the store in `dir` with default options.
     /// Fails with [`StoreError::Locked`] if another process has it open.
@@ -297,106 +186,6 @@ impl Store {
             }),
         })
     }
-}
-
-/// Opens the store's directory: what a start does, and what the reopening
-/// after a failed write does (see [`recover`]), which gives the ids it
-/// must not give again (`handed_out`: readers of the closed store may
-/// have seen them).
-pub(crate) fn open_inner(
-    dir: &Path,
-    options: &StoreOptions,
-    counters: Arc<Counters>,
-    wake: mpsc::Sender<Wake>,
-    handed_out: u64,
-) -> Result<(Inner, OpenReport), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let db = open_db(dir, options.cache_capacity_bytes)?;
-    let tree = db.open_tree("store")?;
-    match tree.get(META_FORMAT)? {
-        None => {
-            tree.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
-        }
-        Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
-        Some(v) => {
-            let found = <[u8; 4]>::try_from(v.as_ref())
-                .map(|b| u32::from_be_bytes(b).to_string())
-                .unwrap_or_else(|_| format!("{:?}", v.as_ref()));
-            return Err(StoreError::Format {
-                path: dir.to_path_buf(),
-                reason: format!(
-                    "has format version {found}; this version reads only format \
-                     {FORMAT_VERSION} (open it with the build that wrote it)"
-                ),
-            });
-        }
-    }
-    let gaps = Gaps::open(&db)?;
-    let log = Arc::new(log::EventLog::open(dir)?);
-    let mut state = initial_state(&tree, &log)?;
-    state.next_id = state.next_id.max(handed_out);
-    let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
-    let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
-    damaged.extend(damaged_traces);
-    let core = Arc::new(Core::new(
-        dir,
-        db,
-        tree,
-        state,
-        counters,
-        (dedupe, traces),
-        log,
-        wake,
-    )?);
-    {
-        let state = core.lock();
-        core.counters().mirror(state.counts);
-        core.counters()
-            .horizon
-            .store(state.horizon, Ordering::Relaxed);
-    }
-    let open_report = verify_on_open(&core, options.verify_on_open, damaged)?;
-    {
-        let state = core.lock();
-        core.filter().start(
-            core.tree(),
-            core.dedupe(),
-            state.horizon,
-            state.counts.events,
-            Vec::new(),
-        );
-    }
-    let writer = match writer::spawn(core.clone()) {
-        Ok(writer) => writer,
-        Err(e) => {
-            core.filter().stop();
-            return Err(e);
-        }
-    };
-    let retention = match options.retention_days {
-        Some(days) => match spawn_retention(core.clone(), days, options.retention_interval) {
-            Ok(retention) => Some(retention),
-            Err(e) => {
-                core.filter().stop();
-                return Err(e);
-            }
-        },
-        None => None,
-    };
-    let inner = Inner {
-        retention,
-        writer,
-        core,
-        gaps,
-    };
-    // What sled recovered (groups it wrote before a failed flush, whose
-    // retries will count as duplicates) is made durable before the
-    // first answer.
-    inner.core.flush()?;
-    Ok((inner, open_report))
 }
 
 impl Store {
@@ -585,6 +374,18 @@ impl Store {
         })
     }
 
+    /// The events after id `after` that are on disk, in id order, as a
+    /// forwarding sink reads them (what [`Store::events`] gives, without
+    /// building each owned event).
+    pub fn forward_events(&self, after: u64) -> Result<ForwardIter, StoreError> {
+        Ok(ForwardIter::after(&self.inner()?.core, after))
+    }
+
+    /// Event `id` as a forwarding sink reads it, if it is stored.
+    pub fn forward_event(&self, id: u64) -> Result<Option<ForwardEvent>, StoreError> {
+        forward::event(&self.inner()?.core, id)
+    }
+
     /// Number of stored events (O(1)).
     pub fn event_count(&self) -> usize {
         self.shared.slot.counters.events.load(Ordering::Relaxed) as usize
@@ -692,191 +493,119 @@ fn decode_quarantine_entry(
     })
 }
 
-/// Opens the sled database. A lock that is released a moment later (a
-/// store of this process just closed while sled's I/O threads finish, or a
-/// child process forked meanwhile still holds the descriptor until it execs)
-/// is waited for briefly; a store held by a running server is not.
-fn open_db(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
-    let mut attempts = 0;
-    loop {
-        let opened = sled::Config::new()
-            .path(dir)
-            // Durability comes from the explicit flush of every group
-            // commit; the background flusher only bounds the work left for it.
-            .flush_every_ms(Some(1000))
-            .cache_capacity(cache_capacity_bytes)
-            .open();
-        match opened {
-            Ok(db) => return Ok(db),
-            Err(_) if dir_lock::is_held(dir) && attempts < 10 => {
-                attempts += 1;
-                thread::sleep(Duration::from_millis(25));
-            }
-            Err(_) if dir_lock::is_held(dir) => {
-                return Err(StoreError::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(e) => return Err(e.into()),
-        }
+/// The forwarding sinks' state (see [`events::sinks`]).
+impl Store {
+    fn sinks(&self) -> Result<sinks::Sinks, StoreError> {
+        sinks::Sinks::open_writable(&self.inner()?.core)
     }
-}
 
-/// The next id and counts: as recorded, but never below what the records
-/// show (ids must never be reused, even after everything expired).
-fn initial_state(tree: &sled::Tree, log: &Arc<log::EventLog>) -> Result<WriteState, StoreError> {
-    let recorded = tree
-        .get(META_NEXT_ID)?
-        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(1);
-    let mut next_id = recorded.max(1);
-    match chunk::Records::newest_first(tree, log).next() {
-        Some(Ok((id, _))) => next_id = next_id.max(id + 1),
-        // A newest chunk that does not decode must not keep the store (and
-        // `check --repair`) from opening: its key, the first id it holds,
-        // still bounds the ids; verifying on open reports it.
-        Some(Err(StoreError::Corrupt { .. })) => {
-            let end: &[u8] = &[EVENT + 1];
-            if let Some(item) = tree.range::<&[u8], _>(&[EVENT][..]..end).next_back() {
-                if let Some(first) = item?.0.get(1..9).and_then(|b| b.try_into().ok()) {
-                    next_id = next_id.max(u64::from_be_bytes(first) + 1);
-                }
-            }
-        }
-        Some(Err(e)) => return Err(e),
-        None => {}
+    /// The newest id the store has handed out and flushed (events and
+    /// quarantined lines share the sequence); 0 when empty.
+    pub fn last_durable_id(&self) -> Result<u64, StoreError> {
+        Ok(self.inner()?.core.durable_next_id().saturating_sub(1))
     }
-    if let Some(item) = query::records_after(tree, QUARANTINE, None).next_back() {
-        let (key, _) = item?;
-        if let Some(id) = key_id(&key) {
-            next_id = next_id.max(id + 1);
-        }
-    }
-    let counts = tree
-        .get(META_COUNTS)?
-        .and_then(|v| Counts::decode(&v))
-        .unwrap_or_default();
-    let horizon = tree
-        .get(META_HORIZON)?
-        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0);
-    Ok(WriteState {
-        next_id,
-        counts,
-        horizon,
-        in_flight: 0,
-        waiting: 0,
-        writer_turns: 0,
-    })
-}
 
-/// Verifies the newest `n` events' derived entries; rebuilds them all if
-/// that (or loading the runs: `damaged`) found problems.
-fn verify_on_open(core: &Core, n: usize, damaged: Vec<String>) -> Result<OpenReport, StoreError> {
-    let mut report = OpenReport {
-        problems: damaged,
-        ..OpenReport::default()
-    };
-    let interrupted = core.tree().get(META_REBUILDING)?.is_some();
-    if n > 0 && report.problems.is_empty() && !interrupted {
-        let (checked, problems) = maintain::verify_tail(core, n)?;
-        report.verified_events = checked;
-        report.problems = problems.into_iter().take(20).collect();
+    /// Creates the state of sink `name` if it has none (its cursor where
+    /// `start` says), records its `max_lag_days`, and returns its state.
+    /// From then on retention keeps what it has not delivered.
+    pub fn sink_register(
+        &self,
+        name: &str,
+        start: SinkStart,
+        max_lag_days: Option<u64>,
+    ) -> Result<SinkState, StoreError> {
+        let cursor = match start {
+            SinkStart::Beginning => 0,
+            SinkStart::Now => self.last_durable_id()?,
+        };
+        let initial = SinkState {
+            cursor,
+            in_flight: cursor,
+            ..SinkState::default()
+        };
+        // Under the write lock, as retention decides under it what to keep.
+        let inner = self.inner()?;
+        let _lock = inner.core.lock();
+        sinks::Sinks::open_writable(&inner.core)?.register(name, initial, max_lag_days)
     }
-    if interrupted || !report.problems.is_empty() {
-        tracing::warn!(
-            problems = ?report.problems, interrupted,
-            "the store's dedupe entries or indexes do not match its events; rebuilding them"
-        );
-        let summary = maintain::rebuild(core)?;
-        tracing::info!(events = summary.events, "indexes rebuilt");
-        report.rebuilt = true;
-    }
-    Ok(report)
-}
 
-/// One retention run, counted.
-fn retention_run(core: &Arc<Core>, cutoff_ms: i64) -> Result<RetentionSummary, StoreError> {
-    let sinks = sinks::Sinks::open(core.db())?;
-    let summary = maintain::retention(core, cutoff_ms, &|| sinks.hold(now_ms()), &mut || {})?;
-    // Parked entries whose events are gone (past a sink's `max_lag_days`;
-    // also those a crash right after a removal left).
-    let horizon = core.counters().horizon.load(Ordering::Relaxed);
-    let unparked = sinks::Sinks::open_writable(core)?.drop_parked_below(horizon)?;
-    if unparked > 0 {
-        tracing::warn!(
-            parked_events = unparked,
-            "retention removed parked events older than their sink's max_lag_days"
-        );
+    /// The state of sink `name`, if it has one.
+    pub fn sink_state(&self, name: &str) -> Result<Option<SinkState>, StoreError> {
+        self.sinks()?.get(name)
     }
-    let c = &core.counters();
-    c.retention_runs.fetch_add(1, Ordering::Relaxed);
-    c.retention_events_removed
-        .fetch_add(summary.events_removed, Ordering::Relaxed);
-    c.retention_quarantine_removed
-        .fetch_add(summary.quarantine_removed, Ordering::Relaxed);
-    c.retention_events_held
-        .store(summary.events_held, Ordering::Relaxed);
-    c.retention_last_ms
-        .store(now_ms().max(1) as u64, Ordering::Relaxed);
-    Ok(summary)
-}
 
-fn spawn_retention(core: Arc<Core>, days: u64, every: Duration) -> Result<Background, StoreError> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let period_ms = i64::try_from(days)
-        .unwrap_or(i64::MAX / 86_400_000)
-        .saturating_mul(86_400_000);
-    let thread = thread::Builder::new()
-        .name("auditsink-store-retention".into())
-        .spawn(move || loop {
-            let cutoff = now_ms().saturating_sub(period_ms);
-            match retention_run(&core, cutoff) {
-                Ok(summary) => {
-                    if summary != RetentionSummary::default() {
-                        tracing::info!(
-                            events = summary.events_removed,
-                            quarantined = summary.quarantine_removed,
-                            retention_days = days,
-                            "retention removed expired records"
-                        );
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "retention run failed; will retry"),
-            }
-            match stopped.recv_timeout(every) {
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                _ => break,
+    /// Every sink state in the store, by name.
+    pub fn sink_states(&self) -> Result<Vec<(String, SinkState)>, StoreError> {
+        self.sinks()?.all()
+    }
+
+    /// Replaces the state `expected` of sink `name` by `new`, parks
+    /// `parked` and removes the parked entries `unparked`: all or nothing,
+    /// on disk when it returns. [`SinkUpdateError::Changed`] when the state
+    /// is no longer `expected` (a rewind or retry meanwhile).
+    pub fn sink_commit(
+        &self,
+        name: &str,
+        expected: &SinkState,
+        new: &SinkState,
+        parked: &[ParkedEvent],
+        unparked: &[u64],
+    ) -> Result<(), SinkUpdateError> {
+        self.sinks()?.commit(name, expected, new, parked, unparked)
+    }
+
+    /// Moves the cursor of sink `name` back to `cursor` (never forward),
+    /// so the events after it are sent again (counted as resent); the
+    /// state after, or `None` if the sink has none. Events retention
+    /// removed before it are not brought back.
+    pub fn sink_rewind(&self, name: &str, cursor: u64) -> Result<Option<SinkState>, StoreError> {
+        // Under the write lock, which a retention step holds while it
+        // decides what to keep and removes the rest: the rewind comes
+        // wholly before or after a step, never between its hold and its
+        // removals.
+        let inner = self.inner()?;
+        let _lock = inner.core.lock();
+        sinks::Sinks::open_writable(&inner.core)?.update(name, |state| {
+            if cursor < state.cursor {
+                state.in_flight = state.in_flight.max(state.cursor);
+                state.cursor = cursor;
             }
         })
-        .map_err(|source| StoreError::Io {
-            path: "retention thread".into(),
-            source,
-        })?;
-    Ok(Background {
-        stop: Some(stop),
-        thread: Some(thread),
-    })
-}
+    }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+    /// The first `limit` events sink `name` parked, in id order.
+    pub fn sink_parked(&self, name: &str, limit: usize) -> Result<Vec<ParkedEvent>, StoreError> {
+        self.sinks()?.parked(name, limit)
+    }
 
-pub(crate) fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        key: key.iter().map(|b| format!("{b:02x}")).collect(),
-        reason: reason.to_string(),
+    /// How many events sink `name` has parked now.
+    pub fn sink_parked_count(&self, name: &str) -> Result<u64, StoreError> {
+        self.sinks()?.parked_count(name)
+    }
+
+    /// Marks every parked event of sink `name` to be sent again; how many.
+    pub fn sink_retry(&self, name: &str) -> Result<u64, StoreError> {
+        self.sinks()?.retry_parked(name)
+    }
+
+    /// Removes the state and parked events of sink `name` (one no longer
+    /// configured: it no longer holds retention).
+    pub fn sink_forget(&self, name: &str) -> Result<(), StoreError> {
+        self.sinks()?.forget(name)
+    }
+
+    /// How many events there are after `cursor`, counting at most `cap`,
+    /// and when the first of them was received.
+    pub fn sink_lag(&self, cursor: u64, cap: u64) -> Result<SinkLag, StoreError> {
+        sinks::lag(&self.inner()?.core, cursor, cap)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use auditsink_parser::{parse_line, Format, ParseOptions};
+    use auditsink_parser::{parse_line, Event, Format, ParseOptions};
+    use events::{prepared, staging};
 
     fn event(n: u32) -> Event {
         let line = format!("CEF:0|V|P|1|c|n|1|principal_id=u{n} n={n}");
@@ -900,9 +629,9 @@ mod tests {
         let core = &inner.core;
         let id = {
             let mut state = core.lock();
-            let mut staging = writer::Staging::new(&state);
+            let mut staging = staging::Staging::new(&state);
             let id = staging
-                .add_event(writer::PreparedEvent::new(2, "s", &event(2)))
+                .add_event(prepared::PreparedEvent::new(2, "s", &event(2)))
                 .unwrap()
                 .unwrap();
             let raw = b"not an event";

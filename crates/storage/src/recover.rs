@@ -1,13 +1,13 @@
 //! Recovery from a failed write without a restart.
 //!
 //! A failed fsync or flush poisons the open store (see
-//! [`crate::writer::Core::flush`]): what sled and the page cache hold may
+//! [`crate::engine::database::Database::flush`]): what sled and the page cache hold may
 //! no longer be what is on disk, so nothing more is written through it and
 //! nothing more is read from it. What a restart does is the answer (as
 //! PostgreSQL answers a failed fsync with crash recovery): the supervisor
 //! thread here closes the poisoned store, waits until a probe write and
 //! fsync in its directory succeed again (a bounded backoff), and opens it
-//! again through the same [`crate::open_inner`] a restart takes (sled's
+//! again through the same [`crate::open::open_inner`] a restart takes (sled's
 //! recovery, the event log's new segment, the verification on open), then
 //! serves it. Meanwhile every write and read is refused with
 //! [`StoreError::Recovering`], which the receiver answers 500 (Konnect
@@ -37,8 +37,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::engine::poison::Wake;
-use crate::writer::Counters;
-use crate::{now_ms, Inner, OpenReport, StoreError, StoreOptions};
+use crate::error::StoreError;
+use crate::events::state::Counters;
+use crate::events::timefmt::now_ms;
+use crate::open::{open_inner, Inner, OpenReport, StoreOptions};
 
 /// Bytes the probe writes and syncs before a reopen is tried: room for
 /// sled's segments and a few groups' event chunks, so that the first
@@ -282,7 +284,7 @@ fn closed(closing: &mpsc::Receiver<()>, since: Instant) -> Result<(), StoreError
 /// One attempt: the probe, then the open a restart does.
 fn reopen(slot: &Slot) -> Result<(), StoreError> {
     probe(&slot.path)?;
-    let (inner, report) = crate::open_inner(
+    let (inner, report) = open_inner(
         &slot.path,
         &slot.options,
         slot.counters.clone(),

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use auditsink_parser::{parse_line, Event, Format, ParseOptions};
+use auditsink_storage::testing::Damage;
 use auditsink_storage::{
-    AppendSummary, Batch, QuarantineReason, QuarantinedLine, Query, Reparse, ReprocessSummary,
-    RetentionSummary, Store, StoreOptions,
+    AppendSummary, Batch, IndexKind, QuarantineReason, QuarantinedLine, Query, Reparse,
+    ReprocessSummary, RetentionSummary, Store, StoreOptions,
 };
 use base64::Engine;
 
@@ -190,49 +191,10 @@ fn events_without_timestamp_are_indexed_by_receive_time() {
     assert_eq!(q(T0 + 1, T0 + 2), 0);
 }
 
-/// Opens the store's sled tree directly, as a crash or a bug could leave it.
-fn tamper(dir: &std::path::Path, f: impl FnOnce(&sled::Tree)) {
-    // The store just closed: sled's I/O threads may hold its lock a moment.
-    let mut attempts = 0;
-    let db = loop {
-        match sled::open(dir) {
-            Ok(db) => break db,
-            Err(e) if attempts < 40 => {
-                attempts += 1;
-                eprintln!("tamper: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
-    let tree = db.open_tree("store").unwrap();
-    f(&tree);
-    db.flush().unwrap();
-}
-
-/// Changes the second entry (16-byte key, 8-byte id) of the first page of
-/// the dedupe runs (`R` `d` run page).
-fn tamper_dedupe_entry(tree: &sled::Tree, change: impl Fn(&mut [u8])) {
-    let (key, value) = tree
-        .scan_prefix(b"Rd")
-        .find(|item| !item.as_ref().unwrap().0.ends_with(&[0xff; 4]))
-        .unwrap()
-        .unwrap();
-    let mut page = value.to_vec();
-    change(&mut page[24..48]);
-    tree.insert(key, page).unwrap();
-}
-
-/// Flips a byte of the first chunk in the store's event log.
-fn damage_first_log_chunk(dir: &std::path::Path) {
-    let segment = std::fs::read_dir(dir.join("events"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .min()
-        .unwrap();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    bytes[20] ^= 0xff;
-    std::fs::write(&segment, bytes).unwrap();
+/// The closed store in `dir`, opened to damage it, as a crash, a bug or a
+/// failing disk could.
+fn damage(dir: &std::path::Path) -> Damage {
+    Damage::open(dir)
 }
 
 /// Opens the store in `dir` without verifying it (damage stays for `check`).
@@ -268,19 +230,15 @@ fn check_finds_damaged_indexes_and_rebuild_repairs_them() {
     assert_eq!(report.index_entries["time"], 30);
     drop(store);
 
-    tamper(dir.path(), |tree| {
+    {
+        let damage = damage(dir.path());
         // Drop one principal posting (missing entries), add a posting for an
         // event that does not exist and a dedupe entry pointing nowhere.
-        let (key, _) = tree.scan_prefix(b"ip").next().unwrap().unwrap();
-        tree.remove(key).unwrap();
-        let mut dangling = b"in\x05Ghost".to_vec();
-        dangling.extend_from_slice(&999u64.to_be_bytes());
-        tree.insert(dangling, vec![1, 0, 0]).unwrap();
+        damage.remove_posting(IndexKind::Principal, None);
+        damage.add_posting(IndexKind::Name, "Ghost", 999);
         // A dedupe entry that points at event 999 instead of its own.
-        tamper_dedupe_entry(tree, |entry| {
-            entry[16..24].copy_from_slice(&999u64.to_be_bytes())
-        });
-    });
+        damage.point_dedupe_entry_at(999);
+    }
 
     let store = open_unverified(dir.path());
     let report = store.check().unwrap();
@@ -319,26 +277,20 @@ fn check_finds_damaged_indexes_and_rebuild_repairs_them() {
 fn check_pinpoints_missing_postings_past_a_malformed_posting_key() {
     let (dir, store) = populated();
     drop(store);
-    tamper(dir.path(), |tree| {
+    {
+        let damage = damage(dir.path());
         // A malformed key (a posting key and one more byte) between
         // alice's first two postings, where no lookup of hers lands...
-        let alice: Vec<sled::IVec> = tree
-            .scan_prefix(b"ip\x05alice")
-            .map(|item| item.unwrap().0)
-            .collect();
-        assert_eq!(alice.len(), 3, "one posting per delivery");
-        let second = &alice[1];
-        let first_id = u64::from_be_bytes(second[second.len() - 8..].try_into().unwrap());
-        let mut malformed = second[..second.len() - 8].to_vec();
-        malformed.extend_from_slice(&(first_id - 1).to_be_bytes());
-        malformed.push(0);
-        tree.insert(malformed, tree.get(&alice[0]).unwrap().unwrap())
-            .unwrap();
+        assert_eq!(
+            damage.posting_count(IndexKind::Principal, "alice"),
+            3,
+            "one posting per delivery"
+        );
+        damage.add_malformed_posting_key(IndexKind::Principal, "alice");
         // ...and bob's first posting (his 5 events of the first delivery)
         // gone, so that check looks for the missing entries one by one.
-        let (bob, _) = tree.scan_prefix(b"ip\x03bob").next().unwrap().unwrap();
-        tree.remove(bob).unwrap();
-    });
+        damage.remove_posting(IndexKind::Principal, Some("bob"));
+    }
     let store = open_unverified(dir.path());
     let report = store.check().unwrap();
     let missing: Vec<&String> = report
@@ -353,10 +305,8 @@ fn check_pinpoints_missing_postings_past_a_malformed_posting_key() {
 fn open_verifies_the_newest_events_and_rebuilds_when_damaged() {
     let (dir, store) = populated();
     drop(store);
-    tamper(dir.path(), |tree| {
-        // One event's identity is no longer recorded (another one is).
-        tamper_dedupe_entry(tree, |entry| entry[15] ^= 1);
-    });
+    // One event's identity is no longer recorded (another one is).
+    damage(dir.path()).change_dedupe_identity();
     let store = open_rebuilt(dir.path(), "no dedupe entry");
     assert!(store.check().unwrap().is_ok());
     drop(store);
@@ -364,11 +314,8 @@ fn open_verifies_the_newest_events_and_rebuilds_when_damaged() {
     assert!(!store.open_report().rebuilt);
     assert_eq!(store.open_report().verified_events, 30);
     drop(store);
-    tamper(dir.path(), |tree| {
-        // One principal's posting is gone.
-        let (key, _) = tree.scan_prefix(b"ip").next().unwrap().unwrap();
-        tree.remove(key).unwrap();
-    });
+    // One principal's posting is gone.
+    damage(dir.path()).remove_posting(IndexKind::Principal, None);
     let store = open_rebuilt(dir.path(), "missing from the principal_id index");
     assert!(store.check().unwrap().is_ok());
 }
@@ -377,12 +324,7 @@ fn open_verifies_the_newest_events_and_rebuilds_when_damaged() {
 fn a_newest_chunk_that_does_not_decode_does_not_keep_the_store_closed() {
     let (dir, store) = populated();
     drop(store);
-    tamper(dir.path(), |tree| {
-        let (key, value) = tree.scan_prefix(b"e").next_back().unwrap().unwrap();
-        let mut damaged = value.to_vec();
-        damaged.truncate(damaged.len() / 2);
-        tree.insert(key, damaged).unwrap();
-    });
+    damage(dir.path()).truncate_newest_chunk_pointer();
     let store = open_rebuilt(dir.path(), "corrupt record");
     // The events of the other deliveries are still there, and new ids do
     // not collide with the damaged chunk's.
@@ -825,9 +767,7 @@ fn events_packed_in_many_chunks_read_page_and_expire_one_by_one() {
 fn a_store_of_another_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
-    tamper(dir.path(), |tree| {
-        tree.insert(b"mformat", &1u32.to_be_bytes()).unwrap();
-    });
+    damage(dir.path()).set_format_version(1);
     let error = Store::open(dir.path()).err().expect("refused").to_string();
     assert!(error.contains("format version 1"), "{error}");
 }
@@ -836,15 +776,7 @@ fn a_store_of_another_format_version_is_refused() {
 fn a_damaged_run_directory_does_not_keep_the_store_closed() {
     let (dir, store) = populated();
     drop(store);
-    tamper(dir.path(), |tree| {
-        let directory = tree
-            .scan_prefix(b"Rd")
-            .keys()
-            .map(Result::unwrap)
-            .find(|key| key.ends_with(&[0xff; 4]))
-            .unwrap();
-        tree.insert(directory, b"garbage".to_vec()).unwrap();
-    });
+    damage(dir.path()).garble_dedupe_run_directory();
     let store = open_rebuilt(dir.path(), "run directory");
     assert!(store.check().unwrap().is_ok());
 }
@@ -888,14 +820,7 @@ fn retention_deletes_the_event_log_segments_nothing_points_into() {
 fn a_damaged_index_page_is_rebuilt_on_open() {
     let (dir, store) = populated();
     drop(store);
-    tamper(dir.path(), |tree| {
-        let (key, value) = tree
-            .scan_prefix(b"Rd")
-            .find(|item| !item.as_ref().unwrap().0.ends_with(&[0xff; 4]))
-            .unwrap()
-            .unwrap();
-        tree.insert(key, &value[..value.len() - 24]).unwrap();
-    });
+    damage(dir.path()).truncate_dedupe_page();
     // `check` reports it (so that `check --repair` gets to repair it).
     let store = open_unverified(dir.path());
     let report = store.check().unwrap();
@@ -957,7 +882,7 @@ fn a_store_never_written_to_checks_ok() {
 fn a_damaged_event_chunk_is_reported_and_repair_leaves_only_it() {
     let (dir, store) = populated();
     drop(store);
-    damage_first_log_chunk(dir.path());
+    damage(dir.path()).damage_first_log_chunk();
 
     let store = open_unverified(dir.path());
     let report = store.check().unwrap();
@@ -988,7 +913,7 @@ fn retention_goes_past_a_damaged_old_chunk() {
     }
     drop(store);
     // The oldest delivery's chunk is the first in the log.
-    damage_first_log_chunk(dir.path());
+    damage(dir.path()).damage_first_log_chunk();
 
     let store = open_unverified(dir.path());
     let summary = store.apply_retention(T0 - day).unwrap();
@@ -1113,10 +1038,7 @@ fn quarantine_keeps_one_copy_of_a_line_per_source() {
     drop(store);
 
     // A missing entry: `check` finds it, and the repair rebuilds it.
-    tamper(dir.path(), |tree| {
-        let entry = tree.scan_prefix(b"Q").keys().next().unwrap().unwrap();
-        tree.remove(entry).unwrap();
-    });
+    damage(dir.path()).remove_quarantine_dedupe_entry();
     let store = Store::open(dir.path()).unwrap();
     let report = store.check().unwrap();
     assert!(!report.is_ok());

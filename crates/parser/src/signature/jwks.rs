@@ -5,8 +5,8 @@ use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
 use serde_json::Value;
 
+use super::encoding::{derive_kid, B64URL};
 use super::verify::{is_batchable, Entry, KeySet};
-use super::{derive_kid, B64URL};
 
 /// Why a JWKS document was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

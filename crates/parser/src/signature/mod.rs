@@ -83,6 +83,7 @@
 //!
 //! # Layout
 //!
+//! - `encoding`: the base64url alphabet of signatures and keys, key ids;
 //! - `payload`: where a line's signature is and which bytes it covers;
 //! - `jwks`: reading Konnect's JWKS document into a [`KeySet`];
 //! - `verify`: the [`KeySet`] and one line's verification;
@@ -90,6 +91,7 @@
 //! - `sign` (cargo feature `sign`): signing lines, for tools and tests.
 
 mod batch;
+mod encoding;
 mod jwks;
 mod payload;
 #[cfg(feature = "sign")]
@@ -105,24 +107,8 @@ pub use payload::{decode_signature, signed_payload, SignedPayload};
 pub use sign::{SecretKeyError, SignError, SigningKeyPair};
 pub use verify::KeySet;
 
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use ed25519_dalek::VerifyingKey;
-
-/// base64url; encodes without padding, decodes with or without it, and
-/// rejects non-zero trailing bits (so one byte string has one encoding).
-const B64URL: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// Default key id: hex of the first 20 bytes of the public key.
-fn derive_kid(key: &VerifyingKey) -> String {
-    key.as_bytes()[..20]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+// For the tests' `use super::*`.
+#[cfg(all(test, feature = "sign"))]
+use encoding::derive_kid;
+#[cfg(test)]
+use encoding::B64URL;

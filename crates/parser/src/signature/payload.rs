@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 
-use super::B64URL;
+use super::encoding::B64URL;
 use crate::LineFormat;
 
 /// Longest text a 64-byte signature can have (88 with padding).

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde_json::{json, Value};
 
-use super::{derive_kid, B64URL};
+use super::encoding::{derive_kid, B64URL};
 
 /// Why a secret key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -69,7 +69,7 @@ impl AdminGuard {
             return None;
         }
         let from_browser = headers.contains_key("sec-fetch-site") || headers.contains_key(ORIGIN);
-        if (from_browser || super::is_console_path(request.uri().path()))
+        if (from_browser || super::paths::is_console_path(request.uri().path()))
             && !headers
                 .get(HOST)
                 .and_then(|h| h.to_str().ok())

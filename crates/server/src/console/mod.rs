@@ -16,6 +16,7 @@
 mod event_page;
 mod guard;
 mod html;
+mod paths;
 mod quarantine_page;
 mod search_page;
 mod status_page;
@@ -31,20 +32,12 @@ use hyper::{Method, Request, Response, StatusCode};
 pub(crate) use guard::cross_site;
 pub use guard::AdminGuard;
 pub(crate) use html::harden;
+pub(crate) use paths::is_console_path;
 
 use crate::state::AppState;
 
 const CONSOLE_CSS: &str = include_str!("assets/console.css");
 const CONSOLE_JS: &str = include_str!("assets/console.js");
-
-/// Whether `path` is one of the console's.
-pub(crate) fn is_console_path(path: &str) -> bool {
-    matches!(
-        path,
-        "/" | "/search" | "/quarantine" | "/quarantine/reprocess"
-    ) || path.starts_with("/event/")
-        || path.starts_with("/assets/")
-}
 
 /// Answers a console path (see [`is_console_path`]).
 pub(crate) async fn serve(

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 use crate::engine::runs::{Key, Runs};
 

@@ -27,7 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// Version byte of a pointer into the log.
 const POINTER_VERSION: u8 = 2;

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// What wakes the supervisor.
 pub(crate) enum Wake {

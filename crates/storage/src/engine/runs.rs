@@ -41,10 +41,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 mod policy;
 
-use crate::{corrupt, StoreError};
-use policy::MergePlan;
+use crate::error::{corrupt, StoreError};
 #[cfg(test)]
 use policy::FANOUT;
+use policy::{MergePlan, RunShape};
 
 pub(crate) const RUN: u8 = b'R';
 /// Metadata keys: the runs' manifests and trash lists here, and the
@@ -127,6 +127,39 @@ impl RunKind {
         }
     }
 }
+
+/// The first page (in key order) of a `kind` run and its directory, for
+/// [`crate::testing`]'s damage: their keys and values, if there are runs.
+#[allow(clippy::type_complexity)]
+pub(crate) fn first_run_keys(
+    tree: &sled::Tree,
+    kind: RunKind,
+) -> Result<
+    (
+        Option<(sled::IVec, sled::IVec)>,
+        Option<(sled::IVec, sled::IVec)>,
+    ),
+    StoreError,
+> {
+    let (mut page, mut directory) = (None, None);
+    for item in tree.scan_prefix([RUN, kind.tag()]) {
+        let (key, value) = item?;
+        let slot = match key.ends_with(&DIRECTORY.to_be_bytes()) {
+            true => &mut directory,
+            false => &mut page,
+        };
+        if slot.is_none() {
+            *slot = Some((key, value));
+        }
+        if page.is_some() && directory.is_some() {
+            break;
+        }
+    }
+    Ok((page, directory))
+}
+
+/// Bytes an entry takes in a page: its key, then its id (u64 big-endian).
+pub(crate) const ENTRY_LEN: usize = ENTRY_BYTES;
 
 fn page_key(kind: RunKind, run: u64, page: u32) -> [u8; 14] {
     let mut key = [0; 14];
@@ -572,14 +605,29 @@ impl Runs {
     /// maintenance, which keeps the merger out (see the module doc).
     /// Returns whether it changed anything.
     pub fn merge_step(&self, tree: &sled::Tree, min_id: u64) -> Result<bool, StoreError> {
-        match policy::next_step(&self.snapshot(), min_id) {
+        let list = self.snapshot();
+        let shapes: Vec<RunShape> = list
+            .runs
+            .iter()
+            .map(|r| RunShape {
+                len: r.len,
+                max_id: r.max_id,
+            })
+            .collect();
+        let runs = |positions: Vec<usize>| -> Vec<Arc<Run>> {
+            positions
+                .into_iter()
+                .map(|i| list.runs[i].clone())
+                .collect()
+        };
+        match policy::next_step(&shapes, min_id) {
             None => Ok(false),
             Some(MergePlan::Drop(expired)) => {
-                self.replace(tree, &expired, &[])?;
+                self.replace(tree, &runs(expired), &[])?;
                 Ok(true)
             }
             Some(MergePlan::Merge(inputs)) => {
-                self.merge(tree, inputs, min_id)?;
+                self.merge(tree, runs(inputs), min_id)?;
                 Ok(true)
             }
         }

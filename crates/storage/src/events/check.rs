@@ -21,10 +21,13 @@ use auditsink_parser::Event;
 use serde::Serialize;
 
 use crate::engine::runs::{Entry, Key, Runs, RUN};
+use crate::error::StoreError;
 use crate::events::chunk::{self, Chunk};
 use crate::events::codec::{decode_event, decode_posting, decode_quarantine, DecodedEvent};
+use crate::events::core::Core;
 use crate::events::index::terms;
 use crate::events::index::trace_key;
+use crate::events::keys::format_id;
 use crate::events::keys::{
     dedupe_key, encode_term, hex, key_id, quarantine_key, split_posting_key, IndexKind, EVENT,
     FORMAT_VERSION, INDEX, META, META_COUNTS, META_FORMAT, META_NEXT_ID, META_REBUILDING,
@@ -32,8 +35,7 @@ use crate::events::keys::{
 };
 use crate::events::posting_cache::PostingCache;
 use crate::events::query::records_after;
-use crate::writer::{Core, Counts, WriteState};
-use crate::{format_id, StoreError};
+use crate::events::state::{Counts, WriteState};
 
 /// Problems listed in a report (all are counted).
 const MAX_LISTED: usize = 100;

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use crate::engine::log::{EventLog, Pointer};
 use crate::engine::varint;
+use crate::error::{corrupt, StoreError};
 use crate::events::keys::{id_key, key_id, EVENT};
-use crate::{corrupt, StoreError};
 
 /// A chunk is closed once its records reach this many bytes.
 pub(crate) const CHUNK_BYTES: usize = 32 * 1024;

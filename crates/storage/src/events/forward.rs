@@ -16,12 +16,13 @@ use std::sync::Arc;
 use auditsink_parser::{write_json_string, LineFormat};
 
 use crate::engine::poison::Gate;
+use crate::error::StoreError;
 use crate::events::chunk::{self, Record, Records};
 use crate::events::codec::{self, decode_event, decode_event_borrowed, Malformed};
+use crate::events::core::Core;
 use crate::events::keys::{dedupe_key, format_id};
 use crate::events::record::StoredEvent;
 use crate::events::timefmt::format_ms;
-use crate::StoreError;
 
 /// An event record handed to a forwarding sink (cheap to clone: it shares
 /// the chunk it was read from).
@@ -213,28 +214,23 @@ impl Iterator for ForwardIter {
     }
 }
 
-impl crate::Store {
-    /// The events after id `after` that are on disk, in id order, as a
-    /// forwarding sink reads them (what [`crate::Store::events`] gives,
-    /// without building each owned event).
-    pub fn forward_events(&self, after: u64) -> Result<ForwardIter, StoreError> {
-        let inner = self.inner()?;
-        let core = &inner.core;
-        Ok(ForwardIter {
+impl ForwardIter {
+    /// The events after id `after` that were flushed when it is made.
+    pub(crate) fn after(core: &Core, after: u64) -> ForwardIter {
+        ForwardIter {
             records: Some(Records::after(core.tree(), core.log(), Some(after))),
             durable_next_id: core.durable_next_id(),
             gate: core.gate().clone(),
-        })
-    }
-
-    /// Event `id` as a forwarding sink reads it, if it is stored.
-    pub fn forward_event(&self, id: u64) -> Result<Option<ForwardEvent>, StoreError> {
-        let inner = self.inner()?;
-        if id >= inner.core.durable_next_id() {
-            return Ok(None);
         }
-        chunk::get(inner.core.tree(), inner.core.log(), id)?
-            .map(|record| ForwardEvent::read(id, record))
-            .transpose()
     }
+}
+
+/// Event `id` as a forwarding sink reads it, if it is stored and flushed.
+pub(crate) fn event(core: &Core, id: u64) -> Result<Option<ForwardEvent>, StoreError> {
+    if id >= core.durable_next_id() {
+        return Ok(None);
+    }
+    chunk::get(core.tree(), core.log(), id)?
+        .map(|record| ForwardEvent::read(id, record))
+        .transpose()
 }

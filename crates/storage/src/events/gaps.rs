@@ -20,8 +20,8 @@
 
 use serde::Serialize;
 
+use crate::error::StoreError;
 use crate::events::keys::hex;
-use crate::StoreError;
 
 const ANSWER: u8 = b'a';
 const RUN: u8 = b'r';

@@ -22,10 +22,13 @@ use serde::Serialize;
 use crate::engine::filter::Bloom;
 use crate::engine::log::Pointer;
 use crate::engine::runs::{Entry, Key};
+use crate::error::{corrupt, StoreError};
 use crate::events::chunk::{Chunk, ChunkBuilder, Records};
 use crate::events::codec::{decode_event, decode_quarantine, peek_event, peek_quarantine_received};
+use crate::events::core::Core;
 use crate::events::index::trace_key;
 use crate::events::index::{terms, PostingBuilder};
+use crate::events::keys::format_id;
 use crate::events::keys::hex;
 use crate::events::keys::{
     dedupe_key, id_key, key_id, EVENT, FORMAT_VERSION, INDEX, META_COUNTS, META_FORMAT,
@@ -33,12 +36,11 @@ use crate::events::keys::{
 };
 use crate::events::keys::{quarantine_dedupe_entry, quarantine_key};
 use crate::events::posting_cache::PostingCache;
+use crate::events::prepared::PreparedEvent;
 use crate::events::query::records_after;
 use crate::events::sinks::RetentionHold;
-use crate::writer::{
-    merge_runs, remove_quarantine_entry, Core, Counts, PreparedEvent, Staging, WriteState,
-};
-use crate::{corrupt, format_id, StoreError};
+use crate::events::staging::{merge_runs, remove_quarantine_entry, Staging};
+use crate::events::state::{Counts, WriteState};
 
 /// Records per atomic maintenance write.
 const CHUNK: usize = 1000;

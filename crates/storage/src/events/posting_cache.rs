@@ -5,10 +5,10 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 
+use crate::error::{corrupt, StoreError};
 use crate::events::codec::{decode_posting, encode_posting};
 use crate::events::index::Entries;
 use crate::events::keys::{posting_prefix, split_posting_key, IndexKind};
-use crate::{corrupt, StoreError};
 
 /// The posting of `kind`/`term` that would hold `id`: the one with the
 /// greatest first id not above it (postings of a term never overlap).

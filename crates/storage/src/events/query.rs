@@ -17,16 +17,16 @@ use std::ops::Bound;
 
 use crate::engine::log::EventLog;
 use crate::engine::poison::Gate;
+use crate::error::{corrupt, StoreError};
 use crate::events::chunk::{self, Chunk, Records};
 use crate::events::codec::{decode_event, decode_posting, peek_event};
+use crate::events::core::Core;
 use crate::events::index::attribute_term;
 use crate::events::keys::{
     id_key, posting_prefix, prefix_end, split_posting_key, time_term, trace_term_key, IndexKind,
     EVENT,
 };
 use crate::events::record::StoredEvent;
-use crate::writer::Core;
-use crate::{corrupt, StoreError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 

@@ -18,16 +18,24 @@
 //!
 //! Retention consults the states: an event a sink has not delivered yet is
 //! kept ([`RetentionHold`]), and so is an event it parked (for `sink
-//! retry`), unless it is older than that sink's `max_lag_days`. It reads them in every step under the store's write
-//! lock, which the changes that make a sink need more (a rewind, a new
-//! sink) take too.
+//! retry`), unless it is older than that sink's `max_lag_days`. It reads
+//! them in every step under the store's write lock, which the changes that
+//! make a sink need more (a rewind, a new sink) take too.
+//!
+//! The store's public `sink_*` methods (in the crate root) call these.
+//! Why one piece (about 510 lines without its tests): the state, the parked
+//! events and the retention hold are read and written together, in the
+//! same transactions.
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::events::keys::dedupe_key;
+use crate::error::{corrupt, StoreError};
+use crate::events::chunk::Records;
+use crate::events::codec::peek_event;
+use crate::events::core::Core;
+use crate::events::keys::{dedupe_key, id_key, EVENT};
 use crate::events::record::StoredEvent;
-use crate::StoreError;
 
 const STATE: u8 = b'c';
 const PARKED: u8 = b'p';
@@ -95,8 +103,8 @@ pub(crate) struct Sinks {
     tree: sled::Tree,
     /// The store's core, whose flush makes a change durable also against a
     /// power cut (sled's own flush alone does not: see
-    /// [`crate::writer::Durability`]); `None` for reading only.
-    core: Option<std::sync::Arc<crate::writer::Core>>,
+    /// [`crate::engine::durability::Durability`]); `None` for reading only.
+    core: Option<std::sync::Arc<Core>>,
 }
 
 fn state_key(name: &str) -> Vec<u8> {
@@ -138,7 +146,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(value).map_err(|e| crate::corrupt(key, e))
+    serde_json::from_slice(value).map_err(|e| corrupt(key, e))
 }
 
 impl Sinks {
@@ -151,9 +159,7 @@ impl Sinks {
     }
 
     /// For reading and writing.
-    pub(crate) fn open_writable(
-        core: &std::sync::Arc<crate::writer::Core>,
-    ) -> Result<Sinks, StoreError> {
+    pub(crate) fn open_writable(core: &std::sync::Arc<Core>) -> Result<Sinks, StoreError> {
         Ok(Sinks {
             tree: core.db().open_tree("sinks")?,
             core: Some(core.clone()),
@@ -367,7 +373,7 @@ impl Sinks {
             let id = key[prefix.len()..]
                 .try_into()
                 .map(u64::from_be_bytes)
-                .map_err(|_| crate::corrupt(&key, "parked event key"))?;
+                .map_err(|_| corrupt(&key, "parked event key"))?;
             ids.push(id);
         }
         Ok(ids)
@@ -485,132 +491,27 @@ pub struct SinkLag {
     pub oldest_received_ms: Option<i64>,
 }
 
-impl crate::Store {
-    fn sinks(&self) -> Result<Sinks, StoreError> {
-        Sinks::open_writable(&self.inner()?.core)
-    }
-
-    /// The newest id the store has handed out and flushed (events and
-    /// quarantined lines share the sequence); 0 when empty.
-    pub fn last_durable_id(&self) -> Result<u64, StoreError> {
-        Ok(self.inner()?.core.durable_next_id().saturating_sub(1))
-    }
-
-    /// Creates the state of sink `name` if it has none (its cursor where
-    /// `start` says), records its `max_lag_days`, and returns its state.
-    /// From then on retention keeps what it has not delivered.
-    pub fn sink_register(
-        &self,
-        name: &str,
-        start: SinkStart,
-        max_lag_days: Option<u64>,
-    ) -> Result<SinkState, StoreError> {
-        let cursor = match start {
-            SinkStart::Beginning => 0,
-            SinkStart::Now => self.last_durable_id()?,
-        };
-        let initial = SinkState {
-            cursor,
-            in_flight: cursor,
-            ..SinkState::default()
-        };
-        // Under the write lock, as retention decides under it what to keep.
-        let inner = self.inner()?;
-        let _lock = inner.core.lock();
-        Sinks::open_writable(&inner.core)?.register(name, initial, max_lag_days)
-    }
-
-    /// The state of sink `name`, if it has one.
-    pub fn sink_state(&self, name: &str) -> Result<Option<SinkState>, StoreError> {
-        self.sinks()?.get(name)
-    }
-
-    /// Every sink state in the store, by name.
-    pub fn sink_states(&self) -> Result<Vec<(String, SinkState)>, StoreError> {
-        self.sinks()?.all()
-    }
-
-    /// Replaces the state `expected` of sink `name` by `new`, parks
-    /// `parked` and removes the parked entries `unparked`: all or nothing,
-    /// on disk when it returns. [`SinkUpdateError::Changed`] when the state
-    /// is no longer `expected` (a rewind or retry meanwhile).
-    pub fn sink_commit(
-        &self,
-        name: &str,
-        expected: &SinkState,
-        new: &SinkState,
-        parked: &[ParkedEvent],
-        unparked: &[u64],
-    ) -> Result<(), SinkUpdateError> {
-        self.sinks()?.commit(name, expected, new, parked, unparked)
-    }
-
-    /// Moves the cursor of sink `name` back to `cursor` (never forward),
-    /// so the events after it are sent again (counted as resent); the
-    /// state after, or `None` if the sink has none. Events retention
-    /// removed before it are not brought back.
-    pub fn sink_rewind(&self, name: &str, cursor: u64) -> Result<Option<SinkState>, StoreError> {
-        // Under the write lock, which a retention step holds while it
-        // decides what to keep and removes the rest: the rewind comes
-        // wholly before or after a step, never between its hold and its
-        // removals.
-        let inner = self.inner()?;
-        let _lock = inner.core.lock();
-        Sinks::open_writable(&inner.core)?.update(name, |state| {
-            if cursor < state.cursor {
-                state.in_flight = state.in_flight.max(state.cursor);
-                state.cursor = cursor;
-            }
-        })
-    }
-
-    /// The first `limit` events sink `name` parked, in id order.
-    pub fn sink_parked(&self, name: &str, limit: usize) -> Result<Vec<ParkedEvent>, StoreError> {
-        self.sinks()?.parked(name, limit)
-    }
-
-    /// How many events sink `name` has parked now.
-    pub fn sink_parked_count(&self, name: &str) -> Result<u64, StoreError> {
-        self.sinks()?.parked_count(name)
-    }
-
-    /// Marks every parked event of sink `name` to be sent again; how many.
-    pub fn sink_retry(&self, name: &str) -> Result<u64, StoreError> {
-        self.sinks()?.retry_parked(name)
-    }
-
-    /// Removes the state and parked events of sink `name` (one no longer
-    /// configured: it no longer holds retention).
-    pub fn sink_forget(&self, name: &str) -> Result<(), StoreError> {
-        self.sinks()?.forget(name)
-    }
-
-    /// How many events there are after `cursor`, counting at most `cap`,
-    /// and when the first of them was received.
-    pub fn sink_lag(&self, cursor: u64, cap: u64) -> Result<SinkLag, StoreError> {
-        let inner = self.inner()?;
-        let core = &inner.core;
-        let durable = core.durable_next_id();
-        let mut lag = SinkLag::default();
-        for item in crate::events::chunk::Records::after(core.tree(), core.log(), Some(cursor)) {
-            let (id, record) = item?;
-            if id >= durable {
-                break;
-            }
-            if lag.events >= cap {
-                lag.capped = true;
-                break;
-            }
-            if lag.oldest_received_ms.is_none() {
-                let head = crate::codec::peek_event(&record).map_err(|e| {
-                    crate::corrupt(&crate::keys::id_key(crate::keys::EVENT, id), e.0)
-                })?;
-                lag.oldest_received_ms = Some(head.received_at_ms);
-            }
-            lag.events += 1;
+/// How many events there are after `cursor`, counting at most `cap`,
+/// and when the first of them was received.
+pub(crate) fn lag(core: &Core, cursor: u64, cap: u64) -> Result<SinkLag, StoreError> {
+    let durable = core.durable_next_id();
+    let mut lag = SinkLag::default();
+    for item in Records::after(core.tree(), core.log(), Some(cursor)) {
+        let (id, record) = item?;
+        if id >= durable {
+            break;
         }
-        Ok(lag)
+        if lag.events >= cap {
+            lag.capped = true;
+            break;
+        }
+        if lag.oldest_received_ms.is_none() {
+            let head = peek_event(&record).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+            lag.oldest_received_ms = Some(head.received_at_ms);
+        }
+        lag.events += 1;
     }
+    Ok(lag)
 }
 
 #[cfg(test)]
@@ -644,7 +545,7 @@ mod tests {
     fn a_rewind_during_a_retention_run_keeps_what_the_sink_must_send_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::Store::open(dir.path()).unwrap();
-        let now = crate::now_ms();
+        let now = crate::events::timefmt::now_ms();
         // More than one retention step (about 1000 events each), all expired.
         for i in 0..10 {
             append(&store, now - 10 * DAY, i * 250..(i + 1) * 250);
@@ -687,7 +588,7 @@ mod tests {
     fn a_rewind_waits_for_the_write_lock() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::Store::open(dir.path()).unwrap();
-        append(&store, crate::now_ms(), 0..3);
+        append(&store, crate::events::timefmt::now_ms(), 0..3);
         let state = store
             .sink_register("siem", SinkStart::Beginning, None)
             .unwrap();
@@ -718,7 +619,7 @@ mod tests {
     fn a_retry_marks_the_parked_events_and_the_state_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::Store::open(dir.path()).unwrap();
-        append(&store, crate::now_ms(), 0..3);
+        append(&store, crate::events::timefmt::now_ms(), 0..3);
         let state = store
             .sink_register("siem", SinkStart::Beginning, None)
             .unwrap();

@@ -148,6 +148,14 @@ pub fn parse_time_bound(text: &str, now_ms: i64) -> Result<i64, String> {
     ))
 }
 
+/// Now, in milliseconds since the Unix epoch (0 before it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
