@@ -2,6 +2,9 @@
 //! `auditsink konnect` uses, with Konnect's personal access token rules
 //! (`Authorization: Bearer <PAT>`; no header or a wrong token is a 401) and
 //! Konnect-style error bodies (`{"status","title","detail"}`).
+//!
+//! Why one piece (about 580 lines): the endpoints share the token check,
+//! the paging and the error shape that make them Konnect's.
 
 use std::convert::Infallible;
 use std::path::Path;

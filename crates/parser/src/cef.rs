@@ -36,6 +36,10 @@
 //! severity), a severity without its closing `|`, an unknown CEF version.
 //! Anything else is a [`ParseError::Cef`] with the byte offset of the
 //! problem. No input makes this module panic.
+//!
+//! Why one piece (about 800 lines): the prefix, header and extension
+//! readers share the offsets and warnings of one line, and the grammar
+//! above is read against all of them together.
 
 use std::borrow::Cow;
 use std::fmt;

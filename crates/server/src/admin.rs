@@ -5,6 +5,11 @@
 //! NDJSON), `/api/events/count`, `/api/quarantine`, `/api/gaps`,
 //! `POST /api/quarantine/reprocess`, and the sinks' `/api/sinks...`
 //! (see [`crate::sinks::admin`]).
+//!
+//! Why one piece (about 530 lines): one listener's routing with the
+//! answers that only read the server's state (health, readiness, status,
+//! metrics) and the streamed store listings they share; the console and
+//! the sinks' routes are modules of their own.
 
 use std::convert::Infallible;
 use std::pin::Pin;

@@ -1,5 +1,9 @@
 //! Configuration: the TOML file (`config/auditsink.toml` documents every key)
 //! and the embedded default used when no file is given.
+//!
+//! Why one piece (about 590 lines): the sections of one file, with their
+//! defaults and the checks across sections; most of it is the typed
+//! shape of the TOML, kept beside `config/auditsink.toml`'s order.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

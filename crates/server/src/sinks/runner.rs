@@ -15,6 +15,10 @@
 //! good are parked and the cursor moves past them, and so are events whose
 //! stored record is damaged (a chunk that does not read, a failed read or
 //! write stops the sink instead, to be retried).
+//!
+//! Why one piece (about 650 lines): the order of the durable writes, the
+//! read ahead, the resend counting and the retries together make the
+//! guarantee; split, each part's correctness would rest on another file.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
