@@ -377,9 +377,10 @@ fn get_varint(buf: &[u8], pos: &mut usize) -> u64 {
 /// tree `store`, key `e` first_id, value a pointer `2` segment offset len
 /// crc32 (big-endian) into `events/<segment:016x>.log`, where the chunk is
 /// `1` count (delta len record)*, varints.
-fn damage_records(store_dir: &Path, damage: &dyn Fn(usize, &mut Vec<u8>)) -> Vec<u64> {
+/// The store's sled database, once the server that just exited let go.
+fn open_db(store_dir: &Path) -> sled::Db {
     let mut attempts = 0;
-    let db = loop {
+    loop {
         match sled::open(store_dir) {
             Ok(db) => break db,
             // The server just exited: its lock may linger a moment.
@@ -390,7 +391,32 @@ fn damage_records(store_dir: &Path, damage: &dyn Fn(usize, &mut Vec<u8>)) -> Vec
             }
             Err(e) => panic!("{e}"),
         }
-    };
+    }
+}
+
+/// Flips a byte in the body of the store's `index`th event chunk (its
+/// checksum no longer matches); the chunk's first id.
+fn damage_chunk(store_dir: &Path, index: usize) -> u64 {
+    let db = open_db(store_dir);
+    let tree = db.open_tree("store").unwrap();
+    let (key, pointer) = tree
+        .scan_prefix(b"e")
+        .map(Result::unwrap)
+        .filter(|(key, _)| key.len() == 9)
+        .nth(index)
+        .expect("the event chunk");
+    let segment = u64::from_be_bytes(pointer[1..9].try_into().unwrap());
+    let offset = u64::from_be_bytes(pointer[9..17].try_into().unwrap());
+    let len = u32::from_be_bytes(pointer[17..21].try_into().unwrap()) as usize;
+    let path = store_dir.join("events").join(format!("{segment:016x}.log"));
+    let mut file = std::fs::read(&path).unwrap();
+    file[offset as usize + len / 2] ^= 0xff;
+    std::fs::write(&path, file).unwrap();
+    u64::from_be_bytes(key[1..9].try_into().unwrap())
+}
+
+fn damage_records(store_dir: &Path, damage: &dyn Fn(usize, &mut Vec<u8>)) -> Vec<u64> {
+    let db = open_db(store_dir);
     let tree = db.open_tree("store").unwrap();
     let (key, pointer) = tree
         .scan_prefix(b"e")
@@ -511,5 +537,66 @@ fn a_damaged_stored_record_is_parked_and_the_rest_delivered() {
     });
     assert_eq!(cli(&config, &["sink", "parked", "es"]).len(), 2);
     assert_eq!(es.state.lock().unwrap().docs.len(), 8);
+    server.stop();
+}
+
+#[test]
+fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let es = FakeEs::start();
+    es.set_mode(Mode::Down);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{SOURCE}[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"audit\"\n",
+            es.http.url()
+        ),
+    );
+    let server = TestServer::start(dir.path(), &config);
+    // Three deliveries one after the other: three writes, three chunks.
+    for (first, tag) in [(0, "a"), (10, "b"), (20, "c")] {
+        deliver(&server, &lines(first, 10, tag));
+    }
+    server.stop();
+    // The second chunk's checksum no longer matches: none of it reads.
+    let first = damage_chunk(&dir.path().join("data").join("store"), 1);
+    es.set_mode(Mode::Up);
+    let server = TestServer::start(dir.path(), &config);
+    wait_until(
+        Duration::from_secs(20),
+        "the rest delivered, the chunk parked",
+        || {
+            let status = sink_status(&server, "es");
+            status["parked"] == 1 && status["delivered"] == 20
+        },
+    );
+    let docs = es.state.lock().unwrap().docs.clone();
+    assert_eq!(docs.len(), 20, "{docs:?}");
+    assert!(!docs.values().any(|raw| raw.ends_with('b')), "{docs:?}");
+    for kept in ["n=9a", "n=20c", "n=29c"] {
+        assert!(
+            docs.values().any(|raw| raw.ends_with(kept)),
+            "{kept}: {docs:?}"
+        );
+    }
+    let parked = cli(&config, &["sink", "parked", "es"]);
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0]["id"], format!("{first:016x}"));
+    let reason = parked[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the stored record is damaged: the whole chunk of events ")
+            && reason.contains(&format!("{first:016x} to {:016x}", first + 9)),
+        "{reason}"
+    );
+    // Retried, it stays parked (still damaged); nothing else moves.
+    let marked = cli(&config, &["sink", "retry", "es"]);
+    assert_eq!(marked[0]["marked"], 1);
+    wait_until(Duration::from_secs(10), "the retry done", || {
+        cli(&config, &["sink", "parked", "es"])
+            .iter()
+            .all(|p| p["retry"] == false)
+    });
+    assert_eq!(cli(&config, &["sink", "parked", "es"]).len(), 1);
+    assert_eq!(es.state.lock().unwrap().docs.len(), 20);
     server.stop();
 }

@@ -42,6 +42,19 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A stored chunk of event records does not read (its checksum, its
+    /// pointer or its layout is wrong): every event from `first` to `last`
+    /// in it is lost to readers. A forwarding sink parks the range and
+    /// goes on; `auditsink check` reports it.
+    #[error("the stored chunk of events {first:016x} to {last:016x} is damaged: {reason}")]
+    DamagedChunk {
+        /// The first id the chunk may hold (after the reader's start).
+        first: u64,
+        /// The last id it may hold.
+        last: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Writing or flushing a group commit failed: nothing of it was
     /// acknowledged, and what was written may not be durable.
     #[error("storage error: {0}")]

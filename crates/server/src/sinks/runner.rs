@@ -13,8 +13,9 @@
 //! destination that fails is retried with exponential backoff and jitter
 //! (1 s doubling up to `retry_max_secs`) forever; events it refuses for
 //! good are parked and the cursor moves past them, and so are events whose
-//! stored record is damaged (a chunk that does not read, a failed read or
-//! write stops the sink instead, to be retried).
+//! stored record is damaged (a chunk that does not read is parked as one
+//! entry under its first id; a failed read or write stops the sink
+//! instead, to be retried).
 //!
 //! Why one piece (about 650 lines): the order of the durable writes, the
 //! read ahead, the resend counting and the retries together make the
@@ -418,6 +419,18 @@ impl Runner {
                         end = Some(id);
                         damaged.push(damaged_parked(id, &reason));
                     }
+                    // One entry, under its first id, for the ids it held.
+                    Err(StoreError::DamagedChunk {
+                        first,
+                        last,
+                        reason,
+                    }) => {
+                        end = Some(last);
+                        let why = format!(
+                            "the whole chunk of events {first:016x} to {last:016x} does not read: {reason}"
+                        );
+                        damaged.push(damaged_parked(first, &why));
+                    }
                     Err(e) => return Err(e),
                 }
                 if events.len() >= max_events || scanned + 1 >= scan_max {
@@ -582,6 +595,12 @@ impl Runner {
                 Err(StoreError::DamagedEvent { id, reason }) => {
                     still_damaged.push(damaged_parked(id, &reason));
                 }
+                // Its chunk still does not read: parked as it was.
+                Err(StoreError::DamagedChunk { .. }) => still_damaged.push(ParkedEvent {
+                    retry: false,
+                    parked_at_ms: now_ms(),
+                    ..parked.clone()
+                }),
                 Err(e) => return Err(e.into()),
             }
         }

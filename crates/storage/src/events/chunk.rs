@@ -213,6 +213,9 @@ pub(crate) struct Records {
     after: Option<u64>,
     reverse: bool,
     failed: bool,
+    /// The key of the chunk whose contents did not read, if that is why
+    /// the iteration stopped.
+    damaged: Option<sled::IVec>,
 }
 
 impl Records {
@@ -245,6 +248,7 @@ impl Records {
             after,
             reverse: false,
             failed: false,
+            damaged: None,
         }
     }
 
@@ -260,6 +264,7 @@ impl Records {
             after: None,
             reverse: true,
             failed: false,
+            damaged: None,
         }
     }
 
@@ -269,9 +274,14 @@ impl Records {
         } else {
             self.chunks.next()
         }?;
-        let chunk = item
-            .map_err(StoreError::from)
-            .and_then(|(k, v)| read_current(&self.tree, &self.log, k, v));
+        let (key, value) = match item {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let chunk = read_current(&self.tree, &self.log, key.clone(), value);
+        if let Err(StoreError::Corrupt { .. }) = chunk {
+            self.damaged = Some(key);
+        }
         match chunk {
             Ok(chunk) => {
                 self.pos = match &chunk {
@@ -284,6 +294,37 @@ impl Records {
             }
             Err(e) => Some(Err(e)),
         }
+    }
+}
+
+impl Records {
+    /// After a chunk whose contents did not read ended a forward
+    /// iteration: goes on with the next chunk, and tells which ids the
+    /// damaged one may have held (the first after the start, and the last
+    /// before the next chunk, `None` when it was the last chunk).
+    pub fn skip_damaged_chunk(&mut self) -> Option<(u64, Option<u64>)> {
+        if self.reverse || !self.failed {
+            return None;
+        }
+        let key = self.damaged.take()?;
+        let first = key_id(&key)?;
+        let first = match self.after {
+            Some(after) => first.max(after.saturating_add(1)),
+            None => first,
+        };
+        let end: &[u8] = &[EVENT + 1];
+        let next = match self
+            .tree
+            .range::<&[u8], _>((Bound::Excluded(&key[..]), Bound::Excluded(end)))
+            .keys()
+            .next()
+        {
+            Some(Ok(next)) => key_id(&next).map(|next| next.saturating_sub(1)),
+            _ => None,
+        };
+        self.failed = false;
+        self.current = None;
+        Some((first, next))
     }
 }
 

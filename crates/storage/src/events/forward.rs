@@ -174,8 +174,9 @@ fn bad(id: u64, e: Malformed) -> StoreError {
 
 /// The events after an id, for a sink, in id order (see
 /// [`crate::Store::forward_events`]). A record that does not decode is
-/// [`StoreError::DamagedEvent`] and the events after it follow; any other
-/// error (a chunk that does not read, a failed read, a failed write
+/// [`StoreError::DamagedEvent`], a chunk whose contents do not read
+/// [`StoreError::DamagedChunk`] (the ids it may hold), and the events
+/// after them follow; any other error (a failed read, a failed write
 /// meanwhile) ends it.
 pub struct ForwardIter {
     /// `None` once done: the handles it read through are dropped, so a
@@ -202,12 +203,31 @@ impl Iterator for ForwardIter {
                 return None;
             }
             Ok(Some(Ok((id, record)))) => ForwardEvent::read(id, record),
+            Ok(Some(Err(e @ StoreError::Corrupt { .. }))) => match records.skip_damaged_chunk() {
+                Some((first, _)) if first >= self.durable_next_id => {
+                    self.records = None;
+                    return None;
+                }
+                Some((first, last)) => Err(StoreError::DamagedChunk {
+                    first,
+                    last: last
+                        .unwrap_or(u64::MAX)
+                        .min(self.durable_next_id.saturating_sub(1)),
+                    reason: match e {
+                        StoreError::Corrupt { reason, .. } => reason,
+                        other => other.to_string(),
+                    },
+                }),
+                None => Err(e),
+            },
             Ok(Some(Err(e))) => Err(e),
         };
-        if item
-            .as_ref()
-            .is_err_and(|e| !matches!(e, StoreError::DamagedEvent { .. }))
-        {
+        if item.as_ref().is_err_and(|e| {
+            !matches!(
+                e,
+                StoreError::DamagedEvent { .. } | StoreError::DamagedChunk { .. }
+            )
+        }) {
             self.records = None;
         }
         Some(item)
@@ -226,11 +246,20 @@ impl ForwardIter {
 }
 
 /// Event `id` as a forwarding sink reads it, if it is stored and flushed.
+/// A chunk that does not read is [`StoreError::DamagedChunk`] for `id`.
 pub(crate) fn event(core: &Core, id: u64) -> Result<Option<ForwardEvent>, StoreError> {
     if id >= core.durable_next_id() {
         return Ok(None);
     }
-    chunk::get(core.tree(), core.log(), id)?
-        .map(|record| ForwardEvent::read(id, record))
-        .transpose()
+    match chunk::get(core.tree(), core.log(), id) {
+        Ok(record) => record
+            .map(|record| ForwardEvent::read(id, record))
+            .transpose(),
+        Err(StoreError::Corrupt { reason, .. }) => Err(StoreError::DamagedChunk {
+            first: id,
+            last: id,
+            reason,
+        }),
+        Err(e) => Err(e),
+    }
 }
