@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use auditsink_storage::testing::Damage;
 use common::{run_bin, write_config, TestServer};
 use serde_json::Value;
 use sink_support::{lines, wait_until, FakeEs, FakeHec, Mode, HEC_TOKEN};
@@ -345,125 +346,9 @@ fn a_refused_token_shows_failing_and_parks_nothing() {
     server.stop();
 }
 
-/// A varint as the store writes them (LEB128).
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn get_varint(buf: &[u8], pos: &mut usize) -> u64 {
-    let mut n = 0u64;
-    let mut shift = 0;
-    loop {
-        let byte = buf[*pos];
-        *pos += 1;
-        n |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return n;
-        }
-        shift += 7;
-    }
-}
-
-/// Damages records of the first event chunk of the store in `store_dir`
-/// in place, as `damage` says for each record's index, keeping the
-/// chunk's checksum right: those records alone do not decode (the chunk
-/// reads). The ids of the records of the chunk.
-///
-/// The layout (crates/storage: `events/chunk.rs`, `engine/log.rs`): sled
-/// tree `store`, key `e` first_id, value a pointer `2` segment offset len
-/// crc32 (big-endian) into `events/<segment:016x>.log`, where the chunk is
-/// `1` count (delta len record)*, varints.
-/// The store's sled database, once the server that just exited let go.
-fn open_db(store_dir: &Path) -> sled::Db {
-    let mut attempts = 0;
-    loop {
-        match sled::open(store_dir) {
-            Ok(db) => break db,
-            // The server just exited: its lock may linger a moment.
-            Err(e) if attempts < 40 => {
-                attempts += 1;
-                eprintln!("opening the store to damage it: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
-/// Flips a byte in the body of the store's `index`th event chunk (its
-/// checksum no longer matches); the chunk's first id.
-fn damage_chunk(store_dir: &Path, index: usize) -> u64 {
-    let db = open_db(store_dir);
-    let tree = db.open_tree("store").unwrap();
-    let (key, pointer) = tree
-        .scan_prefix(b"e")
-        .map(Result::unwrap)
-        .filter(|(key, _)| key.len() == 9)
-        .nth(index)
-        .expect("the event chunk");
-    let segment = u64::from_be_bytes(pointer[1..9].try_into().unwrap());
-    let offset = u64::from_be_bytes(pointer[9..17].try_into().unwrap());
-    let len = u32::from_be_bytes(pointer[17..21].try_into().unwrap()) as usize;
-    let path = store_dir.join("events").join(format!("{segment:016x}.log"));
-    let mut file = std::fs::read(&path).unwrap();
-    file[offset as usize + len / 2] ^= 0xff;
-    std::fs::write(&path, file).unwrap();
-    u64::from_be_bytes(key[1..9].try_into().unwrap())
-}
-
-fn damage_records(store_dir: &Path, damage: &dyn Fn(usize, &mut Vec<u8>)) -> Vec<u64> {
-    let db = open_db(store_dir);
-    let tree = db.open_tree("store").unwrap();
-    let (key, pointer) = tree
-        .scan_prefix(b"e")
-        .map(Result::unwrap)
-        .find(|(key, _)| key.len() == 9)
-        .expect("an event chunk");
-    assert_eq!(pointer[0], 2, "pointer version");
-    let segment = u64::from_be_bytes(pointer[1..9].try_into().unwrap());
-    let offset = u64::from_be_bytes(pointer[9..17].try_into().unwrap());
-    let len = u32::from_be_bytes(pointer[17..21].try_into().unwrap()) as usize;
-    let path = store_dir.join("events").join(format!("{segment:016x}.log"));
-    let mut file = std::fs::read(&path).unwrap();
-    let at = offset as usize;
-    let body = file[at..at + len].to_vec();
-    assert_eq!(
-        crc32fast::hash(&body),
-        u32::from_be_bytes(pointer[21..25].try_into().unwrap())
-    );
-    let first = u64::from_be_bytes(key[1..9].try_into().unwrap());
-    assert_eq!(body[0], 1, "chunk version");
-    let mut pos = 1;
-    let count = get_varint(&body, &mut pos);
-    let mut ids = Vec::new();
-    let mut rebuilt = vec![1u8];
-    put_varint(&mut rebuilt, count);
-    for i in 0..count as usize {
-        let delta = get_varint(&body, &mut pos);
-        let record_len = get_varint(&body, &mut pos) as usize;
-        let mut record = body[pos..pos + record_len].to_vec();
-        pos += record_len;
-        damage(i, &mut record);
-        ids.push(first + delta);
-        put_varint(&mut rebuilt, delta);
-        put_varint(&mut rebuilt, record.len() as u64);
-        rebuilt.extend_from_slice(&record);
-    }
-    assert_eq!(pos, body.len());
-    // Written over the old body (it is no longer).
-    assert!(rebuilt.len() <= len);
-    file[at..at + rebuilt.len()].copy_from_slice(&rebuilt);
-    std::fs::write(&path, file).unwrap();
-    let mut new_pointer = pointer.to_vec();
-    new_pointer[17..21].copy_from_slice(&(rebuilt.len() as u32).to_be_bytes());
-    new_pointer[21..25].copy_from_slice(&crc32fast::hash(&rebuilt).to_be_bytes());
-    tree.insert(key, new_pointer).unwrap();
-    db.flush().unwrap();
-    ids
+/// The closed store of the server run in `dir`, to damage.
+fn damage(dir: &Path) -> Damage {
+    Damage::open(&dir.join("data").join("store"))
 }
 
 #[test]
@@ -484,14 +369,11 @@ fn a_damaged_stored_record_is_parked_and_the_rest_delivered() {
     // Two records damaged, the chunk's checksum right: the third's head
     // (its version byte: the read fails) and the sixth's end (its fields:
     // the JSON rendering fails).
-    let ids = damage_records(
-        &dir.path().join("data").join("store"),
-        &|i, record| match i {
-            2 => record[0] ^= 0xff,
-            5 => record.truncate(record.len() - 3),
-            _ => {}
-        },
-    );
+    let ids = damage(dir.path()).change_chunk_records(|i, record| match i {
+        2 => record[0] ^= 0xff,
+        5 => record.truncate(record.len() - 3),
+        _ => {}
+    });
     assert_eq!(ids.len(), 10);
     es.set_mode(Mode::Up);
     let server = TestServer::start(dir.path(), &config);
@@ -559,7 +441,7 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
     }
     server.stop();
     // The second chunk's checksum no longer matches: none of it reads.
-    let first = damage_chunk(&dir.path().join("data").join("store"), 1);
+    let first = damage(dir.path()).damage_log_chunk(1);
     es.set_mode(Mode::Up);
     let server = TestServer::start(dir.path(), &config);
     wait_until(

@@ -6,11 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::engine::log::{segment_file, Pointer, LOG_DIR};
 use crate::engine::runs::{first_run_keys, RunKind, ENTRY_LEN};
 use crate::error::StoreError;
+use crate::events::chunk::{split, ChunkBuilder};
 use crate::events::codec::encode_posting;
 use crate::events::keys::{
-    posting_key, posting_prefix, IndexKind, EVENT, META_FORMAT, QUARANTINE_DEDUPE,
+    key_id, posting_key, posting_prefix, IndexKind, EVENT, META_FORMAT, QUARANTINE_DEDUPE,
 };
 
 /// A closed store's directory opened directly (not as a [`crate::Store`]),
@@ -167,7 +169,7 @@ impl Damage {
     /// Flips a byte inside the first chunk of the oldest event log segment
     /// (its checksum no longer matches).
     pub fn damage_first_log_chunk(&self) {
-        let segments = std::fs::read_dir(self.dir.join("events")).expect("the event log");
+        let segments = std::fs::read_dir(self.dir.join(LOG_DIR)).expect("the event log");
         let segment = segments
             .map(|e| e.expect("a log segment").path())
             .min()
@@ -175,5 +177,60 @@ impl Damage {
         let mut bytes = std::fs::read(&segment).expect("reading the segment");
         bytes[20] ^= 0xff;
         std::fs::write(&segment, bytes).expect("writing the segment");
+    }
+
+    /// The `index`th event chunk (in id order): its key, where its body
+    /// is, and the body's segment file read whole.
+    fn log_chunk(&self, index: usize) -> (sled::IVec, Pointer, PathBuf, Vec<u8>) {
+        let (key, value) = self
+            .tree
+            .scan_prefix([EVENT])
+            .map(Self::ok)
+            .filter(|(key, _)| key_id(key).is_some())
+            .nth(index)
+            .expect("the event chunk");
+        let pointer = Pointer::decode(&value).expect("an event log pointer");
+        let path = segment_file(&self.dir, pointer.segment);
+        let segment = std::fs::read(&path).expect("reading the segment");
+        (key, pointer, path, segment)
+    }
+
+    /// Flips a byte in the middle of the body of the `index`th event chunk
+    /// (in id order): its checksum no longer matches, so none of its events
+    /// read. The chunk's first id.
+    pub fn damage_log_chunk(&self, index: usize) -> u64 {
+        let (key, pointer, path, mut segment) = self.log_chunk(index);
+        segment[pointer.offset as usize + pointer.len as usize / 2] ^= 0xff;
+        std::fs::write(&path, segment).expect("writing the segment");
+        key_id(&key).expect("a chunk key")
+    }
+
+    /// Changes the records of the first event chunk in place, as `change`
+    /// says for each record's position in the chunk, keeping the chunk's
+    /// checksum right: the chunk reads, and only the changed records may
+    /// not decode. Records may shrink, not grow. The ids of the chunk's
+    /// records.
+    pub fn change_chunk_records(&self, change: impl Fn(usize, &mut Vec<u8>)) -> Vec<u64> {
+        let (key, pointer, path, mut segment) = self.log_chunk(0);
+        let at = pointer.offset as usize;
+        let body = &segment[at..at + pointer.len as usize];
+        let records = Self::ok_store(split(&key, body));
+        let mut chunk = ChunkBuilder::new(key_id(&key).expect("a chunk key"));
+        for (i, (id, range)) in records.iter().enumerate() {
+            let mut record = body[range.clone()].to_vec();
+            change(i, &mut record);
+            chunk.push(*id, &record);
+        }
+        let (_, rebuilt) = chunk.finish();
+        assert!(rebuilt.len() <= body.len(), "a changed record grew");
+        segment[at..at + rebuilt.len()].copy_from_slice(&rebuilt);
+        std::fs::write(&path, segment).expect("writing the segment");
+        let pointer = Pointer {
+            len: rebuilt.len() as u32,
+            crc: crc32fast::hash(&rebuilt),
+            ..pointer
+        };
+        Self::ok(self.tree.insert(key, &pointer.encode()));
+        records.into_iter().map(|(id, _)| id).collect()
     }
 }

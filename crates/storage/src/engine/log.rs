@@ -36,6 +36,8 @@ const POINTER_LEN: usize = 1 + 8 + 8 + 4 + 4;
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Segment files kept open for reading.
 const OPEN_READERS: usize = 64;
+/// The log's folder in the store's directory.
+pub(crate) const LOG_DIR: &str = "events";
 
 /// Where a chunk body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +115,11 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:016x}.log"))
 }
 
+/// The file of `segment` of the log of the store in `store_dir`.
+pub(crate) fn segment_file(store_dir: &Path, segment: u64) -> PathBuf {
+    segment_path(&store_dir.join(LOG_DIR), segment)
+}
+
 /// Segment numbers present in `dir`.
 fn segments(dir: &Path) -> Result<BTreeSet<u64>, StoreError> {
     let mut out = BTreeSet::new();
@@ -164,7 +171,7 @@ impl Active {
 impl EventLog {
     /// Opens the log of the store in `store_dir`, starting a new segment.
     pub fn open(store_dir: &Path) -> Result<EventLog, StoreError> {
-        let dir = store_dir.join("events");
+        let dir = store_dir.join(LOG_DIR);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let segment = segments(&dir)?.last().map_or(1, |n| n + 1);
         Ok(EventLog {
