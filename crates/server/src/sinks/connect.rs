@@ -96,6 +96,9 @@ pub async fn connect_probed(
     }
 }
 
+/// At most this much a peer sent is read and dropped before closing.
+const DISCARD_BYTES: usize = 64 * 1024;
+
 /// A second handle on a connection's socket, to see at once, without
 /// reading through TLS or waiting for the runtime's next look at the
 /// socket, whether the peer closed it or sent something.
@@ -124,12 +127,32 @@ impl Probe {
     /// Peeks at the socket without waiting.
     pub fn peek(&self) -> Peeked {
         let mut byte = [0u8; 1];
-        match self.0.peek(&mut byte) {
-            Ok(0) => Peeked::Closed,
-            Ok(_) => Peeked::Bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Peeked::Nothing,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Peeked::Bytes,
-            Err(_) => Peeked::Closed,
+        loop {
+            return match self.0.peek(&mut byte) {
+                Ok(0) => Peeked::Closed,
+                Ok(_) => Peeked::Bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Peeked::Nothing,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => Peeked::Closed,
+            };
+        }
+    }
+
+    /// Reads and drops what is waiting (up to [`DISCARD_BYTES`]) without
+    /// waiting. A socket closed with bytes unread ends with a reset, and a
+    /// reset throws away what was written to it and not yet taken by the
+    /// peer; drained, it ends with a FIN after those bytes.
+    pub fn discard_waiting(&self) {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let mut left = DISCARD_BYTES;
+        while left > 0 {
+            match (&self.0).read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => left = left.saturating_sub(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
         }
     }
 }

@@ -128,6 +128,7 @@ impl Syslog {
             };
             if closed {
                 tracing::debug!("syslog collector closed the connection; reconnecting");
+                probe.discard_waiting();
                 self.stream = None;
             }
         }
@@ -337,6 +338,39 @@ mod tests {
             let (mut collector, _) = accepted.expect("the sink connects again").unwrap();
             let mut got = vec![0; frame.len()];
             collector.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, frame);
+        });
+    }
+
+    #[test]
+    fn a_collector_that_sends_something_sees_a_close_not_a_reset() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let events = [stored("CEF:0|V|P|1|c|n|1|x=y")];
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut sink = sink_to(listener.local_addr().unwrap());
+            let mut frame = Vec::new();
+            sink.frame(&events[0], &mut frame).unwrap();
+
+            // The collector has not read the first batch yet when it sends
+            // something (collectors should not): the sink reconnects.
+            let (sent, accepted) = tokio::join!(sink.send(&events), listener.accept());
+            assert_eq!(sent.unwrap(), vec![ItemOutcome::Delivered]);
+            let (mut first, _) = accepted.unwrap();
+            first.write_all(b"unexpected\n").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (sent, accepted) = tokio::join!(sink.send(&events), listener.accept());
+            assert_eq!(sent.unwrap(), vec![ItemOutcome::Delivered]);
+            drop(accepted.unwrap());
+
+            // The old connection ends with a FIN after the first batch: a
+            // reset would have thrown away what the collector had not read.
+            let mut got = Vec::new();
+            first
+                .read_to_end(&mut got)
+                .await
+                .expect("a close, not a reset");
             assert_eq!(got, frame);
         });
     }
