@@ -166,6 +166,16 @@ fn elasticsearch_gets_every_event_exactly_once_across_kill_9() {
         &["sink", "rewind", "es", "--since", "2020-01-01T00:00:00Z"],
     );
     assert_eq!(rewound[0]["cursor"], 0);
+    // Through the admin listener, a time that does not read is the
+    // caller's error (400), an unknown endpoint 404; neither moves a cursor.
+    for (path, status) in [
+        ("/api/sinks/rewind?name=es&since=last%20tuesday", 400),
+        ("/api/sinks/rewind?name=es", 400),
+        ("/api/sinks/forget?name=es", 404),
+    ] {
+        let answer = common::http_request(server.admin, "POST", path, &[], b"");
+        assert_eq!(answer.status, status, "{path}");
+    }
     let conflicts_before = es.state.lock().unwrap().conflicts;
     wait_until(
         Duration::from_secs(30),

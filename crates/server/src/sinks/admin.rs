@@ -72,35 +72,47 @@ pub async fn answer(
             &format!("no sink named {name:?} is configured"),
         );
     }
+    let request = match path {
+        "/api/sinks/parked" => SinkRequest::Parked,
+        "/api/sinks/retry" => SinkRequest::Retry,
+        "/api/sinks/rewind" => {
+            let Some(since) = param("since") else {
+                return error_response(StatusCode::BAD_REQUEST, "since= is required");
+            };
+            match parse_time_bound(since, now_ms()) {
+                Ok(since_ms) => SinkRequest::Rewind { since_ms },
+                Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("since: {e}")),
+            }
+        }
+        _ => return error_response(StatusCode::NOT_FOUND, "no such sink endpoint"),
+    };
     let store = state.store.clone();
     let name = name.to_owned();
-    let since = param("since").map(str::to_owned);
-    let path = path.to_owned();
-    let result = tokio::task::spawn_blocking(move || match path.as_str() {
-        "/api/sinks/parked" => store
+    let result = tokio::task::spawn_blocking(move || match request {
+        SinkRequest::Parked => store
             .sink_parked(&name, MAX_PARKED_LISTED)
             .map(|parked| Value::Array(parked.iter().map(parked_json).collect()))
             .map_err(|e| e.to_string()),
-        "/api/sinks/retry" => store
+        SinkRequest::Retry => store
             .sink_retry(&name)
             .map(|marked| json!({ "sink": name, "marked": marked }))
             .map_err(|e| e.to_string()),
-        "/api/sinks/rewind" => {
-            let since = since.ok_or("since= is required")?;
-            let since_ms = parse_time_bound(&since, now_ms()).map_err(|e| format!("since: {e}"))?;
-            rewind(&store, &name, since_ms)
-        }
-        _ => Err("unknown sink path".to_owned()),
+        SinkRequest::Rewind { since_ms } => rewind(&store, &name, since_ms),
     })
     .await;
     match result {
         Ok(Ok(value)) => json_response(StatusCode::OK, &value),
-        Ok(Err(e)) if e.starts_with("since") || e == "unknown sink path" => {
-            error_response(StatusCode::BAD_REQUEST, &e)
-        }
         Ok(Err(e)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// What a request about one sink asks, its parameters checked (a bad one
+/// is the client's error, answered before the store is touched).
+enum SinkRequest {
+    Parked,
+    Retry,
+    Rewind { since_ms: i64 },
 }
 
 /// A parked event as listed.
