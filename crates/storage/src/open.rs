@@ -16,13 +16,13 @@ use crate::engine::dir_lock;
 use crate::engine::log;
 use crate::engine::pipeline;
 use crate::engine::poison::Wake;
-use crate::engine::runs::{RunKind, Runs};
+use crate::engine::runs::Runs;
 use crate::error::StoreError;
 use crate::events::core::Core;
 use crate::events::gaps::Gaps;
 use crate::events::keys::{
-    key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
-    META_REBUILDING, QUARANTINE,
+    key_id, DEDUPE_RUNS, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON,
+    META_NEXT_ID, META_REBUILDING, QUARANTINE, TRACE_RUNS,
 };
 use crate::events::maintain::{self, RetentionSummary};
 use crate::events::state::{Counters, Counts, WriteState};
@@ -153,8 +153,8 @@ pub(crate) fn open_inner(
     let log = Arc::new(log::EventLog::open(dir)?);
     let mut state = initial_state(&tree, &log)?;
     state.next_id = state.next_id.max(handed_out);
-    let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
-    let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
+    let (dedupe, mut damaged) = Runs::load(&tree, DEDUPE_RUNS)?;
+    let (traces, damaged_traces) = Runs::load(&tree, TRACE_RUNS)?;
     damaged.extend(damaged_traces);
     let core = Arc::new(Core::new(
         dir,
