@@ -8,13 +8,16 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 
 use crate::engine::database::Database;
-use crate::engine::filter::DedupeFilter;
+use crate::engine::filter::KeyFilter;
 use crate::engine::log::EventLog;
 use crate::engine::poison::{Gate, Wake};
 use crate::engine::runs::Runs;
 use crate::engine::write_lock::{self, WriteLock};
 use crate::error::{StoreError, WriteFailure};
 use crate::events::state::{Counters, WriteState};
+
+/// The dedupe filter: the engine's key filter in front of the dedupe runs.
+pub(crate) type DedupeFilter = KeyFilter;
 
 /// The write lock held on a [`Core`] (see [`WriteLock`]).
 pub(crate) type WriteGuard<'a> = write_lock::WriteGuard<'a, Core, WriteState>;
