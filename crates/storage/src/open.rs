@@ -150,7 +150,7 @@ pub(crate) fn open_inner(
         }
     }
     let gaps = Gaps::open(&db)?;
-    let log = Arc::new(log::EventLog::open(dir)?);
+    let log = Arc::new(log::SegmentLog::open(dir)?);
     let mut state = initial_state(&tree, &log)?;
     state.next_id = state.next_id.max(handed_out);
     let (dedupe, mut damaged) = Runs::load(&tree, DEDUPE_RUNS)?;
@@ -246,7 +246,7 @@ fn open_db(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError
 
 /// The next id and counts: as recorded, but never below what the records
 /// show (ids must never be reused, even after everything expired).
-fn initial_state(tree: &sled::Tree, log: &Arc<log::EventLog>) -> Result<WriteState, StoreError> {
+fn initial_state(tree: &sled::Tree, log: &Arc<log::SegmentLog>) -> Result<WriteState, StoreError> {
     let recorded = tree
         .get(META_NEXT_ID)?
         .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
