@@ -29,7 +29,7 @@
 //! and start over on a newer one if a merge removed a page under them (a
 //! merge installs the new list before it removes the old pages).
 //!
-//! Why one piece (about 950 lines without its tests): the page layout, the
+//! Why one piece (about 1000 lines without its tests): the page layout, the
 //! manifest, the trash and a merge's write-ahead, swap and discard keep one
 //! crash-safety rule between them (nothing a manifest names is ever
 //! removed; nothing unnamed outlives a reopening). When to merge is apart,
