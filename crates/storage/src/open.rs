@@ -16,13 +16,13 @@ use crate::engine::dir_lock;
 use crate::engine::log;
 use crate::engine::pipeline;
 use crate::engine::poison::Wake;
-use crate::engine::runs::{RunKind, Runs};
+use crate::engine::runs::Runs;
 use crate::error::StoreError;
 use crate::events::core::Core;
 use crate::events::gaps::Gaps;
 use crate::events::keys::{
-    key_id, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON, META_NEXT_ID,
-    META_REBUILDING, QUARANTINE,
+    key_id, DEDUPE_RUNS, EVENT, FORMAT_VERSION, META_COUNTS, META_FORMAT, META_HORIZON,
+    META_NEXT_ID, META_REBUILDING, QUARANTINE, TRACE_RUNS,
 };
 use crate::events::maintain::{self, RetentionSummary};
 use crate::events::state::{Counters, Counts, WriteState};
@@ -150,11 +150,11 @@ pub(crate) fn open_inner(
         }
     }
     let gaps = Gaps::open(&db)?;
-    let log = Arc::new(log::EventLog::open(dir)?);
+    let log = Arc::new(log::SegmentLog::open(dir)?);
     let mut state = initial_state(&tree, &log)?;
     state.next_id = state.next_id.max(handed_out);
-    let (dedupe, mut damaged) = Runs::load(&tree, RunKind::Dedupe)?;
-    let (traces, damaged_traces) = Runs::load(&tree, RunKind::Trace)?;
+    let (dedupe, mut damaged) = Runs::load(&tree, DEDUPE_RUNS)?;
+    let (traces, damaged_traces) = Runs::load(&tree, TRACE_RUNS)?;
     damaged.extend(damaged_traces);
     let core = Arc::new(Core::new(
         dir,
@@ -246,7 +246,7 @@ fn open_db(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError
 
 /// The next id and counts: as recorded, but never below what the records
 /// show (ids must never be reused, even after everything expired).
-fn initial_state(tree: &sled::Tree, log: &Arc<log::EventLog>) -> Result<WriteState, StoreError> {
+fn initial_state(tree: &sled::Tree, log: &Arc<log::SegmentLog>) -> Result<WriteState, StoreError> {
     let recorded = tree
         .get(META_NEXT_ID)?
         .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))

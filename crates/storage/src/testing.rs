@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::engine::log::{segment_file, Pointer, LOG_DIR};
-use crate::engine::runs::{first_run_keys, RunKind, ENTRY_LEN};
+use crate::engine::runs::{first_run_keys, ENTRY_LEN};
 use crate::error::StoreError;
 use crate::events::chunk::{split, ChunkBuilder};
 use crate::events::codec::encode_posting;
 use crate::events::keys::{
-    key_id, posting_key, posting_prefix, IndexKind, EVENT, META_FORMAT, QUARANTINE_DEDUPE,
+    key_id, posting_key, posting_prefix, IndexKind, DEDUPE_RUNS, EVENT, META_FORMAT,
+    QUARANTINE_DEDUPE,
 };
 
 /// A closed store's directory opened directly (not as a [`crate::Store`]),
@@ -105,7 +106,7 @@ impl Damage {
     /// Changes the second entry of the first page of the dedupe runs with
     /// `change` (given the entry's key and its id).
     fn change_dedupe_entry(&self, change: impl FnOnce(&mut [u8], &mut [u8])) {
-        let (page, _) = Self::ok_store(first_run_keys(&self.tree, RunKind::Dedupe));
+        let (page, _) = Self::ok_store(first_run_keys(&self.tree, DEDUPE_RUNS));
         let (key, value) = page.expect("a dedupe run page");
         let mut page = value.to_vec();
         let (entry_key, id) = page[ENTRY_LEN..2 * ENTRY_LEN].split_at_mut(16);
@@ -131,14 +132,14 @@ impl Damage {
 
     /// Cuts the first page of the dedupe runs short by one entry.
     pub fn truncate_dedupe_page(&self) {
-        let (page, _) = Self::ok_store(first_run_keys(&self.tree, RunKind::Dedupe));
+        let (page, _) = Self::ok_store(first_run_keys(&self.tree, DEDUPE_RUNS));
         let (key, value) = page.expect("a dedupe run page");
         Self::ok(self.tree.insert(key, &value[..value.len() - ENTRY_LEN]));
     }
 
     /// Replaces the directory of the first dedupe run with garbage.
     pub fn garble_dedupe_run_directory(&self) {
-        let (_, directory) = Self::ok_store(first_run_keys(&self.tree, RunKind::Dedupe));
+        let (_, directory) = Self::ok_store(first_run_keys(&self.tree, DEDUPE_RUNS));
         let (key, _) = directory.expect("a dedupe run directory");
         Self::ok(self.tree.insert(key, b"garbage".to_vec()));
     }

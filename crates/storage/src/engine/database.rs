@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use crate::engine::durability::Durability;
-use crate::engine::log::EventLog;
+use crate::engine::log::SegmentLog;
 use crate::engine::poison::{Gate, Wake};
 use crate::error::{StoreError, WriteFailure, WriteStep};
 
@@ -16,7 +16,7 @@ use crate::error::{StoreError, WriteFailure, WriteStep};
 pub(crate) struct Database {
     db: sled::Db,
     tree: sled::Tree,
-    log: Arc<EventLog>,
+    log: Arc<SegmentLog>,
     durability: Durability,
     /// Set by a failed flush: everything after it is refused.
     poisoned: Mutex<Option<WriteFailure>>,
@@ -45,7 +45,7 @@ impl Database {
         dir: &Path,
         db: sled::Db,
         tree: sled::Tree,
-        log: Arc<EventLog>,
+        log: Arc<SegmentLog>,
         next_id: u64,
         wake: mpsc::Sender<Wake>,
     ) -> Result<Database, StoreError> {
@@ -75,7 +75,7 @@ impl Database {
     }
 
     /// The segment log.
-    pub fn log(&self) -> &Arc<EventLog> {
+    pub fn log(&self) -> &Arc<SegmentLog> {
         &self.log
     }
 

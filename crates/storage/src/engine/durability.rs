@@ -11,9 +11,9 @@ use crate::error::StoreError;
 /// On Linux sled writes its log with `sync_file_range`, which neither
 /// commits the file's size and extents (the log grows as segments are
 /// added) nor flushes the drive's write cache, and it writes values too
-/// large for a log segment (a quarantined body of more than ~128 KiB) to
-/// files under `blobs/` without syncing them at all. A `kill -9` loses none
-/// of that (it is in the page cache); a power cut could. So after every
+/// large for a log segment (more than ~128 KiB) to files under `blobs/`
+/// without syncing them at all. A `kill -9` loses none of that (it is in
+/// the page cache); a power cut could. So after every
 /// flush: `fdatasync` the log, and `fsync` any blob file not synced yet and
 /// the blob directory.
 pub(crate) struct Durability {

@@ -1,11 +1,12 @@
-//! An in-memory Bloom filter over the dedupe keys, so that a new event
-//! (nearly every event) costs no sled read: only when the filter says
-//! "maybe" does the writer look the key up in the dedupe runs (a page read
-//! per run). The runs stay the truth; the filter is derived from them and
+//! An in-memory Bloom filter over the keys of one set of runs, so that
+//! looking up a key that is not there (nearly every new key, when the runs
+//! say what was seen before) costs no sled read: only when the filter says
+//! "maybe" does the writer look the key up in the runs (a page read per
+//! run). The runs stay the truth; the filter is derived from them and
 //! never misses a key that is in them (a false positive only costs the
 //! lookup it saves otherwise).
 //!
-//! It is built from a scan of the dedupe runs in a background thread
+//! It is built from a scan of the runs in a background thread
 //! (on open, after a rebuild, and again larger when it fills up); the keys
 //! staged meanwhile are kept and added when the scan ends. Until it is
 //! ready the filter it replaces answers (overfull: more false positives,
@@ -38,7 +39,7 @@ const MIN_CAPACITY: u64 = 1 << 20;
 #[repr(align(64))]
 struct Block([u64; 8]);
 
-/// A blocked Bloom filter over dedupe keys (also used by the rebuild).
+/// A blocked Bloom filter over keys (also used on its own).
 pub(crate) struct Bloom {
     blocks: Vec<Block>,
     capacity: u64,
@@ -59,8 +60,8 @@ const SALTS: [u64; 8] = [
     0xd3c8_5f6f_9a2e_1b0d,
 ];
 
-/// A key's block, and the bit in each of its words. Dedupe keys are 16
-/// bytes of SHA-256: already uniform.
+/// A key's block, and the bit in each of its words. Keys are 16 bytes of
+/// SHA-256: already uniform.
 fn positions(key: &Key, blocks: usize) -> (usize, [u64; 8]) {
     let mut a = [0; 8];
     let mut b = [0; 8];
@@ -116,16 +117,16 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// The dedupe filter of a store.
-pub(crate) struct DedupeFilter {
+/// The filter in front of one set of runs.
+pub(crate) struct KeyFilter {
     shared: Arc<Shared>,
     generation: Mutex<u64>,
     builder: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
-impl DedupeFilter {
-    pub fn new() -> DedupeFilter {
-        DedupeFilter {
+impl KeyFilter {
+    pub fn new() -> KeyFilter {
+        KeyFilter {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::Off),
                 stop: AtomicBool::new(false),
@@ -166,12 +167,12 @@ impl DedupeFilter {
         matches!(&*self.state(), State::Ready(b) if b.keys > b.capacity)
     }
 
-    /// Stops using the filter (before the dedupe entries are rewritten).
+    /// Stops using the filter (before the runs' entries are rewritten).
     pub fn disable(&self) {
         *self.state() = State::Off;
     }
 
-    /// Starts building the filter from the dedupe runs' entries of ids of at
+    /// Starts building the filter from `runs`' entries of ids of at
     /// least `min_id` (the retention horizon), sized for `expected` keys,
     /// and the keys `staged` that are not in the runs yet. Call with the
     /// write lock held and nothing staged but those.
@@ -198,6 +199,7 @@ impl DedupeFilter {
         }
         let shared = self.shared.clone();
         let tree = tree.clone();
+        let kind = runs.kind();
         let runs = runs.clone();
         let spawned = thread::Builder::new()
             .name("auditsink-store-filter".into())
@@ -212,7 +214,11 @@ impl DedupeFilter {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "no dedupe filter thread; looking every key up");
+                tracing::warn!(
+                    error = %e,
+                    index = kind.as_str(),
+                    "no key filter thread; looking every key up"
+                );
                 *self.state() = State::Off;
             }
         }
@@ -245,7 +251,11 @@ fn build(
             State::Building(g, _, _) if *g == generation)
     };
     let give_up = |e: &StoreError| {
-        tracing::warn!(error = %e, "dedupe filter scan failed; looking every key up");
+        tracing::warn!(
+            error = %e,
+            index = runs.kind().as_str(),
+            "key filter scan failed; looking every key up"
+        );
         let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(&*state, State::Building(g, _, _) if *g == generation) {
             *state = State::Off;

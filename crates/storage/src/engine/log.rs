@@ -1,14 +1,14 @@
-//! The event log: event chunks appended to segment files of our own, with
-//! sled holding only a small pointer per chunk.
+//! The segment log: chunks of records appended to segment files of our
+//! own, with sled holding only a small pointer per chunk.
 //!
 //! Why: sled 0.34 copies a leaf on every insert, so a value costs it about
 //! 6 ns per byte (a leaf of 6 KiB chunks is rewritten 16 times as it fills);
-//! event records are nearly all of a store's bytes. Appending them to a
+//! records are nearly all of a store's bytes. Appending them to a
 //! plain file costs what the kernel's copy costs.
 //!
 //! ```text
 //! <store>/events/<segment:016x>.log   chunk bodies back to back
-//! pointer (the sled value under `e` first_id) =
+//! pointer (the sled value kept for the chunk) =
 //!     version:u8=2 segment:u64be offset:u64be len:u32be crc32:u32be
 //! ```
 //!
@@ -36,7 +36,8 @@ const POINTER_LEN: usize = 1 + 8 + 8 + 4 + 4;
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Segment files kept open for reading.
 const OPEN_READERS: usize = 64;
-/// The log's folder in the store's directory.
+/// The log's folder in the store's directory (`events`: its name in the
+/// stores on disk, where the event store's chunks are).
 pub(crate) const LOG_DIR: &str = "events";
 
 /// Where a chunk body is.
@@ -93,7 +94,7 @@ struct Active {
 }
 
 /// The segment files of one store.
-pub(crate) struct EventLog {
+pub(crate) struct SegmentLog {
     dir: PathBuf,
     /// [`SEGMENT_BYTES`], smaller in tests.
     segment_bytes: u64,
@@ -168,13 +169,13 @@ impl Active {
     }
 }
 
-impl EventLog {
+impl SegmentLog {
     /// Opens the log of the store in `store_dir`, starting a new segment.
-    pub fn open(store_dir: &Path) -> Result<EventLog, StoreError> {
+    pub fn open(store_dir: &Path) -> Result<SegmentLog, StoreError> {
         let dir = store_dir.join(LOG_DIR);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let segment = segments(&dir)?.last().map_or(1, |n| n + 1);
-        Ok(EventLog {
+        Ok(SegmentLog {
             dir,
             segment_bytes: SEGMENT_BYTES,
             sync_lock: Mutex::new(()),
@@ -195,7 +196,7 @@ impl EventLog {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends chunk bodies (not yet durable: see [`EventLog::sync`]).
+    /// Appends chunk bodies (not yet durable: see [`SegmentLog::sync`]).
     pub fn append(&self, bodies: &[Vec<u8>]) -> Result<Vec<Pointer>, StoreError> {
         let mut active = self.active();
         if let Some(why) = &active.failed {
@@ -215,7 +216,7 @@ impl EventLog {
             }
             let len = u32::try_from(body.len()).map_err(|_| StoreError::Io {
                 path: self.dir.clone(),
-                source: std::io::Error::other("event chunk larger than 4 GiB"),
+                source: std::io::Error::other("chunk larger than 4 GiB"),
             })?;
             pointers.push(Pointer {
                 segment: active.segment,
@@ -374,7 +375,7 @@ mod tests {
     #[test]
     fn chunks_round_trip_across_segments_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(dir.path()).unwrap();
+        let log = SegmentLog::open(dir.path()).unwrap();
         let bodies: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 + i as usize]).collect();
         let pointers = log.append(&bodies).unwrap();
         log.sync().unwrap();
@@ -385,7 +386,7 @@ mod tests {
         assert_eq!(pointers[1].offset, 1000);
         drop(log);
         // Reopened: a new segment at the first append; the old one still reads.
-        let log = EventLog::open(dir.path()).unwrap();
+        let log = SegmentLog::open(dir.path()).unwrap();
         assert_eq!(segments(&dir.path().join("events")).unwrap().len(), 1);
         let more = log.append(&[b"next".to_vec()]).unwrap();
         assert_eq!(more[0].segment, pointers[0].segment + 1);
@@ -415,7 +416,7 @@ mod tests {
     #[test]
     fn a_full_segment_is_left_for_the_next_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = EventLog::open(dir.path()).unwrap();
+        let mut log = SegmentLog::open(dir.path()).unwrap();
         log.segment_bytes = 100;
         let first = log.append(&[vec![1; 80]]).unwrap();
         // Past the segment's size: a new one, the full one not synced by

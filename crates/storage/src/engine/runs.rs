@@ -1,12 +1,12 @@
-//! Sorted runs: the indexes with one entry per event (dedupe identities and
-//! `trace_id`s), kept as immutable sorted runs of fixed-size entries packed
-//! 256 to a sled value, merged as they pile up (a small log-structured
-//! merge tree on top of sled).
+//! Sorted runs: indexes with one (key, id) entry per record, each a set of
+//! runs of its [`RunKind`], kept as immutable sorted runs of fixed-size
+//! entries packed 256 to a sled value, merged as they pile up (a small
+//! log-structured merge tree on top of sled).
 //!
 //! Why: sled 0.34 spends about 5 µs on every key it inserts, whatever its
 //! size, but writes a 6 KiB value for about the cost of 7 small keys. An
-//! index with a sled key per event caps the store near 40k events/s; as
-//! runs, one delivery of 500 events adds 2 pages per index.
+//! index with a sled key per record caps a store near 40k records/s; as
+//! runs, one delivery of 500 records adds 2 pages per index.
 //!
 //! ```text
 //! `R` kind run:u64be page:u32be      -> up to 256 entries, sorted
@@ -25,11 +25,11 @@
 //! is [`policy`]'s to say (size-tiered). Changes to the list
 //! take its mutation lock ([`Runs::mutation`]); merges run on one thread at
 //! a time (the store's merger, or maintenance, which waits for it);
-//! readers (the writer's dedupe look-ups among them) work on a snapshot
+//! readers (the writer's look-ups among them) work on a snapshot
 //! and start over on a newer one if a merge removed a page under them (a
 //! merge installs the new list before it removes the old pages).
 //!
-//! Why one piece (about 950 lines without its tests): the page layout, the
+//! Why one piece (about 1000 lines without its tests): the page layout, the
 //! manifest, the trash and a merge's write-ahead, swap and discard keep one
 //! crash-safety rule between them (nothing a manifest names is ever
 //! removed; nothing unnamed outlives a reopening). When to merge is apart,
@@ -50,8 +50,8 @@ pub(crate) const RUN: u8 = b'R';
 /// Metadata keys: the runs' manifests and trash lists here, and the
 /// store's own (format, counters) beside them.
 pub(crate) const META: u8 = b'm';
-/// Entries per page: 6 KiB values, the size sled handles best (see
-/// [`crate::events::chunk`]).
+/// Entries per page: 6 KiB values, the size sled handles best (see the
+/// module doc).
 const PAGE_ENTRIES: usize = 256;
 const ENTRY_BYTES: usize = 24;
 const DIRECTORY: u32 = u32::MAX;
@@ -63,7 +63,7 @@ const PAGES_PER_BATCH: usize = 256;
 /// The 16-byte key of an entry (a SHA-256 prefix: uniformly spread).
 pub(crate) type Key = [u8; 16];
 
-/// One index entry: this key belongs to the event with this id.
+/// One index entry: this key belongs to the record with this id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Entry {
     pub key: Key,
@@ -88,21 +88,23 @@ impl Entry {
     }
 }
 
-/// Which index a set of runs is.
+/// Which set of runs: its tag, the byte after [`RUN`] in every key of its
+/// pages and directories and the last byte of its manifest and trash keys
+/// (one tag per set of runs in a tree), and its name in reports. The
+/// engine gives a kind no meaning; its user defines the kinds it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunKind {
-    /// Event identity → id.
-    Dedupe,
-    /// SHA-256 of the `trace_id` term → ids.
-    Trace,
+pub(crate) struct RunKind {
+    tag: u8,
+    name: &'static str,
 }
 
 impl RunKind {
+    pub const fn new(tag: u8, name: &'static str) -> RunKind {
+        RunKind { tag, name }
+    }
+
     fn tag(self) -> u8 {
-        match self {
-            RunKind::Dedupe => b'd',
-            RunKind::Trace => b't',
-        }
+        self.tag
     }
 
     fn manifest_key(self) -> [u8; 6] {
@@ -121,10 +123,7 @@ impl RunKind {
 
     /// Short name used in reports.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RunKind::Dedupe => "dedupe",
-            RunKind::Trace => "trace_id",
-        }
+        self.name
     }
 }
 
@@ -209,7 +208,7 @@ impl Trash {
 #[derive(Debug)]
 pub(crate) struct Run {
     id: u64,
-    /// The highest event id in the run.
+    /// The highest id in the run.
     max_id: u64,
     len: u64,
     /// First entry of each page.
@@ -339,7 +338,7 @@ pub(crate) struct Runs {
 impl Runs {
     /// Reads the manifest and directories (none: no runs). What does not
     /// decode is left out and reported, not an error: the store must still
-    /// open, to rebuild its indexes from the events.
+    /// open, to rebuild its indexes from the records.
     pub fn load(tree: &sled::Tree, kind: RunKind) -> Result<(Runs, Vec<String>), StoreError> {
         let key = kind.manifest_key();
         let mut list = RunList {
@@ -1011,6 +1010,8 @@ impl Iterator for Merged<'_> {
 mod tests {
     use super::*;
 
+    const KIND: RunKind = RunKind::new(b'x', "test");
+
     fn key(n: u64) -> Key {
         let hash = sha2::Digest::finalize(sha2::Digest::chain_update(
             <sha2::Sha256 as sha2::Digest>::new(),
@@ -1036,7 +1037,7 @@ mod tests {
     #[test]
     fn entries_stay_findable_through_merges_and_reopen() {
         let (_dir, tree) = scratch_tree();
-        let (runs, _) = Runs::load(&tree, RunKind::Trace).unwrap();
+        let (runs, _) = Runs::load(&tree, KIND).unwrap();
         // 300 writes of 3 entries + 1 with a shared key: merges of merges.
         let mut id = 0;
         for write in 0..300u64 {
@@ -1060,7 +1061,7 @@ mod tests {
         assert!(merged.windows(2).all(|w| w[0] < w[1]));
         drop(list);
 
-        let (reopened, problems) = Runs::load(&tree, RunKind::Trace).unwrap();
+        let (reopened, problems) = Runs::load(&tree, KIND).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         for runs in [&runs, &reopened] {
             for id in 1..=900 {
@@ -1097,10 +1098,7 @@ mod tests {
             let run = u64::from_be_bytes(k[2..10].try_into().unwrap());
             assert!(live.contains(&run), "page of dead run {run}");
         }
-        assert_eq!(
-            tree.get(RunKind::Trace.trash_key()).unwrap().unwrap(),
-            [FORMAT]
-        );
+        assert_eq!(tree.get(KIND.trash_key()).unwrap().unwrap(), [FORMAT]);
     }
 
     /// What a crash leaves of a merge (a new run written ahead but never
@@ -1109,7 +1107,7 @@ mod tests {
     #[test]
     fn reopening_removes_what_an_interrupted_merge_left() {
         let (_dir, tree) = scratch_tree();
-        let (runs, _) = Runs::load(&tree, RunKind::Dedupe).unwrap();
+        let (runs, _) = Runs::load(&tree, KIND).unwrap();
         for write in 0..3u64 {
             stage(
                 &runs,
@@ -1133,35 +1131,24 @@ mod tests {
             .collect();
         sorted.sort_unstable();
         let ahead = runs.write_ahead(&tree, &sorted).unwrap();
-        let ahead_keys = || {
-            tree.scan_prefix(run_prefix(RunKind::Dedupe, ahead.id))
-                .count()
-        };
+        let ahead_keys = || tree.scan_prefix(run_prefix(KIND, ahead.id)).count();
         assert_eq!(ahead_keys(), many.div_ceil(PAGE_ENTRIES));
         // A swapped-out run's leftovers, and a live run wrongly in the trash.
         let dead = ahead.id + 1;
-        tree.insert(page_key(RunKind::Dedupe, dead, 0), vec![0; ENTRY_BYTES])
+        tree.insert(page_key(KIND, dead, 0), vec![0; ENTRY_BYTES])
             .unwrap();
-        tree.insert(page_key(RunKind::Dedupe, dead, DIRECTORY), vec![0; 3])
+        tree.insert(page_key(KIND, dead, DIRECTORY), vec![0; 3])
             .unwrap();
-        let mut trash =
-            Trash::decode(&tree.get(RunKind::Dedupe.trash_key()).unwrap().unwrap()).unwrap();
+        let mut trash = Trash::decode(&tree.get(KIND.trash_key()).unwrap().unwrap()).unwrap();
         trash.0.extend([dead, live.runs[0].id]);
-        tree.insert(RunKind::Dedupe.trash_key(), trash.encode())
-            .unwrap();
+        tree.insert(KIND.trash_key(), trash.encode()).unwrap();
         drop(runs);
 
-        let (reopened, problems) = Runs::load(&tree, RunKind::Dedupe).unwrap();
+        let (reopened, problems) = Runs::load(&tree, KIND).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(ahead_keys(), 0);
-        assert_eq!(
-            tree.scan_prefix(run_prefix(RunKind::Dedupe, dead)).count(),
-            0
-        );
-        assert_eq!(
-            tree.get(RunKind::Dedupe.trash_key()).unwrap().unwrap(),
-            [FORMAT]
-        );
+        assert_eq!(tree.scan_prefix(run_prefix(KIND, dead)).count(), 0);
+        assert_eq!(tree.get(KIND.trash_key()).unwrap().unwrap(), [FORMAT]);
         let ids: Vec<u64> = reopened.snapshot().runs.iter().map(|r| r.id).collect();
         assert_eq!(ids, live.runs.iter().map(|r| r.id).collect::<Vec<_>>());
         for n in (1..=4).chain(11..=14).chain(21..=24) {
@@ -1173,7 +1160,7 @@ mod tests {
     #[test]
     fn runs_and_entries_below_the_horizon_are_dropped() {
         let (_dir, tree) = scratch_tree();
-        let (runs, _) = Runs::load(&tree, RunKind::Dedupe).unwrap();
+        let (runs, _) = Runs::load(&tree, KIND).unwrap();
         // Runs of ids {n, 100 + n}, then {1000 + n} for n in 1..=16.
         for n in 1..=FANOUT as u64 {
             let entries = [n, 100 + n].map(|id| Entry { key: key(id), id });
@@ -1215,7 +1202,7 @@ mod tests {
     #[test]
     fn a_reader_on_an_old_snapshot_starts_over() {
         let (_dir, tree) = scratch_tree();
-        let (runs, _) = Runs::load(&tree, RunKind::Dedupe).unwrap();
+        let (runs, _) = Runs::load(&tree, KIND).unwrap();
         for id in 1..=FANOUT as u64 {
             stage(&runs, &tree, vec![Entry { key: key(id), id }]);
         }

@@ -9,7 +9,7 @@
 //! concern that is off, its events looked up in it (the missing ones). A
 //! sound store costs one read of the log; a damaged one two.
 //!
-//! Why one piece (about 640 lines): every concern's tally and its
+//! Why one piece (about 700 lines): every concern's tally and its
 //! pinpointing share the one read of the event log.
 
 use std::collections::hash_map::DefaultHasher;

@@ -19,7 +19,7 @@
 use std::ops::{Bound, Range};
 use std::sync::Arc;
 
-use crate::engine::log::{EventLog, Pointer};
+use crate::engine::log::{Pointer, SegmentLog};
 use crate::engine::varint;
 use crate::error::{corrupt, StoreError};
 use crate::events::keys::{id_key, key_id, EVENT};
@@ -128,7 +128,7 @@ pub(crate) struct Chunk {
 impl Chunk {
     /// The chunk under `key`, whose sled value is `value` (a pointer into
     /// the log).
-    pub fn read(log: &EventLog, key: sled::IVec, value: sled::IVec) -> Result<Chunk, StoreError> {
+    pub fn read(log: &SegmentLog, key: sled::IVec, value: sled::IVec) -> Result<Chunk, StoreError> {
         let pointer =
             Pointer::decode(&value).ok_or_else(|| corrupt(&key, "event chunk pointer"))?;
         let value = sled::IVec::from(log.read(&pointer).map_err(|e| match e {
@@ -160,7 +160,7 @@ impl Chunk {
 /// it), if any.
 pub(crate) fn chunk_for(
     tree: &sled::Tree,
-    log: &EventLog,
+    log: &SegmentLog,
     id: u64,
 ) -> Result<Option<Chunk>, StoreError> {
     let upper = id_key(EVENT, id);
@@ -179,7 +179,7 @@ pub(crate) fn chunk_for(
 /// may be deleted by now), reads what is under `key` now (`None`: removed).
 fn read_current(
     tree: &sled::Tree,
-    log: &EventLog,
+    log: &SegmentLog,
     key: sled::IVec,
     value: sled::IVec,
 ) -> Result<Option<Chunk>, StoreError> {
@@ -196,7 +196,7 @@ fn read_current(
 /// One event record by id.
 pub(crate) fn get(
     tree: &sled::Tree,
-    log: &EventLog,
+    log: &SegmentLog,
     id: u64,
 ) -> Result<Option<Record>, StoreError> {
     Ok(chunk_for(tree, log, id)?.and_then(|c| c.find(id).map(|i| c.record(i).1)))
@@ -205,7 +205,7 @@ pub(crate) fn get(
 /// Event records in id order (or reverse), with an id greater than `after`.
 pub(crate) struct Records {
     tree: sled::Tree,
-    log: Arc<EventLog>,
+    log: Arc<SegmentLog>,
     chunks: sled::Iter,
     current: Option<Chunk>,
     /// Next record of `current` (forward: index; reverse: one past it).
@@ -220,7 +220,7 @@ pub(crate) struct Records {
 
 impl Records {
     /// Forward from after `after` (from the start when `None`).
-    pub fn after(tree: &sled::Tree, log: &Arc<EventLog>, after: Option<u64>) -> Records {
+    pub fn after(tree: &sled::Tree, log: &Arc<SegmentLog>, after: Option<u64>) -> Records {
         let end: &[u8] = &[EVENT + 1];
         let chunks = match after {
             None => tree.range::<&[u8], _>(&[EVENT][..]..end),
@@ -253,7 +253,7 @@ impl Records {
     }
 
     /// Every record, newest first.
-    pub fn newest_first(tree: &sled::Tree, log: &Arc<EventLog>) -> Records {
+    pub fn newest_first(tree: &sled::Tree, log: &Arc<SegmentLog>) -> Records {
         let end: &[u8] = &[EVENT + 1];
         Records {
             tree: tree.clone(),
@@ -390,7 +390,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let tree = db.open_tree("t").unwrap();
-        let log = EventLog::open(dir.path()).unwrap();
+        let log = SegmentLog::open(dir.path()).unwrap();
         let body = |first: u64, text: &[u8]| {
             let mut b = ChunkBuilder::new(first);
             b.push(first, text);

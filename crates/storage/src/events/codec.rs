@@ -25,9 +25,11 @@
 //! when present, else `received_at`. It comes first so that scans can
 //! filter without decoding the rest.
 //!
-//! Why one piece (about 740 lines without its tests): each record kind's
-//! encoder and decoder sit side by side, so that a change to the layout
-//! above is made to both at once; the round-trip tests hold them together.
+//! Why one piece (about 960 lines without its tests): each record kind's
+//! encoder and its readers (the full decoding, the borrowed one and the
+//! partial reads of scans and sinks) sit side by side, so that a change to
+//! the layout above is made to all of them at once; the round-trip tests
+//! hold them together.
 
 use auditsink_parser::{
     BorrowedEvent, BorrowedOrigin, Event, FieldValue, LineFormat, Origin, SignatureStatus,

@@ -8,13 +8,16 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 
 use crate::engine::database::Database;
-use crate::engine::filter::DedupeFilter;
-use crate::engine::log::EventLog;
+use crate::engine::filter::KeyFilter;
+use crate::engine::log::SegmentLog;
 use crate::engine::poison::{Gate, Wake};
 use crate::engine::runs::Runs;
 use crate::engine::write_lock::{self, WriteLock};
 use crate::error::{StoreError, WriteFailure};
 use crate::events::state::{Counters, WriteState};
+
+/// The dedupe filter: the engine's key filter in front of the dedupe runs.
+pub(crate) type DedupeFilter = KeyFilter;
 
 /// The write lock held on a [`Core`] (see [`WriteLock`]).
 pub(crate) type WriteGuard<'a> = write_lock::WriteGuard<'a, Core, WriteState>;
@@ -41,7 +44,7 @@ impl Core {
         state: WriteState,
         counters: Arc<Counters>,
         (dedupe, traces): (Runs, Runs),
-        log: Arc<EventLog>,
+        log: Arc<SegmentLog>,
         wake: mpsc::Sender<Wake>,
     ) -> Result<Core, StoreError> {
         // What is there on open is on disk (the open flushes it).
@@ -98,7 +101,7 @@ impl Core {
     }
 
     /// The event log.
-    pub fn log(&self) -> &Arc<EventLog> {
+    pub fn log(&self) -> &Arc<SegmentLog> {
         self.database.log()
     }
 

@@ -7,7 +7,7 @@
 //! | `e` first id | chunk of event records ([`crate::events::chunk`], [`crate::events::codec`]) |
 //! | `q` id | quarantined line record |
 //! | `Q` key | quarantine dedupe entry: the id of the newest `q` record with this identity |
-//! | `R` ... | dedupe and `trace_id` entries, in sorted runs ([`crate::engine::runs`]) |
+//! | `R` kind ... | dedupe (kind `d`) and `trace_id` (kind `t`) entries, in sorted runs ([`crate::engine::runs`]) |
 //! | `i` kind len term first_id | posting: the (id, time) pairs of one write with this term |
 //! | `m` name | metadata: format version, next id, counts, retention horizon, run manifests and trash |
 //!
@@ -23,14 +23,19 @@
 use auditsink_parser::SignatureStatus;
 use sha2::{Digest, Sha256};
 
-use crate::engine::runs::Key;
 pub(crate) use crate::engine::runs::META;
+use crate::engine::runs::{Key, RunKind};
 use crate::events::view::EventView;
 
 pub(crate) const EVENT: u8 = b'e';
 pub(crate) const QUARANTINE: u8 = b'q';
 pub(crate) const QUARANTINE_DEDUPE: u8 = b'Q';
 pub(crate) const INDEX: u8 = b'i';
+
+/// The dedupe entries' runs: an event's dedupe key → its id.
+pub(crate) const DEDUPE_RUNS: RunKind = RunKind::new(b'd', "dedupe");
+/// The `trace_id` entries' runs: SHA-256 of the `trace_id` term → ids.
+pub(crate) const TRACE_RUNS: RunKind = RunKind::new(b't', "trace_id");
 
 pub(crate) const META_FORMAT: &[u8] = b"mformat";
 pub(crate) const META_NEXT_ID: &[u8] = b"mnext_id";

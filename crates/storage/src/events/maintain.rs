@@ -6,7 +6,7 @@
 //! and atomic sled batches, in chunks, so appends keep flowing between
 //! chunks and a crash midway leaves a consistent store.
 //!
-//! Why one piece (about 590 lines): rebuild, retention and reprocessing are
+//! Why one piece (about 620 lines): rebuild, retention and reprocessing are
 //! the maintenance writes that take the write lock step by step; they share
 //! its chunking and the updates of postings and runs.
 

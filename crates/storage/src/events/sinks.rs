@@ -23,7 +23,7 @@
 //! make a sink need more (a rewind, a new sink) take too.
 //!
 //! The store's public `sink_*` methods (in the crate root) call these.
-//! Why one piece (about 510 lines without its tests): the state, the parked
+//! Why one piece (about 520 lines without its tests): the state, the parked
 //! events and the retention hold are read and written together, in the
 //! same transactions.
 

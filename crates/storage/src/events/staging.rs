@@ -312,9 +312,7 @@ impl Staged {
     }
 }
 
-/// Stages the removal of the quarantine dedupe entry `key` if it points at
-/// `id` (in a store written before the entries, it points at the newest of
-/// the identical lines kept then).
+/// Stages the removal of the quarantine dedupe entry `key` if it points at `id`.
 pub(crate) fn remove_quarantine_entry(
     tree: &sled::Tree,
     batch: &mut sled::Batch,
