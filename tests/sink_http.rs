@@ -449,7 +449,7 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
         "the rest delivered, the chunk parked",
         || {
             let status = sink_status(&server, "es");
-            status["parked"] == 1 && status["delivered"] == 20
+            status["parked"] == 10 && status["delivered"] == 20
         },
     );
     let docs = es.state.lock().unwrap().docs.clone();
@@ -464,6 +464,8 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
     let parked = cli(&config, &["sink", "parked", "es"]);
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(parked[0]["id"], format!("{first:016x}"));
+    assert_eq!(parked[0]["last"], format!("{:016x}", first + 9));
+    assert_eq!(parked[0]["events"], 10);
     let reason = parked[0]["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("the stored record is damaged: the whole chunk of events ")
@@ -478,7 +480,9 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
             .iter()
             .all(|p| p["retry"] == false)
     });
-    assert_eq!(cli(&config, &["sink", "parked", "es"]).len(), 1);
+    let parked = cli(&config, &["sink", "parked", "es"]);
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0]["last"], format!("{:016x}", first + 9));
     assert_eq!(es.state.lock().unwrap().docs.len(), 20);
     server.stop();
 }

@@ -14,10 +14,10 @@
 //! (1 s doubling up to `retry_max_secs`) forever; events it refuses for
 //! good are parked and the cursor moves past them, and so are events whose
 //! stored record is damaged (a chunk that does not read is parked as one
-//! entry under its first id; a failed read or write stops the sink
-//! instead, to be retried).
+//! entry for its ids, under its first; a failed read or write stops the
+//! sink instead, to be retried).
 //!
-//! Why one piece (about 650 lines): the order of the durable writes, the
+//! Why one piece (about 680 lines): the order of the durable writes, the
 //! read ahead, the resend counting and the retries together make the
 //! guarantee; split, each part's correctness would rest on another file.
 
@@ -270,7 +270,7 @@ impl Runner {
             let new = SinkState {
                 cursor: end,
                 in_flight: state.in_flight.max(end),
-                parked_total: state.parked_total + read.damaged.len() as u64,
+                parked_total: state.parked_total + id_count(&read.damaged),
                 ..state.clone()
             };
             if self.commit(&state, &new, &read.damaged, &[])? {
@@ -332,7 +332,7 @@ impl Runner {
                 .max(next.as_ref().and_then(|n| n.end).unwrap_or(end)),
             delivered: marked.delivered + delivered,
             resent: marked.resent + next_resent,
-            parked_total: marked.parked_total + parked.len() as u64,
+            parked_total: marked.parked_total + id_count(&parked),
             ..marked.clone()
         };
         if self.commit(&marked, &new, &parked, &[])? {
@@ -426,10 +426,7 @@ impl Runner {
                         reason,
                     }) => {
                         end = Some(last);
-                        let why = format!(
-                            "the whole chunk of events {first:016x} to {last:016x} does not read: {reason}"
-                        );
-                        damaged.push(damaged_parked(first, &why));
+                        damaged.push(damaged_chunk_parked(first, last, &reason));
                     }
                     Err(e) => return Err(e),
                 }
@@ -627,6 +624,11 @@ impl Runner {
     }
 }
 
+/// How many ids `parked` stand for.
+fn id_count(parked: &[ParkedEvent]) -> u64 {
+    parked.iter().map(ParkedEvent::id_count).sum()
+}
+
 /// Counts the delivered events and makes the parked entries.
 fn tally(events: &[ForwardEvent], outcomes: Vec<ItemOutcome>) -> (u64, Vec<ParkedEvent>) {
     let mut delivered = 0;
@@ -637,6 +639,7 @@ fn tally(events: &[ForwardEvent], outcomes: Vec<ItemOutcome>) -> (u64, Vec<Parke
             ItemOutcome::Delivered => delivered += 1,
             ItemOutcome::Park { reason, answer } => parked.push(ParkedEvent {
                 id: event.id,
+                last: event.id,
                 reason,
                 answer,
                 parked_at_ms: now,
@@ -653,10 +656,21 @@ fn tally(events: &[ForwardEvent], outcomes: Vec<ItemOutcome>) -> (u64, Vec<Parke
 fn damaged_parked(id: u64, why: &str) -> ParkedEvent {
     ParkedEvent {
         id,
+        last: id,
         reason: damaged_reason(why),
         answer: String::new(),
         parked_at_ms: now_ms(),
         retry: false,
+    }
+}
+
+/// The one parked entry of the ids `first` to `last` of a stored chunk
+/// that does not read (`why`).
+fn damaged_chunk_parked(first: u64, last: u64, why: &str) -> ParkedEvent {
+    let why = format!("the whole chunk of events {first:016x} to {last:016x} does not read: {why}");
+    ParkedEvent {
+        last,
+        ..damaged_parked(first, &why)
     }
 }
 
