@@ -423,7 +423,7 @@ fn a_damaged_stored_record_is_parked_and_the_rest_delivered() {
 }
 
 #[test]
-fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
+fn a_damaged_stored_chunk_is_parked_as_one_entry_and_sent_whole_once_restored() {
     let dir = tempfile::tempdir().unwrap();
     let es = FakeEs::start();
     es.set_mode(Mode::Down);
@@ -484,5 +484,25 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(parked[0]["last"], format!("{:016x}", first + 9));
     assert_eq!(es.state.lock().unwrap().docs.len(), 20);
+    server.stop();
+    // The segment restored from a backup: the chunk reads again, and a
+    // retry sends every event of it, not only the first.
+    assert_eq!(damage(dir.path()).repair_log_chunk(1), first);
+    let server = TestServer::start(dir.path(), &config);
+    let marked = cli(&config, &["sink", "retry", "es"]);
+    assert_eq!(marked[0]["marked"], 1);
+    wait_until(Duration::from_secs(10), "the chunk sent", || {
+        let status = sink_status(&server, "es");
+        status["parked"] == 0 && status["delivered"] == 30
+    });
+    assert!(cli(&config, &["sink", "parked", "es"]).is_empty());
+    let docs = es.state.lock().unwrap().docs.clone();
+    assert_eq!(docs.len(), 30, "{docs:?}");
+    for n in 10..20 {
+        assert!(
+            docs.values().any(|raw| raw.ends_with(&format!("n={n}b"))),
+            "n={n}b: {docs:?}"
+        );
+    }
     server.stop();
 }
