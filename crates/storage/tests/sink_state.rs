@@ -267,7 +267,7 @@ fn retention_keeps_every_event_of_a_parked_range() {
         ..rewound.clone()
     };
     store
-        .sink_commit("siem", &rewound, &done, &[chunk.clone()], &[])
+        .sink_commit("siem", &rewound, &done, std::slice::from_ref(&chunk), &[])
         .unwrap();
     assert_eq!(store.sink_parked_count("siem").unwrap(), 10);
     drop(store);
@@ -286,5 +286,87 @@ fn retention_keeps_every_event_of_a_parked_range() {
         .unwrap();
     let summary = store.apply_retention(now - DAY).unwrap();
     assert_eq!((summary.events_removed, summary.events_held), (16, 0));
+    assert!(ids(&store).is_empty());
+}
+
+/// A parked chunk that still does not read is kept by retention (its
+/// segment may yet be restored) until the sink no longer has it parked.
+#[test]
+fn retention_keeps_a_parked_chunk_that_does_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = now_ms();
+    for first in [0, 10, 20] {
+        append(&store, now - 10 * DAY, first..first + 10);
+    }
+    let all = ids(&store);
+    drop(store);
+    Damage::open(dir.path()).damage_log_chunk(1);
+    let store = Store::open(dir.path()).unwrap();
+    let state = store
+        .sink_register("siem", SinkStart::Beginning, None)
+        .unwrap();
+    let read: Vec<_> = store.forward_events(0).unwrap().collect();
+    assert_eq!(read.len(), 21);
+    let Err(StoreError::DamagedChunk { first, last, .. }) = &read[10] else {
+        panic!("the damaged chunk second: {:?}", read[10]);
+    };
+    assert_eq!((*first, *last), (all[10], all[19]));
+    // Nothing delivered yet: all held, the events that read counted.
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!(
+        (summary.events_removed, summary.events_held),
+        (0, 20),
+        "{summary:?}"
+    );
+    // The rest delivered, the chunk parked.
+    let done = SinkState {
+        cursor: all[29],
+        in_flight: all[29],
+        delivered: 20,
+        parked_total: 10,
+        ..state.clone()
+    };
+    let chunk = ParkedEvent {
+        id: *first,
+        last: *last,
+        reason: "the stored record is damaged: the whole chunk does not read".into(),
+        answer: String::new(),
+        parked_at_ms: 1,
+        retry: false,
+    };
+    store
+        .sink_commit("siem", &state, &done, std::slice::from_ref(&chunk), &[])
+        .unwrap();
+    // The chunk before it goes; it stays, and what comes after it.
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!(
+        (
+            summary.events_removed,
+            summary.damaged_chunks_removed,
+            summary.events_held
+        ),
+        (10, 0, 10),
+        "{summary:?}"
+    );
+    assert_eq!(store.sink_parked("siem", 10).unwrap(), [chunk]);
+    drop(store);
+    // Restored, all of it is there to send again.
+    Damage::open(dir.path()).repair_log_chunk(0);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(ids(&store), all[10..].to_vec());
+    drop(store);
+    // Damaged again and no longer parked: retention removes it.
+    Damage::open(dir.path()).damage_log_chunk(0);
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .sink_commit("siem", &done, &done, &[], &[all[10]])
+        .unwrap();
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!(
+        (summary.events_removed, summary.damaged_chunks_removed),
+        (10, 1),
+        "{summary:?}"
+    );
     assert!(ids(&store).is_empty());
 }

@@ -27,7 +27,7 @@
 //! make a sink need more (a rewind, a new sink) take too.
 //!
 //! The store's public `sink_*` methods (in the crate root) call these.
-//! Why one piece (about 510 lines without its tests): the state, the parked
+//! Why one piece (about 590 lines without its tests): the state, the parked
 //! events and the retention hold are read and written together, in the
 //! same transactions.
 
@@ -497,6 +497,13 @@ fn in_ranges(ranges: &[(u64, u64)], id: u64) -> bool {
     after > 0 && id <= ranges[after - 1].1
 }
 
+/// Whether one of `ranges` (as [`merge`] leaves them) has an id from
+/// `first` to `last`.
+fn overlaps(ranges: &[(u64, u64)], first: u64, last: u64) -> bool {
+    let before = ranges.partition_point(|&(start, _)| start <= last);
+    before > 0 && ranges[before - 1].1 >= first
+}
+
 /// The events retention must keep because a sink has not delivered them
 /// (or parked them).
 #[derive(Debug, Clone, Default)]
@@ -509,6 +516,18 @@ impl RetentionHold {
     pub(crate) fn holds(&self, id: u64, received_ms: i64) -> bool {
         self.sinks.iter().any(|sink| {
             received_ms >= sink.lag_cutoff && (id > sink.cursor || in_ranges(&sink.parked, id))
+        })
+    }
+
+    /// Whether a stored chunk that does not read must be kept: the ids
+    /// `first` to `last` it may hold, received at `received_ms` at the
+    /// latest (when a later record was), are not all delivered, or one of
+    /// them is parked, for a sink whose `max_lag_days` may not have passed
+    /// for them. (Restored from a backup, it is sent again.)
+    pub(crate) fn holds_unread(&self, first: u64, last: u64, received_ms: i64) -> bool {
+        self.sinks.iter().any(|sink| {
+            received_ms >= sink.lag_cutoff
+                && (last > sink.cursor || overlaps(&sink.parked, first, last))
         })
     }
 }
@@ -726,6 +745,11 @@ mod tests {
             .collect();
         assert_eq!(held, expected);
         assert!(!in_ranges(&[], 1));
+        let overlapping: Vec<(u64, u64)> = [(0, 4), (0, 5), (6, 6), (12, 19), (13, 19), (32, 40)]
+            .into_iter()
+            .filter(|&(first, last)| overlaps(&ranges, first, last))
+            .collect();
+        assert_eq!(overlapping, [(0, 5), (12, 19), (32, 40)]);
         assert_eq!(merge(vec![(1, u64::MAX), (3, 4)]), [(1, u64::MAX)]);
     }
 
