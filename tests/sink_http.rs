@@ -433,7 +433,7 @@ fn a_damaged_stored_record_is_parked_and_the_rest_delivered() {
 }
 
 #[test]
-fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
+fn a_damaged_stored_chunk_is_parked_as_one_entry_and_sent_whole_once_restored() {
     let dir = tempfile::tempdir().unwrap();
     let es = FakeEs::start();
     es.set_mode(Mode::Down);
@@ -459,7 +459,7 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
         "the rest delivered, the chunk parked",
         || {
             let status = sink_status(&server, "es");
-            status["parked"] == 1 && status["delivered"] == 20
+            status["parked"] == 10 && status["delivered"] == 20
         },
     );
     let docs = es.state.lock().unwrap().docs.clone();
@@ -474,6 +474,8 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
     let parked = cli(&config, &["sink", "parked", "es"]);
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(parked[0]["id"], format!("{first:016x}"));
+    assert_eq!(parked[0]["last"], format!("{:016x}", first + 9));
+    assert_eq!(parked[0]["events"], 10);
     let reason = parked[0]["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("the stored record is damaged: the whole chunk of events ")
@@ -488,7 +490,29 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_the_rest_delivered() {
             .iter()
             .all(|p| p["retry"] == false)
     });
-    assert_eq!(cli(&config, &["sink", "parked", "es"]).len(), 1);
+    let parked = cli(&config, &["sink", "parked", "es"]);
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0]["last"], format!("{:016x}", first + 9));
     assert_eq!(es.state.lock().unwrap().docs.len(), 20);
+    server.stop();
+    // The segment restored from a backup: the chunk reads again, and a
+    // retry sends every event of it, not only the first.
+    assert_eq!(damage(dir.path()).repair_log_chunk(1), first);
+    let server = TestServer::start(dir.path(), &config);
+    let marked = cli(&config, &["sink", "retry", "es"]);
+    assert_eq!(marked[0]["marked"], 1);
+    wait_until(Duration::from_secs(10), "the chunk sent", || {
+        let status = sink_status(&server, "es");
+        status["parked"] == 0 && status["delivered"] == 30
+    });
+    assert!(cli(&config, &["sink", "parked", "es"]).is_empty());
+    let docs = es.state.lock().unwrap().docs.clone();
+    assert_eq!(docs.len(), 30, "{docs:?}");
+    for n in 10..20 {
+        assert!(
+            docs.values().any(|raw| raw.ends_with(&format!("n={n}b"))),
+            "n={n}b: {docs:?}"
+        );
+    }
     server.stop();
 }

@@ -578,7 +578,8 @@ impl Store {
         self.sinks()?.parked(name, limit)
     }
 
-    /// How many events sink `name` has parked now.
+    /// How many events sink `name` has parked now: the ids its parked
+    /// entries stand for (each id of a damaged chunk's entry counts).
     pub fn sink_parked_count(&self, name: &str) -> Result<u64, StoreError> {
         self.sinks()?.parked_count(name)
     }

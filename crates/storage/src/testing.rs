@@ -206,6 +206,13 @@ impl Damage {
         key_id(&key).expect("a chunk key")
     }
 
+    /// Undoes [`Damage::damage_log_chunk`] of the `index`th event chunk
+    /// (the same byte flipped back), as a segment file restored from a
+    /// backup would: the chunk reads again. The chunk's first id.
+    pub fn repair_log_chunk(&self, index: usize) -> u64 {
+        self.damage_log_chunk(index)
+    }
+
     /// Changes the records of the first event chunk in place, as `change`
     /// says for each record's position in the chunk, keeping the chunk's
     /// checksum right: the chunk reads, and only the changed records may

@@ -4,7 +4,10 @@
 //! sink's `max_lag_days`).
 
 use auditsink_parser::{parse_line, Event, Format, ParseOptions};
-use auditsink_storage::{Batch, ParkedEvent, SinkStart, SinkState, SinkUpdateError, Store};
+use auditsink_storage::testing::Damage;
+use auditsink_storage::{
+    Batch, ParkedEvent, SinkStart, SinkState, SinkUpdateError, Store, StoreError,
+};
 
 const DAY: i64 = 86_400_000;
 
@@ -105,6 +108,7 @@ fn cursors_parked_events_and_rewinds_survive_a_reopen() {
         .unwrap();
     let parked = ParkedEvent {
         id: all[1],
+        last: all[1],
         reason: "status 400: mapper_parsing_exception".into(),
         answer: "x".repeat(10_000),
         parked_at_ms: 1,
@@ -157,6 +161,7 @@ fn cursors_parked_events_and_rewinds_survive_a_reopen() {
 fn parked(id: u64) -> ParkedEvent {
     ParkedEvent {
         id,
+        last: id,
         reason: "status 400: mapper_parsing_exception".into(),
         answer: String::new(),
         parked_at_ms: 1,
@@ -201,4 +206,167 @@ fn retention_keeps_parked_events_until_max_lag_days_and_then_drops_their_entries
     assert!(ids(&store).is_empty());
     assert!(store.sink_parked("siem", 10).unwrap().is_empty());
     assert_eq!(store.sink_parked_count("siem").unwrap(), 0);
+}
+
+/// A stored chunk that did not read is parked as one entry for its ids,
+/// under the first: retention keeps every one of them once it reads again
+/// (a segment restored from a backup), also when the first is no longer
+/// stored (retention rewrote the chunk under its key).
+#[test]
+fn retention_keeps_every_event_of_a_parked_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = now_ms();
+    // Three writes, three chunks, all expired.
+    for first in [0, 10, 20] {
+        append(&store, now - 10 * DAY, first..first + 10);
+    }
+    let all = ids(&store);
+    let state = store
+        .sink_register("siem", SinkStart::Beginning, None)
+        .unwrap();
+    // Delivered up to the fourth of the second chunk: retention removes
+    // them, and rewrites that chunk with the rest under its key.
+    let delivered = SinkState {
+        cursor: all[13],
+        in_flight: all[13],
+        delivered: 14,
+        ..state.clone()
+    };
+    store
+        .sink_commit("siem", &state, &delivered, &[], &[])
+        .unwrap();
+    assert_eq!(store.apply_retention(now - DAY).unwrap().events_removed, 14);
+    assert_eq!(ids(&store), all[14..].to_vec());
+    drop(store);
+    // That chunk no longer reads; the operator sends everything again.
+    let first = Damage::open(dir.path()).damage_log_chunk(0);
+    assert_eq!(first, all[10], "the rewritten chunk keeps its key");
+    let store = Store::open(dir.path()).unwrap();
+    let rewound = store.sink_rewind("siem", all[9]).unwrap().unwrap();
+    let Some(Err(StoreError::DamagedChunk { first, last, .. })) =
+        store.forward_events(all[9]).unwrap().next()
+    else {
+        panic!("the damaged chunk first");
+    };
+    assert_eq!((first, last), (all[10], all[19]));
+    // Parked as the sink parks it, the rest delivered.
+    let chunk = ParkedEvent {
+        id: first,
+        last,
+        reason: "the stored record is damaged: the whole chunk does not read".into(),
+        answer: String::new(),
+        parked_at_ms: 1,
+        retry: false,
+    };
+    let done = SinkState {
+        cursor: all[29],
+        in_flight: all[29],
+        delivered: 24,
+        parked_total: 10,
+        ..rewound.clone()
+    };
+    store
+        .sink_commit("siem", &rewound, &done, std::slice::from_ref(&chunk), &[])
+        .unwrap();
+    assert_eq!(store.sink_parked_count("siem").unwrap(), 10);
+    drop(store);
+    // Restored: it reads again, and retention keeps all of it (and what
+    // comes after: it removes a prefix of the ids).
+    Damage::open(dir.path()).repair_log_chunk(0);
+    let store = Store::open(dir.path()).unwrap();
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!((summary.events_removed, summary.events_held), (0, 16));
+    assert_eq!(ids(&store), all[14..].to_vec());
+    // Still parked after a retention run that removed nothing of it.
+    assert_eq!(store.sink_parked("siem", 10).unwrap(), [chunk]);
+    // Sent (unparked): retention takes them.
+    store
+        .sink_commit("siem", &done, &done, &[], &[first])
+        .unwrap();
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!((summary.events_removed, summary.events_held), (16, 0));
+    assert!(ids(&store).is_empty());
+}
+
+/// A parked chunk that still does not read is kept by retention (its
+/// segment may yet be restored) until the sink no longer has it parked.
+#[test]
+fn retention_keeps_a_parked_chunk_that_does_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = now_ms();
+    for first in [0, 10, 20] {
+        append(&store, now - 10 * DAY, first..first + 10);
+    }
+    let all = ids(&store);
+    drop(store);
+    Damage::open(dir.path()).damage_log_chunk(1);
+    let store = Store::open(dir.path()).unwrap();
+    let state = store
+        .sink_register("siem", SinkStart::Beginning, None)
+        .unwrap();
+    let read: Vec<_> = store.forward_events(0).unwrap().collect();
+    assert_eq!(read.len(), 21);
+    let Err(StoreError::DamagedChunk { first, last, .. }) = &read[10] else {
+        panic!("the damaged chunk second: {:?}", read[10]);
+    };
+    assert_eq!((*first, *last), (all[10], all[19]));
+    // Nothing delivered yet: all held, the events that read counted.
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!(
+        (summary.events_removed, summary.events_held),
+        (0, 20),
+        "{summary:?}"
+    );
+    // The rest delivered, the chunk parked.
+    let done = SinkState {
+        cursor: all[29],
+        in_flight: all[29],
+        delivered: 20,
+        parked_total: 10,
+        ..state.clone()
+    };
+    let chunk = ParkedEvent {
+        id: *first,
+        last: *last,
+        reason: "the stored record is damaged: the whole chunk does not read".into(),
+        answer: String::new(),
+        parked_at_ms: 1,
+        retry: false,
+    };
+    store
+        .sink_commit("siem", &state, &done, std::slice::from_ref(&chunk), &[])
+        .unwrap();
+    // The chunk before it goes; it stays, and what comes after it.
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!(
+        (
+            summary.events_removed,
+            summary.damaged_chunks_removed,
+            summary.events_held
+        ),
+        (10, 0, 10),
+        "{summary:?}"
+    );
+    assert_eq!(store.sink_parked("siem", 10).unwrap(), [chunk]);
+    drop(store);
+    // Restored, all of it is there to send again.
+    Damage::open(dir.path()).repair_log_chunk(0);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(ids(&store), all[10..].to_vec());
+    drop(store);
+    // Damaged again and no longer parked: retention removes it.
+    Damage::open(dir.path()).damage_log_chunk(0);
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .sink_commit("siem", &done, &done, &[], &[all[10]])
+        .unwrap();
+    let summary = store.apply_retention(now - DAY).unwrap();
+    assert_eq!(
+        (summary.events_removed, summary.damaged_chunks_removed),
+        (10, 1),
+        "{summary:?}"
+    );
+    assert!(ids(&store).is_empty());
 }

@@ -3,8 +3,8 @@
 //! the admin authorization when one is set, and is refused cross-site):
 //!
 //! - `GET /api/sinks`: every sink's status (as in `/status`);
-//! - `GET /api/sinks/parked?name=N`: its parked events (the first
-//!   [`MAX_PARKED_LISTED`]);
+//! - `GET /api/sinks/parked?name=N`: its parked entries (the first
+//!   [`MAX_PARKED_LISTED`]), each an event or a damaged chunk's ids;
 //! - `POST /api/sinks/retry?name=N`: marks them to be sent again;
 //! - `POST /api/sinks/rewind?name=N&since=T`: sends again every event
 //!   whose time is `T` or later.
@@ -115,10 +115,14 @@ enum SinkRequest {
     Rewind { since_ms: i64 },
 }
 
-/// A parked event as listed.
+/// A parked entry as listed: `id` to `last` the ids it stands for (equal
+/// for one event; a stored chunk that did not read stands for all of its
+/// ids), `events` how many.
 pub fn parked_json(parked: &ParkedEvent) -> Value {
     json!({
         "id": format_id(parked.id),
+        "last": format_id(parked.last.max(parked.id)),
+        "events": parked.id_count(),
         "reason": parked.reason,
         "answer": parked.answer,
         "parked_at": format_ms(parked.parked_at_ms),

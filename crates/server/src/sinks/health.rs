@@ -20,7 +20,8 @@ pub struct SinkHealth {
 pub struct Snapshot {
     /// The persisted state, as last read or written.
     pub state: SinkState,
-    /// Events parked now.
+    /// Events parked now (each id of a damaged chunk parked as one entry
+    /// counts).
     pub parked: u64,
     /// How far behind it is.
     pub lag: SinkLag,

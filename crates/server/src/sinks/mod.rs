@@ -195,7 +195,7 @@ impl SinkSet {
         family(
             "auditsink_sink_parked_events",
             "gauge",
-            "Events the destination refused for good, parked now.",
+            "Events parked now (refused for good, or whose stored record does not read).",
             &|s| s.parked as i64,
         );
         family(

@@ -14,10 +14,11 @@
 //! (1 s doubling up to `retry_max_secs`) forever; events it refuses for
 //! good are parked and the cursor moves past them, and so are events whose
 //! stored record is damaged (a chunk that does not read is parked as one
-//! entry under its first id; a failed read or write stops the sink
-//! instead, to be retried).
+//! entry for its ids, under its first; a failed read or write stops the
+//! sink instead, to be retried). `sink retry` reads such an entry's ids
+//! again and sends every event of them that reads now.
 //!
-//! Why one piece (about 650 lines): the order of the durable writes, the
+//! Why one piece (about 770 lines): the order of the durable writes, the
 //! read ahead, the resend counting and the retries together make the
 //! guarantee; split, each part's correctness would rest on another file.
 
@@ -270,7 +271,7 @@ impl Runner {
             let new = SinkState {
                 cursor: end,
                 in_flight: state.in_flight.max(end),
-                parked_total: state.parked_total + read.damaged.len() as u64,
+                parked_total: state.parked_total + id_count(&read.damaged),
                 ..state.clone()
             };
             if self.commit(&state, &new, &read.damaged, &[])? {
@@ -332,7 +333,7 @@ impl Runner {
                 .max(next.as_ref().and_then(|n| n.end).unwrap_or(end)),
             delivered: marked.delivered + delivered,
             resent: marked.resent + next_resent,
-            parked_total: marked.parked_total + parked.len() as u64,
+            parked_total: marked.parked_total + id_count(&parked),
             ..marked.clone()
         };
         if self.commit(&marked, &new, &parked, &[])? {
@@ -426,10 +427,7 @@ impl Runner {
                         reason,
                     }) => {
                         end = Some(last);
-                        let why = format!(
-                            "the whole chunk of events {first:016x} to {last:016x} does not read: {reason}"
-                        );
-                        damaged.push(damaged_parked(first, &why));
+                        damaged.push(damaged_chunk_parked(first, last, &reason));
                     }
                     Err(e) => return Err(e),
                 }
@@ -561,7 +559,37 @@ impl Runner {
             .collect())
     }
 
-    /// Sends the parked events `sink retry` marked; whether there were any.
+    /// Sends `events` in batches within the batch limits, each until
+    /// every event of it has an outcome (see [`Runner::send_all`]).
+    async fn send_batches(
+        &mut self,
+        events: &[ForwardEvent],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Vec<ItemOutcome>, Stopped> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut start = 0;
+        while start < events.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < events.len() && end - start < self.batch_max_events.max(1) {
+                bytes += self.destination.size_hint(&events[end]);
+                if bytes > self.batch_max_bytes && end > start {
+                    break;
+                }
+                end += 1;
+            }
+            outcomes.extend(self.send_all(&events[start..end], stop).await?);
+            start = end;
+        }
+        Ok(outcomes)
+    }
+
+    /// Sends the parked events `sink retry` marked; whether there were
+    /// any. Each entry's ids are read again (all of a damaged chunk's):
+    /// the entry goes once each of them is delivered, parked anew (a
+    /// record still damaged, an event refused again) or no longer stored
+    /// (removed by retention); it stays as it is while its chunk still
+    /// does not read.
     async fn retry_parked(
         &mut self,
         state: &SinkState,
@@ -586,45 +614,105 @@ impl Runner {
         }
         let mut events = Vec::new();
         let mut unparked = Vec::new();
-        let mut still_damaged = Vec::new();
+        let mut parked_again = Vec::new();
+        let mut retried = 0;
         for parked in &marked {
-            match self.store.forward_event(parked.id) {
-                Ok(Some(event)) => events.push(event),
-                // Removed by retention meanwhile.
-                Ok(None) => unparked.push(parked.id),
-                Err(StoreError::DamagedEvent { id, reason }) => {
-                    still_damaged.push(damaged_parked(id, &reason));
+            // About a batch a step (a chunk's entry may hold many); the
+            // rest stay marked for the next.
+            if !events.is_empty() && events.len() >= self.batch_max_events {
+                break;
+            }
+            retried += 1;
+            match self.read_parked(parked)? {
+                Some(read) => {
+                    unparked.push(parked.id);
+                    events.extend(read.events);
+                    parked_again.extend(read.damaged);
                 }
                 // Its chunk still does not read: parked as it was.
-                Err(StoreError::DamagedChunk { .. }) => still_damaged.push(ParkedEvent {
+                None => parked_again.push(ParkedEvent {
                     retry: false,
                     parked_at_ms: now_ms(),
                     ..parked.clone()
                 }),
-                Err(e) => return Err(e.into()),
             }
         }
-        let outcomes = if events.is_empty() {
-            Vec::new()
-        } else {
-            self.send_all(&events, stop).await?
-        };
-        let (delivered, mut parked_again) = tally(&events, outcomes.clone());
-        parked_again.extend(still_damaged);
-        for (event, outcome) in events.iter().zip(&outcomes) {
-            if *outcome == ItemOutcome::Delivered {
-                unparked.push(event.id);
-            }
-        }
+        let outcomes = self.send_batches(&events, stop).await?;
+        let (delivered, refused) = tally(&events, outcomes);
+        parked_again.extend(refused);
         let new = SinkState {
             delivered: state.delivered + delivered,
             ..state.clone()
         };
+        // An entry unparked and parked again (still damaged, refused
+        // again) is replaced.
         self.commit(state, &new, &parked_again, &unparked)?;
         self.health.succeeded(now_ms());
-        tracing::info!(sink = %self.name, retried = marked.len(), delivered, parked = parked_again.len(), "parked events sent again");
+        tracing::info!(sink = %self.name, retried, events = events.len(), delivered, parked = parked_again.len(), "parked events sent again");
         Ok(true)
     }
+
+    /// The ids of a parked entry read again: the events among them of the
+    /// forwarded sources, and the parked entries of those that still do
+    /// not read (ids no longer stored are left out). `None` when the
+    /// whole entry still does not read.
+    fn read_parked(&self, parked: &ParkedEvent) -> Result<Option<Reread>, StoreError> {
+        let last = parked.last.max(parked.id);
+        let mut read = Reread::default();
+        for item in self.store.forward_events(parked.id.saturating_sub(1))? {
+            let reached = match item {
+                Ok(event) if event.id > last => break,
+                Ok(event) => {
+                    let id = event.id;
+                    if self.sources.is_empty() || self.sources.contains(event.source()) {
+                        read.events.push(event);
+                    }
+                    id
+                }
+                Err(StoreError::DamagedEvent { id, .. }) if id > last => break,
+                Err(StoreError::DamagedEvent { id, reason }) => {
+                    read.damaged.push(damaged_parked(id, &reason));
+                    id
+                }
+                Err(StoreError::DamagedChunk { first, .. }) if first > last => break,
+                Err(StoreError::DamagedChunk {
+                    first,
+                    last: chunk_last,
+                    ..
+                }) if first <= parked.id && chunk_last >= last => return Ok(None),
+                // Part of the entry's ids (the chunks were rewritten since).
+                Err(StoreError::DamagedChunk {
+                    first,
+                    last: chunk_last,
+                    reason,
+                }) => {
+                    let chunk_last = chunk_last.min(last);
+                    read.damaged
+                        .push(damaged_chunk_parked(first, chunk_last, &reason));
+                    chunk_last
+                }
+                Err(e) => return Err(e),
+            };
+            if reached >= last {
+                break;
+            }
+        }
+        Ok(Some(read))
+    }
+}
+
+/// A parked entry's ids read again.
+#[derive(Default)]
+struct Reread {
+    /// Its events that read, to send.
+    events: Vec<ForwardEvent>,
+    /// Parked entries for its ids that still do not read.
+    damaged: Vec<ParkedEvent>,
+}
+
+/// How many ids `parked` stand for.
+fn id_count(parked: &[ParkedEvent]) -> u64 {
+    parked.iter().map(ParkedEvent::id_count).sum()
 }
 
 /// Counts the delivered events and makes the parked entries.
@@ -637,6 +725,7 @@ fn tally(events: &[ForwardEvent], outcomes: Vec<ItemOutcome>) -> (u64, Vec<Parke
             ItemOutcome::Delivered => delivered += 1,
             ItemOutcome::Park { reason, answer } => parked.push(ParkedEvent {
                 id: event.id,
+                last: event.id,
                 reason,
                 answer,
                 parked_at_ms: now,
@@ -653,10 +742,21 @@ fn tally(events: &[ForwardEvent], outcomes: Vec<ItemOutcome>) -> (u64, Vec<Parke
 fn damaged_parked(id: u64, why: &str) -> ParkedEvent {
     ParkedEvent {
         id,
+        last: id,
         reason: damaged_reason(why),
         answer: String::new(),
         parked_at_ms: now_ms(),
         retry: false,
+    }
+}
+
+/// The one parked entry of the ids `first` to `last` of a stored chunk
+/// that does not read (`why`).
+fn damaged_chunk_parked(first: u64, last: u64, why: &str) -> ParkedEvent {
+    let why = format!("the whole chunk of events {first:016x} to {last:016x} does not read: {why}");
+    ParkedEvent {
+        last,
+        ..damaged_parked(first, &why)
     }
 }
 

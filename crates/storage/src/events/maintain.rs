@@ -6,7 +6,7 @@
 //! and atomic sled batches, in chunks, so appends keep flowing between
 //! chunks and a crash midway leaves a consistent store.
 //!
-//! Why one piece (about 620 lines): rebuild, retention and reprocessing are
+//! Why one piece (about 640 lines): rebuild, retention and reprocessing are
 //! the maintenance writes that take the write lock step by step; they share
 //! its chunking and the updates of postings and runs.
 
@@ -381,7 +381,9 @@ pub(crate) fn retention(
         let mut chunk = Vec::new();
         let mut done = false;
         // Damaged chunks, whose age is unknown: removed once a later record
-        // is found expired (ids are in arrival order), kept otherwise.
+        // is found expired (ids are in arrival order), kept otherwise, and
+        // kept with the rest while a sink holds ids they may hold (parked,
+        // or not delivered yet: a segment restored from a backup is sent).
         let mut damaged = Vec::new();
         // Whole event chunks, about CHUNK events per write; the chunk where
         // the expired events end is rewritten with the rest.
@@ -401,7 +403,15 @@ pub(crate) fn retention(
                 let (id, value) = records.record(i);
                 let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
                 let expired = head.received_at_ms < cutoff_ms;
-                if !done && expired && hold.holds(id, head.received_at_ms) {
+                // A damaged chunk before it holds ids up to it, received
+                // no later than it.
+                let holds_damaged = || {
+                    damaged.iter().any(|key| {
+                        let first = key_id(key).unwrap_or(0);
+                        hold.holds_unread(first, id.saturating_sub(1), head.received_at_ms)
+                    })
+                };
+                if !done && expired && (hold.holds(id, head.received_at_ms) || holds_damaged()) {
                     held_from = Some(id);
                 }
                 if done || !expired || held_from.is_some() {
@@ -466,8 +476,16 @@ pub(crate) fn retention(
         }
     }
     if let Some(from) = held_from {
-        for item in Records::after(tree, core.log(), Some(from - 1)) {
-            let (id, record) = item?;
+        let mut records = Records::after(tree, core.log(), Some(from - 1));
+        while let Some(item) = records.next() {
+            let (id, record) = match item {
+                Ok(item) => item,
+                // A chunk that does not read: its events are not counted.
+                Err(StoreError::Corrupt { .. }) if records.skip_damaged_chunk().is_some() => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
             let head = peek_event(&record).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
             if head.received_at_ms >= cutoff_ms {
                 break;

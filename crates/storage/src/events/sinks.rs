@@ -11,19 +11,23 @@
 //! | `c` name | [`SinkState`] as JSON |
 //! | `p` len(u16) name id(u64) | [`ParkedEvent`] as JSON |
 //!
+//! A parked entry stands for the ids `id` to `last`: one event, or a
+//! stored chunk that did not read (`last` its last id; an entry without
+//! `last` is one event).
+//!
 //! Every change is flushed before the call returns: a cursor is worth
 //! something only once it is on disk. Changes are compare-and-swap on the
 //! state the caller read, so a rewind or a retry asked for meanwhile (by the
 //! CLI, through the admin listener) is never overwritten by the sink.
 //!
 //! Retention consults the states: an event a sink has not delivered yet is
-//! kept ([`RetentionHold`]), and so is an event it parked (for `sink
-//! retry`), unless it is older than that sink's `max_lag_days`. It reads
+//! kept ([`RetentionHold`]), and so is every event of a range it parked
+//! (for `sink retry`), unless it is older than that sink's `max_lag_days`. It reads
 //! them in every step under the store's write lock, which the changes that
 //! make a sink need more (a rewind, a new sink) take too.
 //!
 //! The store's public `sink_*` methods (in the crate root) call these.
-//! Why one piece (about 520 lines without its tests): the state, the parked
+//! Why one piece (about 590 lines without its tests): the state, the parked
 //! events and the retention hold are read and written together, in the
 //! same transactions.
 
@@ -69,11 +73,17 @@ pub struct SinkState {
     pub retry_pending: bool,
 }
 
-/// An event a destination rejected for good, kept with why.
+/// An event a destination rejected for good, kept with why; or the ids of
+/// a stored chunk that did not read, kept as one entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParkedEvent {
-    /// The event's store id.
+    /// The event's store id (the first of the range).
     pub id: u64,
+    /// The last id the entry stands for: `id` for one event, the last id
+    /// of a stored chunk that did not read. Never below `id` as read (an
+    /// entry written without it is one event).
+    #[serde(default)]
+    pub last: u64,
     /// Why it was rejected (status and error type).
     pub reason: String,
     /// The destination's answer for it (truncated).
@@ -83,6 +93,36 @@ pub struct ParkedEvent {
     /// Whether `sink retry` asked to send it again.
     #[serde(default)]
     pub retry: bool,
+}
+
+impl ParkedEvent {
+    /// How many ids it stands for (`last - id + 1`; some of them may be
+    /// quarantined lines, or events retention removed since).
+    pub fn id_count(&self) -> u64 {
+        (self.last.max(self.id) - self.id).saturating_add(1)
+    }
+}
+
+/// The ids a parked entry stands for, as retention and the counts read
+/// it (its reason and answer skipped).
+#[derive(Deserialize)]
+struct ParkedSpan {
+    id: u64,
+    #[serde(default)]
+    last: u64,
+}
+
+impl ParkedSpan {
+    fn range(&self) -> (u64, u64) {
+        (self.id, self.last.max(self.id))
+    }
+}
+
+/// A parked entry as stored, `last` never below `id`.
+fn decode_parked(key: &[u8], value: &[u8]) -> Result<ParkedEvent, StoreError> {
+    let mut parked: ParkedEvent = decode(key, value)?;
+    parked.last = parked.last.max(parked.id);
+    Ok(parked)
 }
 
 /// Why a sink state change did not apply.
@@ -215,8 +255,9 @@ impl Sinks {
         }
     }
 
-    /// Replaces `expected` by `new` and writes `parked` (and removes
-    /// `unparked`), all or nothing, durably.
+    /// Replaces `expected` by `new`, removes the entries `unparked` and
+    /// then writes `parked` (an entry both removed and written is
+    /// replaced), all or nothing, durably.
     pub(crate) fn commit(
         &self,
         name: &str,
@@ -231,6 +272,7 @@ impl Sinks {
             .iter()
             .map(|p| {
                 let mut p = p.clone();
+                p.last = p.last.max(p.id);
                 p.reason = truncate(std::mem::take(&mut p.reason));
                 p.answer = truncate(std::mem::take(&mut p.answer));
                 (parked_key(name, p.id), encode(&p))
@@ -247,11 +289,11 @@ impl Sinks {
                 return Err(ConflictableTransactionError::Abort(()));
             }
             tx.insert(key.as_slice(), new_bytes.as_slice())?;
-            for (k, v) in &parked {
-                tx.insert(k.as_slice(), v.as_slice())?;
-            }
             for k in &unparked {
                 tx.remove(k.as_slice())?;
+            }
+            for (k, v) in &parked {
+                tx.insert(k.as_slice(), v.as_slice())?;
             }
             Ok(())
         });
@@ -294,18 +336,30 @@ impl Sinks {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(parked_prefix(name)).take(limit) {
             let (key, value) = item?;
-            out.push(decode(&key, &value)?);
+            out.push(decode_parked(&key, &value)?);
         }
         Ok(out)
     }
 
-    pub(crate) fn parked_count(&self, name: &str) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for item in self.tree.scan_prefix(parked_prefix(name)).keys() {
-            item?;
-            n += 1;
+    /// The ids sink `name`'s parked entries stand for, in order: `(id,
+    /// last)` each.
+    fn parked_ranges(&self, name: &str) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(parked_prefix(name)) {
+            let (key, value) = item?;
+            out.push(decode::<ParkedSpan>(&key, &value)?.range());
         }
-        Ok(n)
+        Ok(out)
+    }
+
+    /// How many ids sink `name`'s parked entries stand for (a damaged
+    /// chunk's entry counts each of its ids).
+    pub(crate) fn parked_count(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .parked_ranges(name)?
+            .iter()
+            .map(|(id, last)| (last - id).saturating_add(1))
+            .fold(0, u64::saturating_add))
     }
 
     /// Marks every parked event of `name` for sending again, and its state
@@ -326,8 +380,8 @@ impl Sinks {
             for key in &keys {
                 // Unparked meanwhile (delivered by the last retry).
                 let Some(value) = tx.get(key)? else { continue };
-                let mut parked: ParkedEvent =
-                    decode(key, &value).map_err(ConflictableTransactionError::Abort)?;
+                let mut parked =
+                    decode_parked(key, &value).map_err(ConflictableTransactionError::Abort)?;
                 parked.retry = true;
                 tx.insert(key, encode(&parked))?;
                 n += 1;
@@ -364,21 +418,6 @@ impl Sinks {
         Ok(())
     }
 
-    /// The ids of the events sink `name` parked, in order.
-    fn parked_ids(&self, name: &str) -> Result<Vec<u64>, StoreError> {
-        let prefix = parked_prefix(name);
-        let mut ids = Vec::new();
-        for key in self.tree.scan_prefix(&prefix).keys() {
-            let key = key?;
-            let id = key[prefix.len()..]
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| corrupt(&key, "parked event key"))?;
-            ids.push(id);
-        }
-        Ok(ids)
-    }
-
     /// What retention must keep for the sinks.
     pub(crate) fn hold(&self, now_ms: i64) -> Result<RetentionHold, StoreError> {
         let mut sinks = Vec::new();
@@ -396,29 +435,25 @@ impl Sinks {
             });
             sinks.push(SinkHold {
                 cursor: state.cursor,
-                parked: self.parked_ids(&name)?,
+                parked: merge(self.parked_ranges(&name)?),
                 lag_cutoff,
             });
         }
         Ok(RetentionHold { sinks })
     }
 
-    /// Removes the parked entries of events retention removed (ids below
-    /// `horizon`, past a sink's `max_lag_days`): nothing is left to send
-    /// again. How many.
+    /// Removes the parked entries of events retention removed (every id
+    /// they stand for below `horizon`, past a sink's `max_lag_days`):
+    /// nothing is left to send again. How many ids they stood for.
     pub(crate) fn drop_parked_below(&self, horizon: u64) -> Result<u64, StoreError> {
         let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for key in self.tree.scan_prefix([PARKED]).keys() {
-            let key = key?;
-            let id = key
-                .len()
-                .checked_sub(8)
-                .and_then(|at| key[at..].try_into().ok())
-                .map(u64::from_be_bytes);
-            if id.is_some_and(|id| id < horizon) {
+        let mut removed = 0u64;
+        for item in self.tree.scan_prefix([PARKED]) {
+            let (key, value) = item?;
+            let (id, last) = decode::<ParkedSpan>(&key, &value)?.range();
+            if last < horizon {
                 batch.remove(key);
-                removed += 1;
+                removed = removed.saturating_add((last - id).saturating_add(1));
             }
         }
         if removed > 0 {
@@ -434,11 +469,39 @@ impl Sinks {
 struct SinkHold {
     /// Events after it are not delivered yet.
     cursor: u64,
-    /// Events it parked (in id order), kept for `sink retry`.
-    parked: Vec<u64>,
+    /// The ids of the entries it parked, kept for `sink retry`: `(first,
+    /// last)` ranges in id order, apart and not touching (see [`merge`]).
+    parked: Vec<(u64, u64)>,
     /// The receive time before which it holds no events (its
     /// `max_lag_days`; `i64::MIN` when unset).
     lag_cutoff: i64,
+}
+
+/// `ranges` (`(first, last)` each) sorted and joined where they overlap
+/// or touch, so that one binary search finds the range an id is in.
+fn merge(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match out.last_mut() {
+            Some(prev) if first <= prev.1.saturating_add(1) => prev.1 = prev.1.max(last),
+            _ => out.push((first, last)),
+        }
+    }
+    out
+}
+
+/// Whether `id` is in one of `ranges` (as [`merge`] leaves them).
+fn in_ranges(ranges: &[(u64, u64)], id: u64) -> bool {
+    let after = ranges.partition_point(|&(first, _)| first <= id);
+    after > 0 && id <= ranges[after - 1].1
+}
+
+/// Whether one of `ranges` (as [`merge`] leaves them) has an id from
+/// `first` to `last`.
+fn overlaps(ranges: &[(u64, u64)], first: u64, last: u64) -> bool {
+    let before = ranges.partition_point(|&(start, _)| start <= last);
+    before > 0 && ranges[before - 1].1 >= first
 }
 
 /// The events retention must keep because a sink has not delivered them
@@ -452,8 +515,19 @@ impl RetentionHold {
     /// Whether event `id`, received at `received_ms`, must be kept.
     pub(crate) fn holds(&self, id: u64, received_ms: i64) -> bool {
         self.sinks.iter().any(|sink| {
+            received_ms >= sink.lag_cutoff && (id > sink.cursor || in_ranges(&sink.parked, id))
+        })
+    }
+
+    /// Whether a stored chunk that does not read must be kept: the ids
+    /// `first` to `last` it may hold, received at `received_ms` at the
+    /// latest (when a later record was), are not all delivered, or one of
+    /// them is parked, for a sink whose `max_lag_days` may not have passed
+    /// for them. (Restored from a backup, it is sent again.)
+    pub(crate) fn holds_unread(&self, first: u64, last: u64, received_ms: i64) -> bool {
+        self.sinks.iter().any(|sink| {
             received_ms >= sink.lag_cutoff
-                && (id > sink.cursor || sink.parked.binary_search(&id).is_ok())
+                && (last > sink.cursor || overlaps(&sink.parked, first, last))
         })
     }
 }
@@ -625,6 +699,7 @@ mod tests {
             .unwrap();
         let parked = |id| ParkedEvent {
             id,
+            last: id,
             reason: "status 400".into(),
             answer: String::new(),
             parked_at_ms: 1,
@@ -655,5 +730,69 @@ mod tests {
         assert_eq!(store.sink_retry("siem").unwrap(), 2);
         assert_eq!(marked(&store), 2);
         assert!(store.sink_state("siem").unwrap().unwrap().retry_pending);
+    }
+
+    /// A hold finds an id in any parked range, the ranges overlapping,
+    /// touching or apart.
+    #[test]
+    fn a_hold_covers_every_id_of_each_parked_range() {
+        let ranges = merge(vec![(20, 29), (5, 5), (30, 31), (7, 9), (8, 12), (40, 40)]);
+        assert_eq!(ranges, [(5, 5), (7, 12), (20, 31), (40, 40)]);
+        let held: Vec<u64> = (0..45).filter(|&id| in_ranges(&ranges, id)).collect();
+        let expected: Vec<u64> = [5..=5, 7..=12, 20..=31, 40..=40]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(held, expected);
+        assert!(!in_ranges(&[], 1));
+        let overlapping: Vec<(u64, u64)> = [(0, 4), (0, 5), (6, 6), (12, 19), (13, 19), (32, 40)]
+            .into_iter()
+            .filter(|&(first, last)| overlaps(&ranges, first, last))
+            .collect();
+        assert_eq!(overlapping, [(0, 5), (12, 19), (32, 40)]);
+        assert_eq!(merge(vec![(1, u64::MAX), (3, 4)]), [(1, u64::MAX)]);
+    }
+
+    /// An entry written without `last` is one event; the count is of ids.
+    #[test]
+    fn a_parked_entry_without_last_is_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        store
+            .sink_register("siem", SinkStart::Beginning, None)
+            .unwrap();
+        let sinks = store.sinks().unwrap();
+        sinks
+            .tree
+            .insert(
+                parked_key("siem", 7),
+                &br#"{"id":7,"reason":"status 400","answer":"","parked_at_ms":1}"#[..],
+            )
+            .unwrap();
+        let chunk = ParkedEvent {
+            id: 20,
+            last: 29,
+            reason: "damaged".into(),
+            answer: String::new(),
+            parked_at_ms: 1,
+            retry: false,
+        };
+        sinks
+            .tree
+            .insert(parked_key("siem", 20), encode(&chunk))
+            .unwrap();
+        let parked = store.sink_parked("siem", 10).unwrap();
+        assert_eq!((parked[0].id, parked[0].last), (7, 7));
+        assert_eq!(parked[0].id_count(), 1);
+        assert_eq!(parked[1], chunk);
+        assert_eq!(parked[1].id_count(), 10);
+        assert_eq!(store.sink_parked_count("siem").unwrap(), 11);
+        let hold = sinks.hold(0).unwrap();
+        assert_eq!(hold.sinks[0].parked, [(7, 7), (20, 29)]);
+        // Retention removed ids up to 25: the chunk's entry stays.
+        assert_eq!(sinks.drop_parked_below(26).unwrap(), 1);
+        assert_eq!(store.sink_parked_count("siem").unwrap(), 10);
+        assert_eq!(sinks.drop_parked_below(30).unwrap(), 10);
+        assert_eq!(store.sink_parked_count("siem").unwrap(), 0);
     }
 }
