@@ -2,11 +2,12 @@
 //! quarantine reprocessing (`auditsink check` is [`crate::events::check`]).
 //!
 //! Events are the truth; dedupe entries, `trace_id` entries (both in sorted
-//! runs) and postings are derived from them and can always be rebuilt. Every change here goes through the write lock
-//! and atomic sled batches, in chunks, so appends keep flowing between
-//! chunks and a crash midway leaves a consistent store.
+//! runs) and postings are derived from them and can always be rebuilt.
+//! Every change here goes through the write lock and atomic sled batches,
+//! in chunks, so appends keep flowing between chunks and a crash midway
+//! leaves a consistent store.
 //!
-//! Why one piece (about 640 lines): rebuild, retention and reprocessing are
+//! Why one piece (about 710 lines): rebuild, retention and reprocessing are
 //! the maintenance writes that take the write lock step by step; they share
 //! its chunking and the updates of postings and runs.
 
@@ -23,7 +24,7 @@ use crate::engine::filter::Bloom;
 use crate::engine::log::Pointer;
 use crate::engine::runs::{Entry, Key};
 use crate::error::{corrupt, StoreError};
-use crate::events::chunk::{Chunk, ChunkBuilder, Records};
+use crate::events::chunk::{Chunk, ChunkBuilder, Record, Records};
 use crate::events::codec::{decode_event, decode_quarantine, peek_event, peek_quarantine_received};
 use crate::events::core::Core;
 use crate::events::index::trace_key;
@@ -100,7 +101,7 @@ fn event_problems(
     postings: &mut PostingCache,
     out: &mut dyn FnMut(String),
 ) -> Result<(), StoreError> {
-    let tree = &core.tree();
+    let tree = core.tree();
     let decoded = match decode_event(value) {
         Ok(d) => d,
         Err(e) => {
@@ -188,31 +189,13 @@ fn refuse_if_poisoned(core: &Core) -> Result<(), StoreError> {
 pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     refuse_if_poisoned(core)?;
     let mut state = core.lock();
-    let tree = &core.tree();
+    let tree = core.tree();
     let mut summary = RebuildSummary::default();
     core.filter().disable();
     tree.insert(META_REBUILDING, &[1u8])?;
     core.flush()?;
 
-    for prefix in [INDEX] {
-        loop {
-            let keys: Vec<sled::IVec> = tree
-                .range([prefix]..[prefix + 1])
-                .keys()
-                .take(10 * CHUNK)
-                .collect::<Result<_, _>>()?;
-            if keys.is_empty() {
-                break;
-            }
-            let mut batch = sled::Batch::default();
-            summary.removed_entries += keys.len() as u64;
-            for key in keys {
-                batch.remove(key);
-            }
-            tree.apply_batch(batch)?;
-        }
-    }
-    summary.removed_entries += core.dedupe().clear(tree)? + core.traces().clear(tree)?;
+    summary.removed_entries += clear_derived(core)?;
 
     // Identities seen so far: a Bloom filter, and the runs written so far
     // when it says "maybe".
@@ -236,49 +219,10 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
             }
         }
         records_read += records.len() as u64;
-        let mut batch = sled::Batch::default();
-        let mut postings = PostingBuilder::default();
-        let mut group: HashMap<Key, u64> = HashMap::new();
-        let (mut dedupe, mut traces) = (Vec::new(), Vec::new());
-        for (id, value) in &records {
-            let id = *id;
-            max_id = max_id.max(id);
-            let Ok(decoded) = decode_event(value) else {
-                summary.corrupt_events += 1;
-                continue;
-            };
-            summary.events += 1;
-            let key = dedupe_key(&decoded.event);
-            if group.contains_key(&key)
-                || (seen.may_contain(&key)
-                    && core.dedupe().first(tree, &key, state.horizon)?.is_some())
-            {
-                summary.duplicate_events += 1;
-            } else {
-                seen.add(&key);
-                group.insert(key, id);
-                dedupe.push(Entry { key, id });
-            }
-            if let Some(key) = trace_key(&decoded.event) {
-                traces.push(Entry { key, id });
-            }
-            postings.add(id, decoded.time, terms(&decoded.event, decoded.time));
+        if let Some((last, _)) = records.last() {
+            max_id = max_id.max(*last);
         }
-        for (key, value) in postings.finish() {
-            batch.insert(key, value);
-        }
-        let mutations = (core.dedupe().mutation(), core.traces().mutation());
-        let new_dedupe = core
-            .dedupe()
-            .stage(&core.dedupe().snapshot(), dedupe, &mut batch);
-        let new_traces = core
-            .traces()
-            .stage(&core.traces().snapshot(), traces, &mut batch);
-        tree.apply_batch(batch)?;
-        core.dedupe().install(new_dedupe);
-        core.traces().install(new_traces);
-        drop(mutations);
-        merge_runs(core, state.horizon, || false);
+        index_records(core, state.horizon, &records, &mut seen, &mut summary)?;
     }
 
     let mut quarantine = 0u64;
@@ -311,6 +255,85 @@ pub(crate) fn rebuild(core: &Core) -> Result<RebuildSummary, StoreError> {
     core.counters().mirror(counts);
     core.flush()?;
     Ok(summary)
+}
+
+/// Removes every posting and every dedupe and trace_id run; how many
+/// entries.
+fn clear_derived(core: &Core) -> Result<u64, StoreError> {
+    let tree = core.tree();
+    let mut removed = 0;
+    loop {
+        let keys: Vec<sled::IVec> = tree
+            .range([INDEX]..[INDEX + 1])
+            .keys()
+            .take(10 * CHUNK)
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            break;
+        }
+        let mut batch = sled::Batch::default();
+        removed += keys.len() as u64;
+        for key in keys {
+            batch.remove(key);
+        }
+        tree.apply_batch(batch)?;
+    }
+    Ok(removed + core.dedupe().clear(tree)? + core.traces().clear(tree)?)
+}
+
+/// Writes the postings, dedupe and trace_id entries of `records` (one
+/// rebuild step, in id order); the identities seen so far are in `seen`
+/// and the runs written before.
+fn index_records(
+    core: &Core,
+    horizon: u64,
+    records: &[(u64, Record)],
+    seen: &mut Bloom,
+    summary: &mut RebuildSummary,
+) -> Result<(), StoreError> {
+    let tree = core.tree();
+    let mut batch = sled::Batch::default();
+    let mut postings = PostingBuilder::default();
+    let mut group: HashMap<Key, u64> = HashMap::new();
+    let (mut dedupe, mut traces) = (Vec::new(), Vec::new());
+    for (id, value) in records {
+        let id = *id;
+        let Ok(decoded) = decode_event(value) else {
+            summary.corrupt_events += 1;
+            continue;
+        };
+        summary.events += 1;
+        let key = dedupe_key(&decoded.event);
+        if group.contains_key(&key)
+            || (seen.may_contain(&key) && core.dedupe().first(tree, &key, horizon)?.is_some())
+        {
+            summary.duplicate_events += 1;
+        } else {
+            seen.add(&key);
+            group.insert(key, id);
+            dedupe.push(Entry { key, id });
+        }
+        if let Some(key) = trace_key(&decoded.event) {
+            traces.push(Entry { key, id });
+        }
+        postings.add(id, decoded.time, terms(&decoded.event, decoded.time));
+    }
+    for (key, value) in postings.finish() {
+        batch.insert(key, value);
+    }
+    let mutations = (core.dedupe().mutation(), core.traces().mutation());
+    let new_dedupe = core
+        .dedupe()
+        .stage(&core.dedupe().snapshot(), dedupe, &mut batch);
+    let new_traces = core
+        .traces()
+        .stage(&core.traces().snapshot(), traces, &mut batch);
+    tree.apply_batch(batch)?;
+    core.dedupe().install(new_dedupe);
+    core.traces().install(new_traces);
+    drop(mutations);
+    merge_runs(core, horizon, || false);
+    Ok(())
 }
 
 /// Builds the quarantine dedupe entries from the quarantined records (for
@@ -371,128 +394,185 @@ pub(crate) fn retention(
 ) -> Result<RetentionSummary, StoreError> {
     refuse_if_poisoned(core)?;
     let mut summary = RetentionSummary::default();
-    let tree = &core.tree();
     // The first expired event a sink still needs: it and every later one stay.
     let mut held_from = None;
     loop {
         let mut state = core.lock();
         let hold = hold()?;
-        let mut batch = sled::Batch::default();
-        let mut chunk = Vec::new();
-        let mut done = false;
-        // Damaged chunks, whose age is unknown: removed once a later record
-        // is found expired (ids are in arrival order), kept otherwise, and
-        // kept with the rest while a sink holds ids they may hold (parked,
-        // or not delivered yet: a segment restored from a backup is sent).
-        let mut damaged = Vec::new();
-        // Whole event chunks, about CHUNK events per write; the chunk where
-        // the expired events end is rewritten with the rest.
-        for item in records_after(tree, EVENT, None) {
-            let (key, value) = item?;
-            let first = key_id(&key).ok_or_else(|| corrupt(&key, "event chunk key"))?;
-            let records = match Chunk::read(core.log(), key.clone(), value) {
-                Ok(records) => records,
-                Err(StoreError::Corrupt { .. }) => {
-                    damaged.push(key);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let mut kept = None;
-            for i in 0..records.records.len() {
-                let (id, value) = records.record(i);
-                let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
-                let expired = head.received_at_ms < cutoff_ms;
-                // A damaged chunk before it holds ids up to it, received
-                // no later than it.
-                let holds_damaged = || {
-                    damaged.iter().any(|key| {
-                        let first = key_id(key).unwrap_or(0);
-                        hold.holds_unread(first, id.saturating_sub(1), head.received_at_ms)
-                    })
-                };
-                if !done && expired && (hold.holds(id, head.received_at_ms) || holds_damaged()) {
-                    held_from = Some(id);
-                }
-                if done || !expired || held_from.is_some() {
-                    done = true;
-                    kept.get_or_insert_with(|| ChunkBuilder::new(first))
-                        .push(id, &value);
-                } else {
-                    chunk.push((id, value));
-                    for key in damaged.drain(..) {
-                        tracing::warn!(chunk = %hex(&key), "retention removes a damaged event chunk older than expired events");
-                        batch.remove(key);
-                        summary.damaged_chunks_removed += 1;
-                    }
-                }
-            }
-            match kept {
-                None => batch.remove(key),
-                Some(kept) if kept.is_empty() => batch.remove(key),
-                Some(kept) => {
-                    let (_, body) = kept.finish();
-                    if body.as_slice() != records.value.as_ref() {
-                        // The rest, appended anew: on disk before it is pointed at.
-                        let pointers = core.log().append(&[body])?;
-                        core.sync_log()?;
-                        batch.insert(key, &pointers[0].encode());
-                    }
-                }
-            }
-            if done || chunk.len() >= CHUNK {
-                break;
-            }
-        }
-        if chunk.is_empty() {
+        let step = expired_events(core, cutoff_ms, &hold, &mut held_from)?;
+        summary.damaged_chunks_removed += step.damaged_chunks_removed;
+        if step.expired.is_empty() {
             break;
         }
-        let mut postings = PostingCache::default();
-        for (id, value) in &chunk {
-            let key = id_key(EVENT, *id);
-            let decoded = decode_event(value).map_err(|e| corrupt(&key, e.0))?;
-            for (kind, term) in terms(&decoded.event, decoded.time) {
-                postings.remove(tree, kind, term, *id)?;
-            }
-        }
-        postings.write_removals(&mut batch);
-        // Removed events are a prefix of the ids: their dedupe and trace_id
-        // entries are ignored from now on and dropped by the next merges.
-        let horizon = chunk
-            .iter()
-            .map(|(id, _)| id + 1)
-            .fold(state.horizon, u64::max);
-        batch.insert(META_HORIZON, &horizon.to_be_bytes());
-        let mut counts = state.counts;
-        counts.events = counts.events.saturating_sub(chunk.len() as u64);
-        commit_removals(core, &mut state, batch, counts)?;
-        state.horizon = horizon;
-        core.counters().horizon.store(horizon, Ordering::Relaxed);
-        summary.events_removed += chunk.len() as u64;
+        remove_events(core, &mut state, step.batch, &step.expired)?;
+        summary.events_removed += step.expired.len() as u64;
         drop(state);
         after_step();
-        if done {
+        if step.done {
             break;
         }
     }
     if let Some(from) = held_from {
-        let mut records = Records::after(tree, core.log(), Some(from - 1));
-        while let Some(item) = records.next() {
-            let (id, record) = match item {
-                Ok(item) => item,
-                // A chunk that does not read: its events are not counted.
-                Err(StoreError::Corrupt { .. }) if records.skip_damaged_chunk().is_some() => {
-                    continue
-                }
-                Err(e) => return Err(e),
-            };
-            let head = peek_event(&record).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
-            if head.received_at_ms >= cutoff_ms {
-                break;
+        summary.events_held = count_expired_from(core, from, cutoff_ms)?;
+    }
+    summary.quarantine_removed = remove_expired_quarantine(core, cutoff_ms)?;
+    if summary != RetentionSummary::default() {
+        core.flush()?;
+        summary.log_segments_removed = remove_unreferenced_segments(core)?;
+    }
+    Ok(summary)
+}
+
+/// One step of retention over the events, read under the write lock.
+struct ExpiredStep {
+    /// The chunks' removals and rewrites so far (the postings' to add).
+    batch: sled::Batch,
+    /// The events to remove, about [`CHUNK`] of them, in id order.
+    expired: Vec<(u64, Record)>,
+    /// No expired event is left after these (or the rest are held).
+    done: bool,
+    damaged_chunks_removed: u64,
+}
+
+/// The next expired events from the oldest, whole event chunks at a time
+/// (the chunk where they end rewritten with the rest), stopping at the
+/// first event a sink holds (`held_from` set to it).
+fn expired_events(
+    core: &Core,
+    cutoff_ms: i64,
+    hold: &RetentionHold,
+    held_from: &mut Option<u64>,
+) -> Result<ExpiredStep, StoreError> {
+    let mut step = ExpiredStep {
+        batch: sled::Batch::default(),
+        expired: Vec::new(),
+        done: false,
+        damaged_chunks_removed: 0,
+    };
+    // Damaged chunks, whose age is unknown: removed once a later record
+    // is found expired (ids are in arrival order), kept otherwise, and
+    // kept with the rest while a sink holds ids they may hold (parked,
+    // or not delivered yet: a segment restored from a backup is sent).
+    let mut damaged = Vec::new();
+    for item in records_after(core.tree(), EVENT, None) {
+        let (key, value) = item?;
+        let first = key_id(&key).ok_or_else(|| corrupt(&key, "event chunk key"))?;
+        let records = match Chunk::read(core.log(), key.clone(), value) {
+            Ok(records) => records,
+            Err(StoreError::Corrupt { .. }) => {
+                damaged.push(key);
+                continue;
             }
-            summary.events_held += 1;
+            Err(e) => return Err(e),
+        };
+        let mut kept = None;
+        for i in 0..records.records.len() {
+            let (id, value) = records.record(i);
+            let head = peek_event(&value).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+            let expired = head.received_at_ms < cutoff_ms;
+            // A damaged chunk before it holds ids up to it, received
+            // no later than it.
+            let holds_damaged = || {
+                damaged.iter().any(|key| {
+                    let first = key_id(key).unwrap_or(0);
+                    hold.holds_unread(first, id.saturating_sub(1), head.received_at_ms)
+                })
+            };
+            if !step.done && expired && (hold.holds(id, head.received_at_ms) || holds_damaged()) {
+                *held_from = Some(id);
+            }
+            if step.done || !expired || held_from.is_some() {
+                step.done = true;
+                kept.get_or_insert_with(|| ChunkBuilder::new(first))
+                    .push(id, &value);
+            } else {
+                step.expired.push((id, value));
+                for key in damaged.drain(..) {
+                    tracing::warn!(chunk = %hex(&key), "retention removes a damaged event chunk older than expired events");
+                    step.batch.remove(key);
+                    step.damaged_chunks_removed += 1;
+                }
+            }
+        }
+        match kept {
+            None => step.batch.remove(key),
+            Some(kept) if kept.is_empty() => step.batch.remove(key),
+            Some(kept) => {
+                let (_, body) = kept.finish();
+                if body.as_slice() != records.value.as_ref() {
+                    // The rest, appended anew: on disk before it is pointed at.
+                    let pointers = core.log().append(&[body])?;
+                    core.sync_log()?;
+                    step.batch.insert(key, &pointers[0].encode());
+                }
+            }
+        }
+        if step.done || step.expired.len() >= CHUNK {
+            break;
         }
     }
+    Ok(step)
+}
+
+/// Commits one step's removal of `expired` (with `batch`, the chunks'
+/// part), their postings with them.
+fn remove_events(
+    core: &Core,
+    state: &mut WriteState,
+    mut batch: sled::Batch,
+    expired: &[(u64, Record)],
+) -> Result<(), StoreError> {
+    let tree = core.tree();
+    let mut postings = PostingCache::default();
+    for (id, value) in expired {
+        let key = id_key(EVENT, *id);
+        let decoded = decode_event(value).map_err(|e| corrupt(&key, e.0))?;
+        for (kind, term) in terms(&decoded.event, decoded.time) {
+            postings.remove(tree, kind, term, *id)?;
+        }
+    }
+    postings.write_removals(&mut batch);
+    // Removed events are a prefix of the ids: their dedupe and trace_id
+    // entries are ignored from now on and dropped by the next merges.
+    let horizon = expired
+        .iter()
+        .map(|(id, _)| id + 1)
+        .fold(state.horizon, u64::max);
+    batch.insert(META_HORIZON, &horizon.to_be_bytes());
+    let mut counts = state.counts;
+    counts.events = counts.events.saturating_sub(expired.len() as u64);
+    commit_removals(core, state, batch, counts)?;
+    state.horizon = horizon;
+    core.counters().horizon.store(horizon, Ordering::Relaxed);
+    Ok(())
+}
+
+/// How many events from id `from` on were received before `cutoff_ms`
+/// (the ones retention kept for the sinks); a chunk that does not read is
+/// not counted.
+fn count_expired_from(core: &Core, from: u64, cutoff_ms: i64) -> Result<u64, StoreError> {
+    let mut held = 0;
+    let mut records = Records::after(core.tree(), core.log(), Some(from - 1));
+    while let Some(item) = records.next() {
+        let (id, record) = match item {
+            Ok(item) => item,
+            Err(StoreError::Corrupt { .. }) if records.skip_damaged_chunk().is_some() => continue,
+            Err(e) => return Err(e),
+        };
+        let head = peek_event(&record).map_err(|e| corrupt(&id_key(EVENT, id), e.0))?;
+        if head.received_at_ms >= cutoff_ms {
+            break;
+        }
+        held += 1;
+    }
+    Ok(held)
+}
+
+/// Removes the quarantined lines received before `cutoff_ms`, with their
+/// dedupe entries, a write-locked step at a time; how many.
+fn remove_expired_quarantine(core: &Core, cutoff_ms: i64) -> Result<u64, StoreError> {
+    let tree = core.tree();
+    let mut total = 0;
     loop {
         let mut state = core.lock();
         let mut batch = sled::Batch::default();
@@ -521,16 +601,12 @@ pub(crate) fn retention(
         let mut counts = state.counts;
         counts.quarantine = counts.quarantine.saturating_sub(removed);
         commit_removals(core, &mut state, batch, counts)?;
-        summary.quarantine_removed += removed;
+        total += removed;
         if done {
             break;
         }
     }
-    if summary != RetentionSummary::default() {
-        core.flush()?;
-        summary.log_segments_removed = remove_unreferenced_segments(core)?;
-    }
-    Ok(summary)
+    Ok(total)
 }
 
 /// Deletes the event log segments no chunk points into any more (after
