@@ -7,7 +7,7 @@ mod common;
 mod sink_support;
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -275,13 +275,7 @@ fn a_destination_down_for_a_while_loses_nothing_and_is_retried_with_backoff() {
     let dir = tempfile::tempdir().unwrap();
     let es = FakeEs::start();
     es.set_mode(Mode::Down);
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "{SOURCE}[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"audit\"\n",
-            es.http.url()
-        ),
-    );
+    let config = es_sink_config(dir.path(), &es);
     let server = TestServer::start(dir.path(), &config);
     let down_since = Instant::now();
     // Ingest goes on while the destination is down: the store is the buffer.
@@ -356,6 +350,18 @@ fn a_refused_token_shows_failing_and_parks_nothing() {
     server.stop();
 }
 
+/// The config of a server in `dir` with one source and the sink `es` to
+/// `es`'s index `audit`.
+fn es_sink_config(dir: &Path, es: &FakeEs) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "{SOURCE}[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"audit\"\n",
+            es.http.url()
+        ),
+    )
+}
+
 /// The closed store of the server run in `dir`, to damage.
 fn damage(dir: &Path) -> Damage {
     Damage::open(&dir.join("data").join("store"))
@@ -366,13 +372,7 @@ fn a_damaged_stored_record_is_parked_and_the_rest_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let es = FakeEs::start();
     es.set_mode(Mode::Down);
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "{SOURCE}[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"audit\"\n",
-            es.http.url()
-        ),
-    );
+    let config = es_sink_config(dir.path(), &es);
     let server = TestServer::start(dir.path(), &config);
     deliver(&server, &lines(0, 10, ""));
     server.stop();
@@ -437,13 +437,7 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_sent_whole_once_restored() 
     let dir = tempfile::tempdir().unwrap();
     let es = FakeEs::start();
     es.set_mode(Mode::Down);
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "{SOURCE}[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"audit\"\n",
-            es.http.url()
-        ),
-    );
+    let config = es_sink_config(dir.path(), &es);
     let server = TestServer::start(dir.path(), &config);
     // Three deliveries one after the other: three writes, three chunks.
     for (first, tag) in [(0, "a"), (10, "b"), (20, "c")] {

@@ -38,6 +38,24 @@ fn ids(store: &Store) -> Vec<u64> {
     store.events(None).map(|e| e.unwrap().id).collect()
 }
 
+/// A parked entry of the ids `first` to `last`: one event the destination
+/// refused, or a stored chunk that did not read (as the sink parks them).
+fn parked(first: u64, last: u64) -> ParkedEvent {
+    let reason = if first == last {
+        "status 400: mapper_parsing_exception"
+    } else {
+        "the stored record is damaged: the whole chunk does not read"
+    };
+    ParkedEvent {
+        id: first,
+        last,
+        reason: reason.into(),
+        answer: String::new(),
+        parked_at_ms: 1,
+        retry: false,
+    }
+}
+
 #[test]
 fn retention_keeps_what_a_sink_has_not_delivered() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,17 +176,6 @@ fn cursors_parked_events_and_rewinds_survive_a_reopen() {
     );
 }
 
-fn parked(id: u64) -> ParkedEvent {
-    ParkedEvent {
-        id,
-        last: id,
-        reason: "status 400: mapper_parsing_exception".into(),
-        answer: String::new(),
-        parked_at_ms: 1,
-        retry: false,
-    }
-}
-
 #[test]
 fn retention_keeps_parked_events_until_max_lag_days_and_then_drops_their_entries() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,7 +195,7 @@ fn retention_keeps_parked_events_until_max_lag_days_and_then_drops_their_entries
         ..state.clone()
     };
     store
-        .sink_commit("siem", &state, &done, &[parked(all[2])], &[])
+        .sink_commit("siem", &state, &done, &[parked(all[2], all[2])], &[])
         .unwrap();
     // Kept for `sink retry`, with what comes after it (retention removes
     // a prefix of the ids).
@@ -251,14 +258,7 @@ fn retention_keeps_every_event_of_a_parked_range() {
     };
     assert_eq!((first, last), (all[10], all[19]));
     // Parked as the sink parks it, the rest delivered.
-    let chunk = ParkedEvent {
-        id: first,
-        last,
-        reason: "the stored record is damaged: the whole chunk does not read".into(),
-        answer: String::new(),
-        parked_at_ms: 1,
-        retry: false,
-    };
+    let chunk = parked(first, last);
     let done = SinkState {
         cursor: all[29],
         in_flight: all[29],
@@ -327,14 +327,7 @@ fn retention_keeps_a_parked_chunk_that_does_not_read() {
         parked_total: 10,
         ..state.clone()
     };
-    let chunk = ParkedEvent {
-        id: *first,
-        last: *last,
-        reason: "the stored record is damaged: the whole chunk does not read".into(),
-        answer: String::new(),
-        parked_at_ms: 1,
-        retry: false,
-    };
+    let chunk = parked(*first, *last);
     store
         .sink_commit("siem", &state, &done, std::slice::from_ref(&chunk), &[])
         .unwrap();

@@ -305,22 +305,37 @@ mod tests {
         Syslog::new(&config.sinks[0]).unwrap()
     }
 
+    /// A collector listening, a sink to it that has sent it one batch of
+    /// `events`, that batch's bytes, and the collector's end of the
+    /// connection (nothing read from it yet).
+    async fn one_batch_sent(
+        events: &[ForwardEvent],
+    ) -> (
+        tokio::net::TcpListener,
+        Syslog,
+        Vec<u8>,
+        tokio::net::TcpStream,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut sink = sink_to(listener.local_addr().unwrap());
+        let mut frames = Vec::new();
+        for event in events {
+            sink.frame(event, &mut frames).unwrap();
+        }
+        let (sent, accepted) = tokio::join!(sink.send(events), listener.accept());
+        assert_eq!(sent.unwrap(), vec![ItemOutcome::Delivered; events.len()]);
+        (listener, sink, frames, accepted.unwrap().0)
+    }
+
     #[test]
     fn a_connection_the_collector_closed_is_not_written_to() {
         use tokio::io::AsyncReadExt;
         let events = [stored("CEF:0|V|P|1|c|n|1|x=y")];
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let mut sink = sink_to(listener.local_addr().unwrap());
-            let mut frame = Vec::new();
-            sink.frame(&events[0], &mut frame).unwrap();
-
             // The collector takes one batch, then closes the connection
             // (an idle timeout, a restart).
-            let (sent, accepted) = tokio::join!(sink.send(&events), listener.accept());
-            assert_eq!(sent.unwrap(), vec![ItemOutcome::Delivered]);
-            let (mut collector, _) = accepted.unwrap();
+            let (listener, mut sink, frame, mut collector) = one_batch_sent(&events).await;
             let mut got = vec![0; frame.len()];
             collector.read_exact(&mut got).await.unwrap();
             assert_eq!(got, frame);
@@ -348,16 +363,9 @@ mod tests {
         let events = [stored("CEF:0|V|P|1|c|n|1|x=y")];
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let mut sink = sink_to(listener.local_addr().unwrap());
-            let mut frame = Vec::new();
-            sink.frame(&events[0], &mut frame).unwrap();
-
             // The collector has not read the first batch yet when it sends
             // something (collectors should not): the sink reconnects.
-            let (sent, accepted) = tokio::join!(sink.send(&events), listener.accept());
-            assert_eq!(sent.unwrap(), vec![ItemOutcome::Delivered]);
-            let (mut first, _) = accepted.unwrap();
+            let (listener, mut sink, frame, mut first) = one_batch_sent(&events).await;
             first.write_all(b"unexpected\n").await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
             let (sent, accepted) = tokio::join!(sink.send(&events), listener.accept());
