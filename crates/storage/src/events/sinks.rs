@@ -27,7 +27,7 @@
 //! make a sink need more (a rewind, a new sink) take too.
 //!
 //! The store's public `sink_*` methods (in the crate root) call these.
-//! Why one piece (about 590 lines without its tests): the state, the parked
+//! Why one piece (about 600 lines without its tests): the state, the parked
 //! events and the retention hold are read and written together, in the
 //! same transactions.
 
@@ -113,8 +113,20 @@ struct ParkedSpan {
 }
 
 impl ParkedSpan {
-    fn range(&self) -> (u64, u64) {
-        (self.id, self.last.max(self.id))
+    /// The `(id, last)` of the parked entry stored as `value` under `key`.
+    /// One whose value does not read stands for the id its key ends with
+    /// (warned about): retention and the counts go on.
+    fn of(key: &[u8], value: &[u8]) -> (u64, u64) {
+        match decode::<ParkedSpan>(key, value) {
+            Ok(span) => (span.id, span.last.max(span.id)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a parked entry does not read: taken as the one id of its key");
+                let id = key.len().checked_sub(8).map_or(0, |at| {
+                    u64::from_be_bytes(key[at..].try_into().expect("8 bytes"))
+                });
+                (id, id)
+            }
+        }
     }
 }
 
@@ -347,7 +359,7 @@ impl Sinks {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(parked_prefix(name)) {
             let (key, value) = item?;
-            out.push(decode::<ParkedSpan>(&key, &value)?.range());
+            out.push(ParkedSpan::of(&key, &value));
         }
         Ok(out)
     }
@@ -450,7 +462,7 @@ impl Sinks {
         let mut removed = 0u64;
         for item in self.tree.scan_prefix([PARKED]) {
             let (key, value) = item?;
-            let (id, last) = decode::<ParkedSpan>(&key, &value)?.range();
+            let (id, last) = ParkedSpan::of(&key, &value);
             if last < horizon {
                 batch.remove(key);
                 removed = removed.saturating_add((last - id).saturating_add(1));
@@ -654,6 +666,44 @@ mod tests {
         assert!(left > 0 && left < 2500, "{left}");
         assert_eq!(store.event_count(), left, "{summary:?}");
         assert_eq!(summary.events_held, left as u64);
+    }
+
+    /// A parked entry whose value does not read stands for its key's id:
+    /// retention still runs, and still keeps that event.
+    #[test]
+    fn a_parked_entry_that_does_not_read_holds_its_id_and_retention_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let now = crate::events::timefmt::now_ms();
+        append(&store, now - 10 * DAY, 0..5);
+        let state = store
+            .sink_register("siem", SinkStart::Beginning, None)
+            .unwrap();
+        let delivered = SinkState {
+            cursor: 5,
+            in_flight: 5,
+            ..state.clone()
+        };
+        let parked = ParkedEvent {
+            id: 3,
+            last: 3,
+            reason: "status 400".into(),
+            answer: String::new(),
+            parked_at_ms: 1,
+            retry: false,
+        };
+        store
+            .sink_commit("siem", &state, &delivered, &[parked], &[])
+            .unwrap();
+        let core = store.inner().unwrap().core.clone();
+        let sinks = Sinks::open(core.db()).unwrap();
+        sinks
+            .tree
+            .insert(parked_key("siem", 3), b"{not json".to_vec())
+            .unwrap();
+        assert_eq!(store.sink_parked_count("siem").unwrap(), 1);
+        let summary = store.apply_retention(now - DAY).unwrap();
+        assert_eq!((summary.events_removed, summary.events_held), (2, 3));
     }
 
     /// A rewind waits for the write lock, which a retention step holds
