@@ -510,3 +510,48 @@ fn a_damaged_stored_chunk_is_parked_as_one_entry_and_sent_whole_once_restored() 
     }
     server.stop();
 }
+
+/// A `sink retry` cut off by SIGKILL after the destination took the events
+/// and before it answered: sent again, they are counted as resent.
+#[test]
+fn a_retry_cut_off_by_kill_9_counts_what_it_sends_again_as_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let es = FakeEs::start();
+    let config = es_sink_config(dir.path(), &es);
+    let server = TestServer::start(dir.path(), &config);
+    // Three lines the index refuses for good: parked.
+    deliver(&server, &lines(0, 3, " unmappable"));
+    wait_until(Duration::from_secs(20), "three parked", || {
+        sink_status(&server, "es")["parked"] == 3
+    });
+    // The index takes them now but answers slowly: killed meanwhile.
+    {
+        let mut state = es.state.lock().unwrap();
+        state.accept_all = true;
+        state.delay = Duration::from_secs(2);
+    }
+    let requests_before = es.http.requests.lock().unwrap().len();
+    cli(&config, &["sink", "retry", "es"]);
+    wait_until(Duration::from_secs(10), "the retry sent", || {
+        es.http.requests.lock().unwrap().len() > requests_before
+    });
+    kill_9(&server);
+    drop(server);
+    wait_until(Duration::from_secs(10), "the index took them", || {
+        es.state.lock().unwrap().docs.len() == 3
+    });
+    es.state.lock().unwrap().delay = Duration::ZERO;
+
+    let server = TestServer::start(dir.path(), &config);
+    wait_until(Duration::from_secs(20), "the retry done", || {
+        let status = sink_status(&server, "es");
+        status["parked"] == 0 && status["delivered"] == 3
+    });
+    let status = sink_status(&server, "es");
+    let es_state = es.state.lock().unwrap();
+    assert_eq!(es_state.conflicts, 3, "sent again once each");
+    assert_eq!(status["resent"], es_state.conflicts, "{status}");
+    assert!(es_state.created.values().all(|&n| n == 1));
+    drop(es_state);
+    server.stop();
+}

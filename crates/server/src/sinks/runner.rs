@@ -606,6 +606,7 @@ impl Runner {
             // Every marked one went out: the request is done.
             let done = SinkState {
                 retry_pending: false,
+                retry_in_flight: 0,
                 ..state.clone()
             };
             self.commit(state, &done, &[], &[])?;
@@ -637,11 +638,29 @@ impl Runner {
                 }),
             }
         }
+        // Marked before sending, as the forwarding marks in_flight: this
+        // step sent again after a crash counts what the last one may have
+        // delivered as resends.
+        let sending;
+        let state = if events.is_empty() {
+            state
+        } else {
+            sending = SinkState {
+                retry_in_flight: events.len() as u64,
+                resent: state.resent + state.retry_in_flight.min(events.len() as u64),
+                ..state.clone()
+            };
+            if !self.commit(state, &sending, &[], &[])? {
+                return Ok(true);
+            }
+            &sending
+        };
         let outcomes = self.send_batches(&events, stop).await?;
         let (delivered, refused) = tally(&events, outcomes);
         parked_again.extend(refused);
         let new = SinkState {
             delivered: state.delivered + delivered,
+            retry_in_flight: 0,
             ..state.clone()
         };
         // An entry unparked and parked again (still damaged, refused

@@ -71,6 +71,11 @@ pub struct SinkState {
     /// at its parked events only then).
     #[serde(default)]
     pub retry_pending: bool,
+    /// How many events of a step of `sink retry` may have reached the
+    /// destination (written before the step is sent, 0 once its outcome
+    /// is): a step sent again after a crash counts them as resends.
+    #[serde(default)]
+    pub retry_in_flight: u64,
 }
 
 /// An event a destination rejected for good, kept with why; or the ids of
