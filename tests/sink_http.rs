@@ -740,6 +740,8 @@ fn https_from_a_private_ca_needs_ca_file_or_insecure() {
     assert!(error.contains("certificate"), "{status}");
     assert_eq!(status["parked"], 0, "{status}");
     assert_eq!(status["delivered"], 0, "{status}");
+    // No request was written: sent again, the events are no resends.
+    assert_eq!(status["resent"], 0, "{status}");
     assert!(es.state.lock().unwrap().authorizations.is_empty());
     let handshakes = es.http.failed_handshakes.lock().unwrap().clone();
     assert!(!handshakes.is_empty());
@@ -754,7 +756,9 @@ fn https_from_a_private_ca_needs_ca_file_or_insecure() {
     wait_until(Duration::from_secs(5), "healthy", || {
         sink_status(&server, "es")["state"] == "healthy"
     });
-    assert_eq!(sink_status(&server, "es")["parked"], 0);
+    let status = sink_status(&server, "es");
+    assert_eq!(status["parked"], 0, "{status}");
+    assert_eq!(status["resent"], 0, "{status}");
     server.stop();
 }
 
