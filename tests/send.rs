@@ -723,20 +723,7 @@ pub struct ScriptedServer {
 
 impl ScriptedServer {
     pub fn start(dir: &Path, script: &[Reply]) -> ScriptedServer {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let ca = dir.join("scripted-server-ca.pem");
-        std::fs::write(&ca, certified.cert.pem()).unwrap();
-        let key =
-            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![certified.cert.der().clone()], key)
-                .unwrap(),
-        );
+        let (config, ca) = common::self_signed_tls(dir, "scripted-server-ca.pem");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));

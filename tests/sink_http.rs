@@ -1,7 +1,9 @@
 //! Forwarding to HTTP destinations, against in-test servers that implement
 //! the documented protocol subsets (Elasticsearch `_bulk` with per-item
 //! 201/409/429/400; Splunk HEC event + indexer acknowledgement) and fail
-//! on demand, with the real binary killed with SIGKILL mid-forwarding.
+//! on demand, with the real binary killed with SIGKILL mid-forwarding;
+//! over HTTPS with a private CA (`ca_file`, `insecure`), with
+//! Elasticsearch API-key and Basic credentials, right and wrong.
 
 mod common;
 mod sink_support;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use auditsink_storage::testing::Damage;
 use common::{run_bin, write_config, TestServer};
 use serde_json::Value;
-use sink_support::{lines, wait_until, FakeEs, FakeHec, Mode, HEC_TOKEN};
+use sink_support::{lines, wait_until, FakeEs, FakeHec, Https, Mode, HEC_TOKEN};
 
 const TOKEN: &str = "Bearer sink-test-token";
 const SOURCE: &str = "[[source]]\nname = \"konnect\"\npath = \"/audit-logs\"\nauthorization = \"Bearer sink-test-token\"\n";
@@ -553,5 +555,297 @@ fn a_retry_cut_off_by_kill_9_counts_what_it_sends_again_as_resent() {
     assert_eq!(status["resent"], es_state.conflicts, "{status}");
     assert!(es_state.created.values().all(|&n| n == 1));
     drop(es_state);
+    server.stop();
+}
+
+/// Starts the server on `config` with these environment variables (the
+/// sinks' credentials).
+fn start_with_env(dir: &Path, config: &Path, env: &[(&str, &str)]) -> TestServer {
+    let mut command = Command::new(common::BIN);
+    command.args(["serve", "--config"]).arg(config);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    TestServer::start_command(dir, config, command)
+}
+
+/// The config of a server in `dir` with one source and the sink `es` to
+/// `url`, index `audit`, with `extra` keys.
+fn es_config_with(dir: &Path, url: &str, extra: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "{SOURCE}[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{url}\"\n\
+             index = \"audit\"\n{extra}"
+        ),
+    )
+}
+
+/// `ca_file = "PATH"`.
+fn ca_file(https: &Https) -> String {
+    format!("ca_file = {:?}\n", https.ca_file.display().to_string())
+}
+
+/// Everything the server printed, `/status` and `/metrics` contain none
+/// of `secrets`.
+fn assert_secrets_unseen(server: &TestServer, secrets: &[&str]) {
+    let seen = [
+        ("stdout", server.stdout_now()),
+        ("stderr", server.stderr().join("\n")),
+        ("/status", server.status().to_string()),
+        ("/metrics", server.metrics()),
+    ];
+    for (place, text) in &seen {
+        assert!(!text.is_empty() || *place == "stdout", "{place} is empty");
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "{place} shows the secret {secret:?}"
+            );
+        }
+    }
+}
+
+/// The example of Elasticsearch's API key documentation: the id and key
+/// the create-API-key API returns, and its `encoded` field,
+/// base64("id:api_key"), which goes in `Authorization: ApiKey <encoded>`.
+const ES_API_KEY_ID: &str = "VuaCfGcBCdbkQm-e5aOx";
+const ES_API_KEY: &str = "ui2lp2axTNmsyakw9tvNnw";
+const ES_API_KEY_ENCODED: &str = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==";
+
+#[test]
+fn elasticsearch_over_https_with_a_private_ca_and_an_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let https = Https::new(dir.path(), "es");
+    let es = FakeEs::start_on(Some(&https));
+    let expected = format!("ApiKey {ES_API_KEY_ENCODED}");
+    es.state.lock().unwrap().authorization = Some(expected.clone());
+    let config = es_config_with(
+        dir.path(),
+        &es.http.url(),
+        &format!(
+            "{}api_key_env = \"AUDITSINK_TEST_ES_API_KEY\"\n",
+            ca_file(&https)
+        ),
+    );
+    assert!(es.http.url().starts_with("https://127.0.0.1:"));
+    // At debug, the level at which an operator looks for what went wrong.
+    let server = start_with_env(
+        dir.path(),
+        &config,
+        &[
+            ("AUDITSINK_TEST_ES_API_KEY", ES_API_KEY_ENCODED),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    deliver(&server, &lines(0, 20, ""));
+    wait_until(Duration::from_secs(20), "20 documents indexed", || {
+        es.state.lock().unwrap().docs.len() == 20
+    });
+    {
+        let state = es.state.lock().unwrap();
+        assert_eq!(state.refused, 0);
+        assert!(!state.authorizations.is_empty());
+        for header in &state.authorizations {
+            assert_eq!(header.as_deref(), Some(expected.as_str()));
+        }
+    }
+    assert!(es.http.failed_handshakes.lock().unwrap().is_empty());
+    let status = sink_status(&server, "es");
+    assert_eq!(status["state"], "healthy", "{status}");
+    assert_eq!(status["delivered"], 20, "{status}");
+    assert_secrets_unseen(&server, &[ES_API_KEY_ENCODED, ES_API_KEY, ES_API_KEY_ID]);
+    server.stop();
+}
+
+/// `auditsink:pa:ss-word-42` in base64 (`echo -n ... | base64`): a password
+/// may hold a colon, the user name may not (RFC 7617).
+const ES_USER: &str = "auditsink";
+const ES_PASSWORD: &str = "pa:ss-word-42";
+const ES_BASIC: &str = "Basic YXVkaXRzaW5rOnBhOnNzLXdvcmQtNDI=";
+
+#[test]
+fn elasticsearch_over_https_with_basic_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let https = Https::new(dir.path(), "es");
+    let es = FakeEs::start_on(Some(&https));
+    es.state.lock().unwrap().authorization = Some(ES_BASIC.to_owned());
+    let config = es_config_with(
+        dir.path(),
+        &es.http.url(),
+        &format!(
+            "{}username = \"{ES_USER}\"\npassword_env = \"AUDITSINK_TEST_ES_PASSWORD\"\n",
+            ca_file(&https)
+        ),
+    );
+    let server = start_with_env(
+        dir.path(),
+        &config,
+        &[
+            ("AUDITSINK_TEST_ES_PASSWORD", ES_PASSWORD),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    deliver(&server, &lines(0, 20, ""));
+    wait_until(Duration::from_secs(20), "20 documents indexed", || {
+        es.state.lock().unwrap().docs.len() == 20
+    });
+    {
+        let state = es.state.lock().unwrap();
+        assert_eq!(state.refused, 0);
+        for header in &state.authorizations {
+            assert_eq!(header.as_deref(), Some(ES_BASIC));
+        }
+    }
+    assert_eq!(sink_status(&server, "es")["state"], "healthy");
+    assert_secrets_unseen(
+        &server,
+        &[ES_PASSWORD, ES_BASIC.trim_start_matches("Basic ")],
+    );
+    server.stop();
+}
+
+#[test]
+fn refused_elasticsearch_credentials_show_failing_park_nothing_and_deliver_once_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let https = Https::new(dir.path(), "es");
+    let es = FakeEs::start_on(Some(&https));
+    es.state.lock().unwrap().authorization = Some(ES_BASIC.to_owned());
+    let config = es_config_with(
+        dir.path(),
+        &es.http.url(),
+        &format!(
+            "{}username = \"{ES_USER}\"\npassword_env = \"AUDITSINK_TEST_ES_PASSWORD\"\n",
+            ca_file(&https)
+        ),
+    );
+    let server = start_with_env(
+        dir.path(),
+        &config,
+        &[("AUDITSINK_TEST_ES_PASSWORD", "not-the-password")],
+    );
+    deliver(&server, &lines(0, 10, ""));
+    wait_until(Duration::from_secs(10), "the sink failing", || {
+        sink_status(&server, "es")["state"] == "failing"
+    });
+    // Refused again and again (backoff: 1 s, then 2 s, ...), nothing
+    // parked, nothing counted delivered.
+    wait_until(Duration::from_secs(10), "a second refusal", || {
+        es.state.lock().unwrap().refused >= 2
+    });
+    let status = sink_status(&server, "es");
+    assert_eq!(status["state"], "failing", "{status}");
+    assert_eq!(status["parked"], 0, "{status}");
+    assert_eq!(status["delivered"], 0, "{status}");
+    assert_eq!(status["cursor"], 0, "{status}");
+    assert_eq!(status["lag_events"], 10, "{status}");
+    let error = status["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("401") && error.contains("unable to authenticate"),
+        "{status}"
+    );
+    assert!(es.state.lock().unwrap().docs.is_empty());
+    assert_secrets_unseen(&server, &["not-the-password"]);
+    server.stop();
+    assert!(cli(&config, &["sink", "parked", "es"]).is_empty());
+
+    // The password fixed: everything delivered, nothing parked.
+    let server = start_with_env(
+        dir.path(),
+        &config,
+        &[("AUDITSINK_TEST_ES_PASSWORD", ES_PASSWORD)],
+    );
+    wait_until(Duration::from_secs(20), "the 10 events indexed", || {
+        es.state.lock().unwrap().docs.len() == 10
+    });
+    wait_until(Duration::from_secs(5), "healthy", || {
+        let status = sink_status(&server, "es");
+        status["state"] == "healthy" && status["delivered"] == 10 && status["lag_events"] == 0
+    });
+    assert_eq!(sink_status(&server, "es")["parked"], 0);
+    assert!(es.state.lock().unwrap().created.values().all(|&n| n == 1));
+    server.stop();
+    assert!(cli(&config, &["sink", "parked", "es"]).is_empty());
+}
+
+#[test]
+fn https_from_a_private_ca_needs_ca_file_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let https = Https::new(dir.path(), "es");
+    let es = FakeEs::start_on(Some(&https));
+    // Without `ca_file` the certificate is trusted by nothing the sink has.
+    let config = es_config_with(dir.path(), &es.http.url(), "");
+    let server = TestServer::start(dir.path(), &config);
+    deliver(&server, &lines(0, 10, ""));
+    wait_until(Duration::from_secs(40), "the sink failing", || {
+        sink_status(&server, "es")["state"] == "failing"
+    });
+    let status = sink_status(&server, "es");
+    let error = status["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{status}");
+    assert_eq!(status["parked"], 0, "{status}");
+    assert_eq!(status["delivered"], 0, "{status}");
+    // No request was written: sent again, the events are no resends.
+    assert_eq!(status["resent"], 0, "{status}");
+    assert!(es.state.lock().unwrap().authorizations.is_empty());
+    let handshakes = es.http.failed_handshakes.lock().unwrap().clone();
+    assert!(!handshakes.is_empty());
+    server.stop();
+
+    // insecure = true: no verification, delivered.
+    let config = es_config_with(dir.path(), &es.http.url(), "insecure = true\n");
+    let server = TestServer::start(dir.path(), &config);
+    wait_until(Duration::from_secs(20), "the 10 events indexed", || {
+        es.state.lock().unwrap().docs.len() == 10
+    });
+    wait_until(Duration::from_secs(5), "healthy", || {
+        sink_status(&server, "es")["state"] == "healthy"
+    });
+    let status = sink_status(&server, "es");
+    assert_eq!(status["parked"], 0, "{status}");
+    assert_eq!(status["resent"], 0, "{status}");
+    server.stop();
+}
+
+#[test]
+fn splunk_hec_over_https_with_a_private_ca_and_indexer_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let https = Https::new(dir.path(), "hec");
+    let hec = FakeHec::start_on(Some(&https));
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{SOURCE}[[sink]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nurl = \"{}\"\n\
+             token_env = \"AUDITSINK_TEST_HEC_TOKEN\"\nindexer_ack = true\n{}",
+            hec.http.url(),
+            ca_file(&https)
+        ),
+    );
+    let server = start_with_env(
+        dir.path(),
+        &config,
+        &[
+            ("AUDITSINK_TEST_HEC_TOKEN", HEC_TOKEN),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    deliver(&server, &lines(0, 20, ""));
+    let expected: Vec<String> = String::from_utf8(lines(0, 20, ""))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    wait_until(Duration::from_secs(20), "every event indexed", || {
+        let state = hec.state.lock().unwrap();
+        expected.iter().all(|l| state.indexed.contains_key(l))
+    });
+    wait_until(Duration::from_secs(5), "delivered", || {
+        sink_status(&server, "splunk")["delivered"] == 20
+    });
+    assert!(hec.http.failed_handshakes.lock().unwrap().is_empty());
+    let status = sink_status(&server, "splunk");
+    assert_eq!(status["state"], "healthy", "{status}");
+    assert_eq!(status["parked"], 0, "{status}");
+    assert_secrets_unseen(&server, &[HEC_TOKEN]);
     server.stop();
 }

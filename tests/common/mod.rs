@@ -112,10 +112,13 @@ impl TestServer {
     }
 
     /// Starts `command` (which must run `auditsink serve --config CONFIG`,
-    /// e.g. through a shell that sets limits first, with `exec`).
+    /// e.g. through a shell that sets limits first, with `exec`), with
+    /// `RUST_LOG=info` unless the command sets it.
     pub fn start_command(dir: &Path, config: &Path, mut command: Command) -> TestServer {
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
         let mut child = command
-            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -487,4 +490,63 @@ pub fn query(args: &[&str]) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// rustls server settings with `chain` (the server's certificate first)
+/// and `key`.
+fn tls_server_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: &rcgen::KeyPair,
+) -> Arc<rustls::ServerConfig> {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    )
+}
+
+/// A self-signed certificate for `localhost`, its PEM written to
+/// `dir/file` for the client to trust: the server's rustls settings and
+/// that file.
+pub fn self_signed_tls(dir: &Path, file: &str) -> (Arc<rustls::ServerConfig>, PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ca = dir.join(file);
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let chain = vec![certified.cert.der().clone()];
+    (tls_server_config(chain, &certified.key_pair), ca)
+}
+
+/// A private CA (its PEM written to `dir/file`, what a `ca_file` names)
+/// and a server certificate it signed for `127.0.0.1` and `localhost`, as
+/// an organisation's internal PKI issues: the server's rustls settings
+/// (the chain ends with the leaf: the CA is the client's to have) and the
+/// CA file.
+pub fn private_ca_tls(dir: &Path, file: &str) -> (Arc<rustls::ServerConfig>, PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "auditsink test private CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let ca = dir.join(file);
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    (tls_server_config(vec![cert.der().clone()], &key), ca)
 }

@@ -121,7 +121,8 @@ pub struct SinkConfig {
     /// splunk_hec: wait for indexer acknowledgement.
     #[serde(default)]
     pub indexer_ack: bool,
-    /// elasticsearch: environment variable holding an API key.
+    /// elasticsearch: environment variable holding an API key, as the
+    /// create API key API's `encoded` field (base64 of `id:api_key`).
     pub api_key_env: Option<String>,
     /// elasticsearch: user for Basic authentication.
     pub username: Option<String>,

@@ -14,6 +14,8 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::destination::SendFailure;
+
 /// Largest answer read from a destination.
 const MAX_ANSWER_BYTES: usize = 16 << 20;
 
@@ -178,6 +180,49 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// Why a POST got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostError {
+    /// What happened.
+    pub error: String,
+    /// The request may have reached the destination: it failed while
+    /// being written or answered. A failure to connect (TCP, TLS, the
+    /// HTTP handshake) sent nothing.
+    pub maybe_arrived: bool,
+}
+
+impl PostError {
+    fn before_sending(error: String) -> PostError {
+        PostError {
+            error,
+            maybe_arrived: false,
+        }
+    }
+
+    fn after_sending(error: String) -> PostError {
+        PostError {
+            error,
+            maybe_arrived: true,
+        }
+    }
+
+    /// The send's failure: its outcome unknown if the request may have
+    /// arrived, else refused (sent again, the events are no resends).
+    pub fn failure(self) -> SendFailure {
+        if self.maybe_arrived {
+            SendFailure::unknown(self.error)
+        } else {
+            SendFailure::refused(self.error)
+        }
+    }
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
 /// A keep-alive HTTP/1.1 client to one base URL (http or https).
 pub struct HttpClient {
     host: String,
@@ -186,6 +231,8 @@ pub struct HttpClient {
     base_path: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// A new connection is being made (nothing of the request sent yet).
+    connecting: bool,
     timeout: Duration,
 }
 
@@ -222,28 +269,39 @@ impl HttpClient {
             base_path: uri.path().trim_end_matches('/').to_owned(),
             tls: https.then_some(tls),
             sender: None,
+            connecting: false,
             timeout,
         })
     }
 
     /// POSTs `body` to the base path + `path`; an error is a transport
-    /// failure (the request may or may not have arrived).
+    /// failure, saying whether the request may have arrived.
     pub async fn post(
         &mut self,
         path: &str,
         headers: &[(&'static str, String)],
         body: Bytes,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, PostError> {
         let timeout = self.timeout;
+        self.connecting = false;
         match tokio::time::timeout(timeout, self.post_inner(path, headers, body)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
                 self.sender = None;
                 Err(e)
             }
+            Err(_) if self.connecting => {
+                self.sender = None;
+                Err(PostError::before_sending(format!(
+                    "connecting to {}: no answer within {timeout:?}",
+                    self.authority
+                )))
+            }
             Err(_) => {
                 self.sender = None;
-                Err(format!("no answer within {timeout:?}"))
+                Err(PostError::after_sending(format!(
+                    "no answer within {timeout:?}"
+                )))
             }
         }
     }
@@ -253,7 +311,7 @@ impl HttpClient {
         path: &str,
         headers: &[(&'static str, String)],
         body: Bytes,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, PostError> {
         let reusable = match self.sender.take() {
             Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
             None => None,
@@ -261,12 +319,18 @@ impl HttpClient {
         let mut sender = match reusable {
             Some(sender) => sender,
             None => {
-                let stream = connect(&self.host, self.port, self.tls.as_ref()).await?;
+                self.connecting = true;
+                let stream = connect(&self.host, self.port, self.tls.as_ref())
+                    .await
+                    .map_err(PostError::before_sending)?;
                 let (sender, connection) =
                     hyper::client::conn::http1::handshake(TokioIo::new(stream))
                         .await
-                        .map_err(|e| format!("HTTP with {}: {e}", self.authority))?;
+                        .map_err(|e| {
+                            PostError::before_sending(format!("HTTP with {}: {e}", self.authority))
+                        })?;
                 tokio::spawn(connection);
+                self.connecting = false;
                 sender
             }
         };
@@ -281,16 +345,18 @@ impl HttpClient {
         }
         let request = request
             .body(Full::new(body))
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(|e| PostError::before_sending(format!("request: {e}")))?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| format!("HTTP with {}: {e}", self.authority))?;
+            .map_err(|e| PostError::after_sending(format!("HTTP with {}: {e}", self.authority)))?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("reading the answer of {}: {e}", self.authority))?
+            .map_err(|e| {
+                PostError::after_sending(format!("reading the answer of {}: {e}", self.authority))
+            })?
             .to_bytes();
         self.sender = Some(sender);
         Ok(Answer { status, body })

@@ -14,7 +14,7 @@ use hyper::body::Bytes;
 use serde_json::Value;
 
 use super::config::SinkConfig;
-use super::connect::{tls_config, HttpClient};
+use super::connect::{tls_config, HttpClient, PostError};
 use super::destination::{Destination, ItemOutcome, SendFailure, SendFuture};
 use super::http_status::{classify, Verdict};
 
@@ -132,7 +132,7 @@ impl Destination for Elasticsearch {
                 .client
                 .post("/_bulk", &headers, body)
                 .await
-                .map_err(SendFailure::unknown)?;
+                .map_err(PostError::failure)?;
             match classify(answer.status) {
                 Verdict::Success => item_outcomes(&answer.body, events.len()),
                 verdict => Err(verdict.failure("_bulk", &answer)),

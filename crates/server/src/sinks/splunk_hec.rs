@@ -24,7 +24,7 @@ use hyper::body::Bytes;
 use serde_json::Value;
 
 use super::config::SinkConfig;
-use super::connect::{tls_config, HttpClient};
+use super::connect::{tls_config, HttpClient, PostError};
 use super::destination::{local_hostname, Destination, ItemOutcome, SendFailure, SendFuture};
 use super::http_status::{classify, excerpt, Verdict};
 
@@ -191,7 +191,7 @@ impl Destination for SplunkHec {
                 .client
                 .post("/services/collector/event", &headers, Bytes::from(body))
                 .await
-                .map_err(SendFailure::unknown)?;
+                .map_err(PostError::failure)?;
             let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
             match classify(answer.status) {
                 Verdict::Success => {}
