@@ -664,20 +664,28 @@ const ES_USER: &str = "auditsink";
 const ES_PASSWORD: &str = "pa:ss-word-42";
 const ES_BASIC: &str = "Basic YXVkaXRzaW5rOnBhOnNzLXdvcmQtNDI=";
 
-#[test]
-fn elasticsearch_over_https_with_basic_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    let https = Https::new(dir.path(), "es");
+/// An Elasticsearch over HTTPS (a private CA) that wants [`ES_BASIC`], and
+/// the config of a server in `dir` with a sink to it (`ca_file`,
+/// `username`, the password from `AUDITSINK_TEST_ES_PASSWORD`).
+fn es_over_https_with_basic(dir: &Path) -> (Https, FakeEs, PathBuf) {
+    let https = Https::new(dir, "es");
     let es = FakeEs::start_on(Some(&https));
     es.state.lock().unwrap().authorization = Some(ES_BASIC.to_owned());
     let config = es_config_with(
-        dir.path(),
+        dir,
         &es.http.url(),
         &format!(
             "{}username = \"{ES_USER}\"\npassword_env = \"AUDITSINK_TEST_ES_PASSWORD\"\n",
             ca_file(&https)
         ),
     );
+    (https, es, config)
+}
+
+#[test]
+fn elasticsearch_over_https_with_basic_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_https, es, config) = es_over_https_with_basic(dir.path());
     let server = start_with_env(
         dir.path(),
         &config,
@@ -708,17 +716,7 @@ fn elasticsearch_over_https_with_basic_credentials() {
 #[test]
 fn refused_elasticsearch_credentials_show_failing_park_nothing_and_deliver_once_fixed() {
     let dir = tempfile::tempdir().unwrap();
-    let https = Https::new(dir.path(), "es");
-    let es = FakeEs::start_on(Some(&https));
-    es.state.lock().unwrap().authorization = Some(ES_BASIC.to_owned());
-    let config = es_config_with(
-        dir.path(),
-        &es.http.url(),
-        &format!(
-            "{}username = \"{ES_USER}\"\npassword_env = \"AUDITSINK_TEST_ES_PASSWORD\"\n",
-            ca_file(&https)
-        ),
-    );
+    let (_https, es, config) = es_over_https_with_basic(dir.path());
     let server = start_with_env(
         dir.path(),
         &config,
