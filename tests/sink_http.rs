@@ -638,18 +638,7 @@ fn elasticsearch_over_https_with_a_private_ca_and_an_api_key() {
             ("RUST_LOG", "debug"),
         ],
     );
-    deliver(&server, &lines(0, 20, ""));
-    wait_until(Duration::from_secs(20), "20 documents indexed", || {
-        es.state.lock().unwrap().docs.len() == 20
-    });
-    {
-        let state = es.state.lock().unwrap();
-        assert_eq!(state.refused, 0);
-        assert!(!state.authorizations.is_empty());
-        for header in &state.authorizations {
-            assert_eq!(header.as_deref(), Some(expected.as_str()));
-        }
-    }
+    delivers_20_with(&server, &es, &expected);
     assert!(es.http.failed_handshakes.lock().unwrap().is_empty());
     let status = sink_status(&server, "es");
     assert_eq!(status["state"], "healthy", "{status}");
@@ -663,6 +652,21 @@ fn elasticsearch_over_https_with_a_private_ca_and_an_api_key() {
 const ES_USER: &str = "auditsink";
 const ES_PASSWORD: &str = "pa:ss-word-42";
 const ES_BASIC: &str = "Basic YXVkaXRzaW5rOnBhOnNzLXdvcmQtNDI=";
+
+/// Delivers 20 events through `server` and waits for `es` to index them,
+/// each request of the sink's with the header `Authorization: <expected>`.
+fn delivers_20_with(server: &TestServer, es: &FakeEs, expected: &str) {
+    deliver(server, &lines(0, 20, ""));
+    wait_until(Duration::from_secs(20), "20 documents indexed", || {
+        es.state.lock().unwrap().docs.len() == 20
+    });
+    let state = es.state.lock().unwrap();
+    assert_eq!(state.refused, 0);
+    assert!(!state.authorizations.is_empty());
+    for header in &state.authorizations {
+        assert_eq!(header.as_deref(), Some(expected));
+    }
+}
 
 /// An Elasticsearch over HTTPS (a private CA) that wants [`ES_BASIC`], and
 /// the config of a server in `dir` with a sink to it (`ca_file`,
@@ -694,17 +698,7 @@ fn elasticsearch_over_https_with_basic_credentials() {
             ("RUST_LOG", "debug"),
         ],
     );
-    deliver(&server, &lines(0, 20, ""));
-    wait_until(Duration::from_secs(20), "20 documents indexed", || {
-        es.state.lock().unwrap().docs.len() == 20
-    });
-    {
-        let state = es.state.lock().unwrap();
-        assert_eq!(state.refused, 0);
-        for header in &state.authorizations {
-            assert_eq!(header.as_deref(), Some(ES_BASIC));
-        }
-    }
+    delivers_20_with(&server, &es, ES_BASIC);
     assert_eq!(sink_status(&server, "es")["state"], "healthy");
     assert_secrets_unseen(
         &server,
