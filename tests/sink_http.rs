@@ -769,12 +769,17 @@ fn https_from_a_private_ca_needs_ca_file_or_insecure() {
     let config = es_config_with(dir.path(), &es.http.url(), "");
     let server = TestServer::start(dir.path(), &config);
     deliver(&server, &lines(0, 10, ""));
-    wait_until(Duration::from_secs(40), "the sink failing", || {
+    // Failing at its first attempt (the operator's to fix, not an outage
+    // to wait out), saying what to set.
+    wait_until(Duration::from_secs(5), "the sink failing", || {
         sink_status(&server, "es")["state"] == "failing"
     });
     let status = sink_status(&server, "es");
     let error = status["last_error"].as_str().unwrap();
-    assert!(error.contains("certificate"), "{status}");
+    assert!(
+        error.contains("certificate") && error.contains("ca_file"),
+        "{status}"
+    );
     assert_eq!(status["parked"], 0, "{status}");
     assert_eq!(status["delivered"], 0, "{status}");
     // No request was written: sent again, the events are no resends.

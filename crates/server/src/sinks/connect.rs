@@ -63,12 +63,41 @@ pub fn tls_config(
     ))
 }
 
+/// Why no connection was made.
+#[derive(Debug)]
+pub struct ConnectError {
+    /// What happened.
+    pub error: String,
+    /// The destination's certificate was not accepted: a configuration
+    /// problem (its CA not in `ca_file`), or someone in between.
+    pub untrusted: bool,
+}
+
+impl ConnectError {
+    fn other(error: String) -> ConnectError {
+        ConnectError {
+            error,
+            untrusted: false,
+        }
+    }
+
+    /// The send's failure: nothing was sent; an untrusted certificate is
+    /// the operator's to fix (the sink shows `failing` at once).
+    pub fn failure(self) -> SendFailure {
+        if self.untrusted {
+            SendFailure::configuration(self.error)
+        } else {
+            SendFailure::refused(self.error)
+        }
+    }
+}
+
 /// Connects to `host:port`, with TLS when `tls` is given.
 pub async fn connect(
     host: &str,
     port: u16,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<Box<dyn Stream>, String> {
+) -> Result<Box<dyn Stream>, ConnectError> {
     Ok(connect_probed(host, port, tls).await?.0)
 }
 
@@ -77,24 +106,43 @@ pub async fn connect_probed(
     host: &str,
     port: u16,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<(Box<dyn Stream>, Probe), String> {
+) -> Result<(Box<dyn Stream>, Probe), ConnectError> {
     let bare = host.trim_matches(['[', ']']);
     let tcp = tokio::net::TcpStream::connect((bare, port))
         .await
-        .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+        .map_err(|e| ConnectError::other(format!("connecting to {host}:{port}: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let probe = Probe::of(&tcp).map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+    let probe = Probe::of(&tcp)
+        .map_err(|e| ConnectError::other(format!("connecting to {host}:{port}: {e}")))?;
     match tls {
         None => Ok((Box::new(tcp), probe)),
         Some(config) => {
             let name = ServerName::try_from(bare.to_owned())
-                .map_err(|_| format!("{host:?} is not a host name for TLS"))?;
+                .map_err(|_| ConnectError::other(format!("{host:?} is not a host name for TLS")))?;
             let stream = tokio_rustls::TlsConnector::from(config.clone())
                 .connect(name, tcp)
                 .await
-                .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+                .map_err(|e| tls_error(host, port, &e))?;
             Ok((Box::new(stream), probe))
         }
+    }
+}
+
+/// A failed TLS handshake with `host:port`, saying what to do when the
+/// destination's certificate was the reason.
+fn tls_error(host: &str, port: u16, e: &std::io::Error) -> ConnectError {
+    let untrusted = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    let hint = if untrusted {
+        " (the destination's certificate is not trusted: set ca_file to the CA that signed it)"
+    } else {
+        ""
+    };
+    ConnectError {
+        error: format!("TLS with {host}:{port}: {e}{hint}"),
+        untrusted,
     }
 }
 
@@ -189,6 +237,18 @@ pub struct PostError {
     /// being written or answered. A failure to connect (TCP, TLS, the
     /// HTTP handshake) sent nothing.
     pub maybe_arrived: bool,
+    /// Not sent because the destination's certificate is not trusted.
+    pub untrusted: bool,
+}
+
+impl From<ConnectError> for PostError {
+    fn from(e: ConnectError) -> PostError {
+        PostError {
+            error: e.error,
+            maybe_arrived: false,
+            untrusted: e.untrusted,
+        }
+    }
 }
 
 impl PostError {
@@ -196,6 +256,7 @@ impl PostError {
         PostError {
             error,
             maybe_arrived: false,
+            untrusted: false,
         }
     }
 
@@ -203,6 +264,7 @@ impl PostError {
         PostError {
             error,
             maybe_arrived: true,
+            untrusted: false,
         }
     }
 
@@ -211,6 +273,8 @@ impl PostError {
     pub fn failure(self) -> SendFailure {
         if self.maybe_arrived {
             SendFailure::unknown(self.error)
+        } else if self.untrusted {
+            SendFailure::configuration(self.error)
         } else {
             SendFailure::refused(self.error)
         }
@@ -320,9 +384,7 @@ impl HttpClient {
             Some(sender) => sender,
             None => {
                 self.connecting = true;
-                let stream = connect(&self.host, self.port, self.tls.as_ref())
-                    .await
-                    .map_err(PostError::before_sending)?;
+                let stream = connect(&self.host, self.port, self.tls.as_ref()).await?;
                 let (sender, connection) =
                     hyper::client::conn::http1::handshake(TokioIo::new(stream))
                         .await
