@@ -189,6 +189,21 @@ impl Browser {
         self.runtime.block_on(element.click()).unwrap();
     }
 
+    /// Clicks a link or submit button and waits for the next page: until
+    /// then, what is found is still the old page's.
+    fn follow(&self, css: &str) {
+        let before = self.url();
+        self.click(css);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.url() == before {
+            assert!(
+                Instant::now() < deadline,
+                "{css}: the next page did not load"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css);
         self.runtime.block_on(element.clear()).unwrap();
@@ -390,10 +405,10 @@ fn console_in_a_real_browser() {
         "a principal with several events: {expected:?}"
     );
     let expected_ids: Vec<&str> = expected.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    browser.click("header nav a[href=\"/search\"]");
+    browser.follow("header nav a[href=\"/search\"]");
     browser.type_into("input[name=\"principal\"]", principal);
     browser.type_into("input[name=\"limit\"]", "2");
-    browser.click("form.search button[type=\"submit\"]");
+    browser.follow("form.search button[type=\"submit\"]");
     browser.find("table.events");
     assert!(
         browser.url().contains(&format!("principal={principal}")),
@@ -416,13 +431,7 @@ fn console_in_a_real_browser() {
         if browser.find_all("a[rel=\"next\"]").is_empty() {
             break;
         }
-        let before = browser.url();
-        browser.click("a[rel=\"next\"]");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while browser.url() == before {
-            assert!(Instant::now() < deadline, "the next page did not load");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        browser.follow("a[rel=\"next\"]");
         assert!(pages < 100, "paging does not end");
     }
     assert_eq!(
@@ -434,7 +443,7 @@ fn console_in_a_real_browser() {
     // The last one's page: its raw line, id, source and a principal link.
     let last = expected.last().unwrap();
     let last_id = last["id"].as_str().unwrap();
-    browser.click(&format!("tr[data-id=\"{last_id}\"] a[href^=\"/event/\"]"));
+    browser.follow(&format!("tr[data-id=\"{last_id}\"] a[href^=\"/event/\"]"));
     assert_eq!(
         browser.text("pre[data-key=\"raw\"]"),
         last["raw"].as_str().unwrap()
@@ -476,7 +485,7 @@ fn console_in_a_real_browser() {
     browser.screenshot("hostile-event");
 
     // Quarantine: both lines with their reasons.
-    browser.click("header nav a[href=\"/quarantine\"]");
+    browser.follow("header nav a[href=\"/quarantine\"]");
     assert_eq!(browser.text("[data-total]"), "2 lines kept");
     assert_eq!(browser.find_all("table.quarantine tbody tr").len(), 2);
     assert_eq!(browser.scripts(), (json!("undefined"), json!("ready")));
