@@ -121,7 +121,7 @@ enum SinkRequest {
 pub fn parked_json(parked: &ParkedEvent) -> Value {
     json!({
         "id": format_id(parked.id),
-        "last": format_id(parked.last.max(parked.id)),
+        "last": format_id(parked.last),
         "events": parked.id_count(),
         "reason": parked.reason,
         "answer": parked.answer,

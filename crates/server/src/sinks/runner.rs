@@ -452,15 +452,7 @@ impl Runner {
         } = reading
             .await
             .map_err(|e| Stopped::Failed(SendFailure::refused(format!("reading: {e}"))))??;
-        let mut bytes = 0;
-        let mut kept = events.len();
-        for (i, event) in events.iter().enumerate() {
-            bytes += self.destination.size_hint(event);
-            if bytes > self.batch_max_bytes && i > 0 {
-                kept = i;
-                break;
-            }
-        }
+        let kept = self.batch_len(&events);
         let mut events = events;
         if kept < events.len() {
             events.truncate(kept);
@@ -569,19 +561,24 @@ impl Runner {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut start = 0;
         while start < events.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < events.len() && end - start < self.batch_max_events.max(1) {
-                bytes += self.destination.size_hint(&events[end]);
-                if bytes > self.batch_max_bytes && end > start {
-                    break;
-                }
-                end += 1;
-            }
+            let end = start + self.batch_len(&events[start..]);
             outcomes.extend(self.send_all(&events[start..end], stop).await?);
             start = end;
         }
         Ok(outcomes)
+    }
+
+    /// How many of `events`, from the first, make one batch: within
+    /// `batch_max_events` and `batch_max_bytes`, and at least one.
+    fn batch_len(&self, events: &[ForwardEvent]) -> usize {
+        let mut bytes = 0;
+        for (i, event) in events.iter().enumerate().take(self.batch_max_events) {
+            bytes += self.destination.size_hint(event);
+            if bytes > self.batch_max_bytes && i > 0 {
+                return i;
+            }
+        }
+        events.len().min(self.batch_max_events.max(1))
     }
 
     /// Sends the parked events `sink retry` marked; whether there were
@@ -676,7 +673,7 @@ impl Runner {
     /// not read (ids no longer stored are left out). `None` when the
     /// whole entry still does not read.
     fn read_parked(&self, parked: &ParkedEvent) -> Result<Option<Reread>, StoreError> {
-        let last = parked.last.max(parked.id);
+        let last = parked.last;
         let mut read = Reread::default();
         for item in self.store.forward_events(parked.id.saturating_sub(1))? {
             let reached = match item {
