@@ -63,41 +63,15 @@ pub fn tls_config(
     ))
 }
 
-/// Why no connection was made.
-#[derive(Debug)]
-pub struct ConnectError {
-    /// What happened.
-    pub error: String,
-    /// The destination's certificate was not accepted: a configuration
-    /// problem (its CA not in `ca_file`), or someone in between.
-    pub untrusted: bool,
-}
-
-impl ConnectError {
-    fn other(error: String) -> ConnectError {
-        ConnectError {
-            error,
-            untrusted: false,
-        }
-    }
-
-    /// The send's failure: nothing was sent; an untrusted certificate is
-    /// the operator's to fix (the sink shows `failing` at once).
-    pub fn failure(self) -> SendFailure {
-        if self.untrusted {
-            SendFailure::configuration(self.error)
-        } else {
-            SendFailure::refused(self.error)
-        }
-    }
-}
-
-/// Connects to `host:port`, with TLS when `tls` is given.
+/// Connects to `host:port`, with TLS when `tls` is given. Nothing was sent
+/// when it fails: the failure is `refused`, or a configuration problem
+/// when the destination's certificate is not trusted (the sink shows
+/// `failing` at once).
 pub async fn connect(
     host: &str,
     port: u16,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<Box<dyn Stream>, ConnectError> {
+) -> Result<Box<dyn Stream>, SendFailure> {
     Ok(connect_probed(host, port, tls).await?.0)
 }
 
@@ -106,19 +80,20 @@ pub async fn connect_probed(
     host: &str,
     port: u16,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<(Box<dyn Stream>, Probe), ConnectError> {
+) -> Result<(Box<dyn Stream>, Probe), SendFailure> {
     let bare = host.trim_matches(['[', ']']);
     let tcp = tokio::net::TcpStream::connect((bare, port))
         .await
-        .map_err(|e| ConnectError::other(format!("connecting to {host}:{port}: {e}")))?;
+        .map_err(|e| SendFailure::refused(format!("connecting to {host}:{port}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let probe = Probe::of(&tcp)
-        .map_err(|e| ConnectError::other(format!("connecting to {host}:{port}: {e}")))?;
+        .map_err(|e| SendFailure::refused(format!("connecting to {host}:{port}: {e}")))?;
     match tls {
         None => Ok((Box::new(tcp), probe)),
         Some(config) => {
-            let name = ServerName::try_from(bare.to_owned())
-                .map_err(|_| ConnectError::other(format!("{host:?} is not a host name for TLS")))?;
+            let name = ServerName::try_from(bare.to_owned()).map_err(|_| {
+                SendFailure::refused(format!("{host:?} is not a host name for TLS"))
+            })?;
             let stream = tokio_rustls::TlsConnector::from(config.clone())
                 .connect(name, tcp)
                 .await
@@ -130,19 +105,18 @@ pub async fn connect_probed(
 
 /// A failed TLS handshake with `host:port`, saying what to do when the
 /// destination's certificate was the reason.
-fn tls_error(host: &str, port: u16, e: &std::io::Error) -> ConnectError {
+fn tls_error(host: &str, port: u16, e: &std::io::Error) -> SendFailure {
     let untrusted = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
-    let hint = if untrusted {
-        " (the destination's certificate is not trusted: set ca_file to the CA that signed it)"
+    if untrusted {
+        SendFailure::configuration(format!(
+            "TLS with {host}:{port}: {e} (the destination's certificate is not trusted: \
+             set ca_file to the CA that signed it)"
+        ))
     } else {
-        ""
-    };
-    ConnectError {
-        error: format!("TLS with {host}:{port}: {e}{hint}"),
-        untrusted,
+        SendFailure::refused(format!("TLS with {host}:{port}: {e}"))
     }
 }
 
@@ -228,65 +202,6 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-/// Why a POST got no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostError {
-    /// What happened.
-    pub error: String,
-    /// The request may have reached the destination: it failed while
-    /// being written or answered. A failure to connect (TCP, TLS, the
-    /// HTTP handshake) sent nothing.
-    pub maybe_arrived: bool,
-    /// Not sent because the destination's certificate is not trusted.
-    pub untrusted: bool,
-}
-
-impl From<ConnectError> for PostError {
-    fn from(e: ConnectError) -> PostError {
-        PostError {
-            error: e.error,
-            maybe_arrived: false,
-            untrusted: e.untrusted,
-        }
-    }
-}
-
-impl PostError {
-    fn before_sending(error: String) -> PostError {
-        PostError {
-            error,
-            maybe_arrived: false,
-            untrusted: false,
-        }
-    }
-
-    fn after_sending(error: String) -> PostError {
-        PostError {
-            error,
-            maybe_arrived: true,
-            untrusted: false,
-        }
-    }
-
-    /// The send's failure: its outcome unknown if the request may have
-    /// arrived, else refused (sent again, the events are no resends).
-    pub fn failure(self) -> SendFailure {
-        if self.maybe_arrived {
-            SendFailure::unknown(self.error)
-        } else if self.untrusted {
-            SendFailure::configuration(self.error)
-        } else {
-            SendFailure::refused(self.error)
-        }
-    }
-}
-
-impl std::fmt::Display for PostError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.error)
-    }
-}
-
 /// A keep-alive HTTP/1.1 client to one base URL (http or https).
 pub struct HttpClient {
     host: String,
@@ -345,7 +260,7 @@ impl HttpClient {
         path: &str,
         headers: &[(&'static str, String)],
         body: Bytes,
-    ) -> Result<Answer, PostError> {
+    ) -> Result<Answer, SendFailure> {
         let timeout = self.timeout;
         self.connecting = false;
         match tokio::time::timeout(timeout, self.post_inner(path, headers, body)).await {
@@ -356,14 +271,14 @@ impl HttpClient {
             }
             Err(_) if self.connecting => {
                 self.sender = None;
-                Err(PostError::before_sending(format!(
+                Err(SendFailure::refused(format!(
                     "connecting to {}: no answer within {timeout:?}",
                     self.authority
                 )))
             }
             Err(_) => {
                 self.sender = None;
-                Err(PostError::after_sending(format!(
+                Err(SendFailure::unknown(format!(
                     "no answer within {timeout:?}"
                 )))
             }
@@ -375,7 +290,7 @@ impl HttpClient {
         path: &str,
         headers: &[(&'static str, String)],
         body: Bytes,
-    ) -> Result<Answer, PostError> {
+    ) -> Result<Answer, SendFailure> {
         let reusable = match self.sender.take() {
             Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
             None => None,
@@ -389,7 +304,7 @@ impl HttpClient {
                     hyper::client::conn::http1::handshake(TokioIo::new(stream))
                         .await
                         .map_err(|e| {
-                            PostError::before_sending(format!("HTTP with {}: {e}", self.authority))
+                            SendFailure::refused(format!("HTTP with {}: {e}", self.authority))
                         })?;
                 tokio::spawn(connection);
                 self.connecting = false;
@@ -407,17 +322,17 @@ impl HttpClient {
         }
         let request = request
             .body(Full::new(body))
-            .map_err(|e| PostError::before_sending(format!("request: {e}")))?;
+            .map_err(|e| SendFailure::refused(format!("request: {e}")))?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| PostError::after_sending(format!("HTTP with {}: {e}", self.authority)))?;
+            .map_err(|e| SendFailure::unknown(format!("HTTP with {}: {e}", self.authority)))?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
             .map_err(|e| {
-                PostError::after_sending(format!("reading the answer of {}: {e}", self.authority))
+                SendFailure::unknown(format!("reading the answer of {}: {e}", self.authority))
             })?
             .to_bytes();
         self.sender = Some(sender);

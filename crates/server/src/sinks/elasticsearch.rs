@@ -14,7 +14,7 @@ use hyper::body::Bytes;
 use serde_json::Value;
 
 use super::config::SinkConfig;
-use super::connect::{tls_config, HttpClient, PostError};
+use super::connect::{tls_config, HttpClient};
 use super::destination::{Destination, ItemOutcome, SendFailure, SendFuture};
 use super::http_status::{classify, Verdict};
 
@@ -128,11 +128,7 @@ impl Destination for Elasticsearch {
             if let Some(auth) = &self.authorization {
                 headers.push(("authorization", auth.clone()));
             }
-            let answer = self
-                .client
-                .post("/_bulk", &headers, body)
-                .await
-                .map_err(PostError::failure)?;
+            let answer = self.client.post("/_bulk", &headers, body).await?;
             match classify(answer.status) {
                 Verdict::Success => item_outcomes(&answer.body, events.len()),
                 verdict => Err(verdict.failure("_bulk", &answer)),

@@ -24,7 +24,7 @@ use hyper::body::Bytes;
 use serde_json::Value;
 
 use super::config::SinkConfig;
-use super::connect::{tls_config, HttpClient, PostError};
+use super::connect::{tls_config, HttpClient};
 use super::destination::{local_hostname, Destination, ItemOutcome, SendFailure, SendFuture};
 use super::http_status::{classify, excerpt, Verdict};
 
@@ -135,7 +135,7 @@ impl SplunkHec {
                 Ok(answer) => {
                     tracing::debug!(status = answer.status, "HEC ack poll failed; polling on");
                 }
-                Err(e) => tracing::debug!(error = %e, "HEC ack poll failed; polling on"),
+                Err(e) => tracing::debug!(error = %e.error, "HEC ack poll failed; polling on"),
             }
             if started.elapsed() >= self.ack_timeout {
                 return Err(SendFailure::unknown(format!(
@@ -190,8 +190,7 @@ impl Destination for SplunkHec {
             let answer = self
                 .client
                 .post("/services/collector/event", &headers, Bytes::from(body))
-                .await
-                .map_err(PostError::failure)?;
+                .await?;
             let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
             match classify(answer.status) {
                 Verdict::Success => {}

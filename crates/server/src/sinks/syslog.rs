@@ -23,7 +23,7 @@ use auditsink_storage::{format_ms, ForwardEvent, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::config::{Payload, SinkConfig, Transport};
-use super::connect::{connect_probed, host_port, tls_config, ConnectError, Peeked, Probe, Stream};
+use super::connect::{connect_probed, host_port, tls_config, Peeked, Probe, Stream};
 use super::destination::{local_hostname, Destination, ItemOutcome, SendFailure, SendFuture};
 
 /// `<PRI>` of every message: facility 13 (log audit) × 8 + severity 6.
@@ -140,8 +140,7 @@ impl Syslog {
             .await
             .map_err(|_| {
                 SendFailure::refused(format!("connecting: no answer within {:?}", self.timeout))
-            })?
-            .map_err(ConnectError::failure)?;
+            })??;
             let mut stream = stream;
             // A TLS 1.3 collector sends its session tickets right after the
             // handshake. Read them now: bytes left unread in our receive
